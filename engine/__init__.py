@@ -1,0 +1,1 @@
+"""loratui engine: everything that trains. Never imports textual or rich."""

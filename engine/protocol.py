@@ -1,0 +1,270 @@
+"""The JSON-lines protocol between the TUI and the engine (see PROTOCOL.md).
+
+One JSON object per line, UTF-8, flushed after every line. This module is the only part of the
+engine the TUI imports besides `engine.config`, so it must stay free of torch and of any heavy import.
+Events are plain dicts built by the constructors below: dicts survive unknown fields both ways, which
+is what the contract asks of readers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import IO, Any
+
+PROTOCOL_VERSION = 1
+
+# Event types (engine -> TUI)
+HELLO = "hello"
+QUEUE = "queue"
+RUN_STARTED = "run_started"
+PHASE = "phase"
+STEP = "step"
+VALIDATION = "validation"
+CHECKPOINT = "checkpoint"
+SAMPLE = "sample"
+LOG = "log"
+RUN_FINISHED = "run_finished"
+ACK = "ack"
+
+EVENT_TYPES = (HELLO, QUEUE, RUN_STARTED, PHASE, STEP, VALIDATION, CHECKPOINT, SAMPLE, LOG, RUN_FINISHED, ACK)
+
+# Commands (TUI -> engine)
+CMD_ENQUEUE = "enqueue"
+CMD_REMOVE = "remove"
+CMD_MOVE = "move"
+CMD_STOP = "stop"
+CMD_SAVE_NOW = "save_now"
+CMD_SAMPLE_NOW = "sample_now"
+CMD_PAUSE_QUEUE = "pause_queue"
+CMD_RESUME_QUEUE = "resume_queue"
+CMD_RESUME = "resume"
+CMD_SHUTDOWN = "shutdown"
+
+COMMANDS = (
+    CMD_ENQUEUE,
+    CMD_REMOVE,
+    CMD_MOVE,
+    CMD_STOP,
+    CMD_SAVE_NOW,
+    CMD_SAMPLE_NOW,
+    CMD_PAUSE_QUEUE,
+    CMD_RESUME_QUEUE,
+    CMD_RESUME,
+    CMD_SHUTDOWN,
+)
+
+# Run and queue-entry statuses
+PENDING = "pending"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+STOPPED = "stopped"
+INTERRUPTED = "interrupted"
+RUN_STATUSES = (DONE, FAILED, STOPPED, INTERRUPTED)
+ENTRY_STATUSES = (PENDING, RUNNING, DONE, FAILED, STOPPED, INTERRUPTED)
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def encode(message: dict[str, Any]) -> str:
+    """One protocol line (with the trailing newline). Non-finite floats become null (JSON has none)."""
+    return json.dumps(_finite(message), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def decode(line: str | bytes) -> dict[str, Any] | None:
+    """The object on a protocol line, or None for a blank, malformed or non-object line."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", errors="replace")
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("type", value.get("cmd")), str):
+        return None
+    return value
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _event(kind: str, run: str | None, **fields: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": kind}
+    if run is not None:
+        event["run"] = run
+    event.update(fields)
+    return event
+
+
+# --- event constructors -------------------------------------------------------------------------
+
+
+def hello(*, engine_version: str, workspace: str, device: str) -> dict[str, Any]:
+    return _event(
+        HELLO,
+        None,
+        protocol=PROTOCOL_VERSION,
+        engine_version=engine_version,
+        workspace=workspace,
+        device=device,
+    )
+
+
+def queue(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Whole-queue snapshot: entries of {run, name, status, position, preset, created, progress}."""
+    return _event(QUEUE, None, entries=list(entries))
+
+
+def run_started(
+    *, run: str | None, name: str, config: str, total_steps: int, run_dir: str, **extra: Any
+) -> dict[str, Any]:
+    return _event(
+        RUN_STARTED, run, name=name, config=config, total_steps=total_steps, run_dir=run_dir, **extra
+    )
+
+
+def phase(*, run: str | None, name: str, done: int = 0, total: int = 0, **extra: Any) -> dict[str, Any]:
+    return _event(PHASE, run, name=name, done=done, total=total, **extra)
+
+
+def step(
+    *,
+    run: str | None,
+    step: int,
+    total_steps: int,
+    epoch: int,
+    loss: float,
+    loss_ema: float,
+    lr: float,
+    seconds_per_step: float,
+    eta_seconds: float,
+    samples_per_second: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    return _event(
+        STEP,
+        run,
+        step=step,
+        total_steps=total_steps,
+        epoch=epoch,
+        loss=loss,
+        loss_ema=loss_ema,
+        lr=lr,
+        seconds_per_step=seconds_per_step,
+        eta_seconds=eta_seconds,
+        samples_per_second=samples_per_second,
+        **extra,
+    )
+
+
+def validation(*, run: str | None, step: int, val_loss: float, **extra: Any) -> dict[str, Any]:
+    return _event(VALIDATION, run, step=step, val_loss=val_loss, **extra)
+
+
+def checkpoint(*, run: str | None, step: int, path: str, **extra: Any) -> dict[str, Any]:
+    return _event(CHECKPOINT, run, step=step, path=path, **extra)
+
+
+def sample(*, run: str | None, step: int, paths: list[str], **extra: Any) -> dict[str, Any]:
+    return _event(SAMPLE, run, step=step, paths=list(paths), **extra)
+
+
+def log(message: str, *, level: str = "info", run: str | None = None, **extra: Any) -> dict[str, Any]:
+    return _event(LOG, run, level=level if level in LOG_LEVELS else "info", message=message, **extra)
+
+
+def run_finished(
+    *,
+    run: str | None,
+    status: str,
+    lora: str | None = None,
+    error: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return _event(RUN_FINISHED, run, status=status, lora=lora, error=error, **extra)
+
+
+def ack(*, id: Any = None, ok: bool = True, error: str | dict | None = None) -> dict[str, Any]:
+    return {"type": ACK, "id": id, "ok": ok, "error": error}
+
+
+def command(cmd: str, **fields: Any) -> dict[str, Any]:
+    """A TUI -> engine command line object."""
+    return {"cmd": cmd, **fields}
+
+
+# --- writing events ------------------------------------------------------------------------------
+
+
+class EventWriter:
+    """Writes events as protocol lines to a stream and, optionally, appends them to events.jsonl.
+
+    The disk copy is the record: a TUI that connects later rebuilds its view from it. A stream that
+    breaks (the TUI went away, the SSH connection dropped) is dropped silently and writing to disk
+    goes on, because losing the reader must never stop training.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, jsonl_path: str | os.PathLike | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+        self._jsonl = None
+        self._lock = threading.Lock()
+        self.set_jsonl(jsonl_path)
+
+    def set_jsonl(self, jsonl_path: str | os.PathLike | None) -> None:
+        """Start (or stop, with None) appending every event to a file."""
+        with self._lock:
+            if self._jsonl is not None:
+                self._jsonl.close()
+                self._jsonl = None
+            if jsonl_path is not None:
+                os.makedirs(os.path.dirname(os.path.abspath(jsonl_path)), exist_ok=True)
+                self._jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def emit(self, event: dict[str, Any]) -> None:
+        event.setdefault("time", round(time.time(), 3))
+        line = encode(event)
+        with self._lock:
+            if self._jsonl is not None:
+                self._jsonl.write(line)
+                self._jsonl.flush()
+            if self._stream is not None:
+                try:
+                    self._stream.write(line)
+                    self._stream.flush()
+                except (BrokenPipeError, OSError, ValueError):
+                    self._stream = None
+
+    @property
+    def stream_alive(self) -> bool:
+        return self._stream is not None
+
+    def close(self) -> None:
+        self.set_jsonl(None)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every well-formed event in an events.jsonl file; malformed lines (a torn last line) are skipped."""
+    events = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                event = decode(line)
+                if event is not None:
+                    events.append(event)
+    except FileNotFoundError:
+        return []
+    return events

@@ -1,0 +1,1 @@
+"""loratui terminal UI. Never imports torch, diffusers, peft or onnxruntime."""
