@@ -1,0 +1,265 @@
+"""Loading a run config: TOML file -> extends chain -> environment -> --set overrides -> RunConfig.
+
+Precedence (CONFIG.md): CLI `--set` > environment `LORATUI_<SECTION>__<KEY>` > the file > its extends
+chain > defaults. Presets named in `extends` are looked up in the workspace's presets/ folder first,
+then among the presets shipped with loratui; a path (relative to the file that names it) also works.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .schema import SECTION_TYPES, TOP_LEVEL_KEYS, RunConfig
+from .validate import ConfigError, build_config, did_you_mean
+
+ENV_PREFIX = "LORATUI_"
+SHIPPED_PRESETS = Path(__file__).resolve().parents[2] / "presets"
+
+
+def preset_dirs(workspace: Path) -> list[Path]:
+    """Folders searched for presets by name: the workspace's own, then the shipped ones."""
+    dirs = [workspace / "presets"]
+    if SHIPPED_PRESETS.resolve() != dirs[0].resolve():
+        dirs.append(SHIPPED_PRESETS)
+    return dirs
+
+
+def list_presets(workspace: Path | None = None) -> dict[str, Path]:
+    """Preset name -> file, workspace presets shadowing shipped ones of the same name."""
+    found: dict[str, Path] = {}
+    for folder in reversed(preset_dirs(Path(workspace or Path.cwd()))):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def find_preset(ref: str, *, relative_to: Path | None, workspace: Path) -> Path:
+    """The file an `extends` value refers to: a path, or a preset name."""
+    looks_like_path = ref.endswith(".toml") or "/" in ref or "\\" in ref
+    if looks_like_path:
+        candidate = Path(ref).expanduser()
+        if not candidate.is_absolute():
+            candidate = (relative_to or workspace) / candidate
+        if candidate.is_file():
+            return candidate
+        raise ConfigError(
+            f"extends: preset file not found: {candidate}",
+            hint="check the path; relative paths start at the folder of the file that extends it",
+        )
+    for folder in preset_dirs(workspace):
+        candidate = folder / f"{ref}.toml"
+        if candidate.is_file():
+            return candidate
+    names = list(list_presets(workspace))
+    hint = did_you_mean(ref, names) or f"available presets: {', '.join(names) or 'none'}"
+    raise ConfigError(f'extends: no preset named "{ref}"', hint=hint)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's data; errors name the file and, for syntax errors, the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file not found: {path}",
+            hint="check the path (relative paths start at the current folder)",
+            where=str(path),
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"{path} is a folder, not a TOML file", hint="pass the path of a .toml file", where=str(path)
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc}", hint="is it a UTF-8 text file?", where=str(path)
+        ) from None
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"invalid TOML in {source}: {exc}",
+            hint="check quotes, brackets and = signs on that line",
+            where=source,
+        ) from None
+
+
+def merge(base: dict[str, Any], over: dict[str, Any], origins: dict[str, str], source: str) -> dict[str, Any]:
+    """`over` on top of `base`, section tables merged key by key; records where each value came from."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in over.items():
+        if key in SECTION_TYPES and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key].update(value)
+            for sub in value:
+                origins[f"{key}.{sub}"] = source
+        else:
+            out[key] = value
+            if isinstance(value, dict) and key in SECTION_TYPES:
+                for sub in value:
+                    origins[f"{key}.{sub}"] = source
+            else:
+                origins[key] = source
+    return out
+
+
+def _load_chain(
+    data: dict[str, Any],
+    source: str,
+    path: Path | None,
+    workspace: Path,
+    origins: dict[str, str],
+    seen: list[Path],
+) -> dict[str, Any]:
+    """`data` merged over everything its extends chain brings in."""
+    ref = data.get("extends", "")
+    if not ref:
+        return merge({}, data, origins, source)
+    if not isinstance(ref, str):
+        raise ConfigError(f"extends must be a preset name or path, found {ref!r}", where=f"{source}: extends")
+    try:
+        parent_path = find_preset(ref, relative_to=path.parent if path else None, workspace=workspace)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, hint=exc.hint, where=f"{source}: extends") from None
+    resolved = parent_path.resolve()
+    if resolved in seen:
+        chain = " -> ".join(str(p) for p in [*seen, resolved])
+        raise ConfigError(
+            f"extends cycle: {chain}",
+            hint="remove one of the extends keys so the chain ends",
+            where=f"{source}: extends",
+        )
+    parent = _load_chain(
+        read_toml(parent_path), str(parent_path), parent_path, workspace, origins, [*seen, resolved]
+    )
+    merged = merge(parent, data, origins, source)
+    return merged
+
+
+def parse_override_value(text: str) -> Any:
+    """A --set / environment value: TOML syntax when it parses (5e-5, true, [1, 2]), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, origins: dict[str, str], source: str) -> None:
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        data[parts[0]] = value
+    elif len(parts) == 2:
+        section = data.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"cannot set {dotted}: {parts[0]} is not a table", where=source)
+        section[parts[1]] = value
+    else:
+        raise ConfigError(
+            f'cannot set "{dotted}": keys are "section.key" or a top-level key',
+            hint="e.g. --set train.lr=5e-5",
+            where=source,
+        )
+    origins[dotted] = source
+
+
+def env_overrides(env: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(dotted key, raw value, variable name) for every LORATUI_<SECTION>__<KEY> variable."""
+    out = []
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue  # LORATUI_VENV and friends are not config keys
+        section, _, key = name[len(ENV_PREFIX) :].partition("__")
+        out.append((f"{section.lower()}.{key.lower()}", raw, name))
+    return out
+
+
+def apply_overrides(
+    data: dict[str, Any], sets: Iterable[str], env: Mapping[str, str] | None, origins: dict[str, str]
+) -> dict[str, Any]:
+    for dotted, raw, name in env_overrides(env or {}):
+        _set_dotted(data, dotted, parse_override_value(raw), origins, f"environment {name}")
+    for item in sets:
+        dotted, eq, raw = item.partition("=")
+        if not eq or not dotted.strip():
+            raise ConfigError(
+                f'--set "{item}" is not key=value', hint="e.g. --set train.lr=5e-5", where="--set"
+            )
+        dotted = dotted.strip()
+        _set_dotted(data, dotted, parse_override_value(raw.strip()), origins, f"--set {dotted}")
+    return data
+
+
+def load_config_data(
+    data: dict[str, Any],
+    *,
+    source: str,
+    path: Path | None = None,
+    sets: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    workspace: str | os.PathLike | None = None,
+) -> RunConfig:
+    """A RunConfig from already parsed TOML data (see load_config)."""
+    ws = Path(workspace).resolve() if workspace else Path.cwd()
+    origins: dict[str, str] = {}
+    seen = [path.resolve()] if path else []
+    merged = _load_chain(data, source, path, ws, origins, seen)
+    merged = apply_overrides(merged, sets, env, origins)
+    cfg = build_config(merged, source=source, origins=origins)
+    cfg.extends = data.get("extends", "") if isinstance(data.get("extends", ""), str) else ""
+    cfg.workspace = ws
+    cfg.source_path = path
+    cfg.preset = cfg.extends or (path.stem if path else "")
+    if not cfg.name and path is not None:
+        # A config without a name trains under its file name, like "mychar.toml" -> "mychar".
+        cfg.name = path.stem
+    return cfg
+
+
+def load_config(
+    path: str | os.PathLike,
+    sets: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    workspace: str | os.PathLike | None = None,
+) -> RunConfig:
+    """Load, merge and validate a run config file. `env` defaults to os.environ."""
+    p = Path(path).expanduser()
+    data = read_toml(p)
+    return load_config_data(
+        data,
+        source=str(path),
+        path=p.absolute(),
+        sets=sets,
+        env=os.environ if env is None else env,
+        workspace=workspace,
+    )
+
+
+def load_config_text(
+    text: str,
+    source: str = "<text>",
+    sets: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    workspace: str | os.PathLike | None = None,
+) -> RunConfig:
+    """Load a run config from TOML text (the TUI form, a queue command). No environment by default."""
+    return load_config_data(
+        parse_toml(text, source), source=source, sets=sets, env=env or {}, workspace=workspace
+    )
+
+
+__all__ = [
+    "load_config",
+    "load_config_text",
+    "load_config_data",
+    "list_presets",
+    "find_preset",
+    "parse_override_value",
+    "TOP_LEVEL_KEYS",
+]

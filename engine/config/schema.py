@@ -1,0 +1,349 @@
+"""The run config schema: typed dataclasses mirroring CONFIG.md, one per TOML section.
+
+This is the single source of truth for defaults, types, allowed values, help texts and which fields a
+newcomer sees ("basic"). Validation, the TUI form and the docs are all derived from it via `SCHEMA`.
+Field names are the TOML key names and are a contract: never rename or drop one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+# Field kinds: how a value is checked and which widget the TUI uses for it.
+INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM = (
+    "int",
+    "float",
+    "bool",
+    "str",
+    "path",
+    "paths",
+    "strs",
+    "dict",
+    "resolution",
+    "enum",
+)
+
+
+def opt(
+    default: Any,
+    help: str,
+    *,
+    kind: str | None = None,
+    choices: tuple[str, ...] = (),
+    basic: bool = False,
+    min: float | None = None,
+    max: float | None = None,
+    min_exclusive: bool = False,
+) -> Any:
+    """A dataclass field carrying its schema metadata (kind, choices, help, basic, bounds)."""
+    if kind is None:
+        kind = ENUM if choices else _kind_of(default)
+    meta = {
+        "kind": kind,
+        "help": help,
+        "choices": choices,
+        "basic": basic,
+        "min": min,
+        "max": max,
+        "min_exclusive": min_exclusive,
+    }
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _kind_of(default: Any) -> str:
+    if isinstance(default, bool):
+        return BOOL
+    if isinstance(default, int):
+        return INT
+    if isinstance(default, float):
+        return FLOAT
+    if isinstance(default, str):
+        return STR
+    if isinstance(default, list):
+        return STRS
+    if isinstance(default, dict):
+        return DICT
+    raise TypeError(f"no schema kind for default {default!r}")
+
+
+PROB = {"min": 0.0, "max": 1.0}
+
+
+@dataclass
+class ModelConfig:
+    base: str = opt(
+        "", "Base model: a diffusers folder or a single-file .safetensors checkpoint", kind=PATH, basic=True
+    )
+    family: str = opt(
+        "auto",
+        "Model family (auto detects it from the weights)",
+        choices=("auto", "sd15", "sd2", "sdxl"),
+        basic=True,
+    )
+    prediction: str = opt(
+        "auto", "What the model predicts (auto detects it)", choices=("auto", "epsilon", "v_prediction")
+    )
+    clip_skip: int = opt(
+        1, "1 = last text-encoder layer, 2 = penultimate (SD1.5 anime models)", min=1, max=12
+    )
+    vae: str = opt("", "Optional separate VAE (file or folder)", kind=PATH)
+
+
+@dataclass
+class DatasetConfig:
+    dirs: list = opt(
+        [], "Image folders; a folder named 10_name repeats its images 10 times", kind=PATHS, basic=True
+    )
+    repeats: int = opt(1, "Repeats for folders without an N_ prefix", min=1)
+    caption: str = opt("file", "Where captions come from", choices=("none", "phrase", "file"), basic=True)
+    caption_extensions: list = opt(
+        [".txt", ".caption"], "Caption file extensions; the first that exists wins"
+    )
+    phrase: str = opt("", "Caption for caption=phrase, and the fallback when a caption file is missing")
+    trigger_word: str = opt("", "Put first in every caption", basic=True)
+    shuffle_tags: bool = opt(False, "Shuffle comma-separated tags each time an image is used")
+    keep_tokens: int = opt(0, "Leading tags kept in place when shuffling", min=0)
+    caption_dropout: float = opt(0.0, "Probability of training an image with an empty caption", **PROB)
+    tag_dropout: float = opt(0.0, "Probability of dropping each tag", **PROB)
+    resolution: Any = opt(
+        1024, "Training size: max bucket area is resolution²; or [width, height]", kind=RESOLUTION, basic=True
+    )
+    buckets: bool = opt(True, "Aspect-ratio bucketing")
+    bucket_step: int = opt(64, "Bucket sides are multiples of this", min=8)
+    min_bucket: int = opt(256, "Smallest bucket side", min=8)
+    max_bucket: int = opt(2048, "Largest bucket side", min=8)
+    max_aspect: float = opt(2.0, "Largest aspect ratio of a bucket", min=1.0)
+    upscale: bool = opt(False, "false: small images are never enlarged to fill a bucket")
+    resize: str = opt("crop", "How an image is fitted to its bucket", choices=("crop", "stretch", "pad"))
+    crop: str = opt("center", "Crop position", choices=("center", "random"))
+    flip: bool = opt(False, "Random horizontal flip")
+    color_aug: bool = opt(False, "Small random hue/saturation/brightness changes")
+    sub_images: int = opt(0, "Extra downscaled copies of each image (smaller buckets)", min=0, max=8)
+    cache_latents: bool = opt(True, "Cache VAE latents on disk, keyed by image content")
+    cache_text: bool = opt(True, "Cache text-encoder outputs when the text encoders are frozen")
+    workers: int = opt(2, "Data-loader worker processes", min=0, max=64)
+
+    def resolution_wh(self) -> tuple[int, int]:
+        """The training size as (width, height)."""
+        if isinstance(self.resolution, (list, tuple)):
+            return int(self.resolution[0]), int(self.resolution[1])
+        return int(self.resolution), int(self.resolution)
+
+
+@dataclass
+class CaptionAutoConfig:
+    tagger: str = opt("", "WD14 tagger folder (model.onnx + selected_tags.csv); empty = off", kind=PATH)
+    general_threshold: float = opt(0.35, "Confidence needed for a general tag", **PROB)
+    character_threshold: float = opt(0.85, "Confidence needed for a character tag", **PROB)
+    undesired_tags: list = opt([], "Tags never written")
+    overwrite: bool = opt(False, "Re-caption images that already have a caption file")
+
+
+@dataclass
+class NetworkConfig:
+    type: str = opt("lora", "Adapter type", choices=("lora", "locon", "loha", "lokr"), basic=True)
+    rank: int = opt(16, "Adapter rank (dim)", min=1, max=1024, basic=True)
+    alpha: float = opt(16, "Adapter alpha; scale = alpha / rank", kind=FLOAT, min=0.0, basic=True)
+    conv_rank: int = opt(0, "locon/loha/lokr: rank of 3x3 conv adapters (0 = use rank)", min=0)
+    conv_alpha: float = opt(0, "0 = use alpha", kind=FLOAT, min=0.0)
+    dora: bool = opt(False, "Weight-decomposed LoRA (DoRA)")
+    dropout: float = opt(0.0, "Dropout on the adapter input", **PROB)
+    element: str = opt(
+        "full", "Which layers get adapters", choices=("full", "cross_attention", "self_attention")
+    )
+    blocks: list = opt(
+        [], 'Blocks to train; [] = all, else e.g. ["IN04", "MID", "OUT03"] ("BASE" = text encoder)'
+    )
+    train_text_encoder: bool = opt(False, "Also train the text encoder(s)")
+    init_from: str = opt("", "Continue from an existing LoRA file", kind=PATH)
+
+
+OPTIMIZERS = ("adamw", "adamw8bit", "adam", "sgd", "rmsprop", "lion", "prodigy", "adafactor")
+SCHEDULERS = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial", "step")
+LOSSES = ("mse", "l1", "huber", "smooth_l1")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = opt(1000, "Optimizer steps; ignored when epochs > 0", min=1, basic=True)
+    epochs: int = opt(0, "Epochs (0 = use steps)", min=0)
+    batch_size: int = opt(4, "Images per batch", min=1, basic=True)
+    grad_accum: int = opt(1, "Gradient accumulation steps", min=1)
+    lr: float = opt(1e-4, "Learning rate", min=0.0, min_exclusive=True, basic=True)
+    text_encoder_lr: float = opt(0.0, "Text-encoder learning rate (0 = same as lr)", min=0.0)
+    optimizer: str = opt("adamw", "Optimizer", choices=OPTIMIZERS, basic=True)
+    optimizer_args: dict = opt({}, "Passed to the optimizer, e.g. { weight_decay = 0.01 }")
+    scheduler: str = opt("cosine", "Learning-rate schedule", choices=SCHEDULERS)
+    warmup_steps: int = opt(0, "Linear warm-up steps", min=0)
+    scheduler_cycles: int = opt(1, "Cycles for cosine_with_restarts; steps per decay for step", min=1)
+    scheduler_power: float = opt(1.0, "Power for polynomial", min=0.0)
+    loss: str = opt("mse", "Loss function", choices=LOSSES)
+    huber_c: float = opt(0.1, "Huber / smooth-L1 threshold", min=0.0, min_exclusive=True)
+    min_snr_gamma: float = opt(0.0, "0 = off; 5 is the usual value", min=0.0)
+    noise_offset: float = opt(0.0, "Noise offset (brighter/darker images)", min=0.0, max=1.0)
+    zero_terminal_snr: bool = opt(False, "Rescale the noise schedule to zero terminal SNR")
+    precision: str = opt("bf16", "Weights of the frozen model and autocast", choices=PRECISIONS)
+    lora_precision: str = opt("fp32", "dtype of the trained adapter weights", choices=PRECISIONS)
+    gradient_checkpointing: bool = opt(True, "Trade compute for memory")
+    max_grad_norm: float = opt(1.0, "Gradient clipping (0 = off)", min=0.0)
+    seed: int = opt(42, "Same seed + config = same loss curve and weights", min=0)
+
+
+@dataclass
+class ValidationConfig:
+    every_steps: int = opt(0, "Validation loss every N steps (0 = off)", min=0, basic=True)
+    images: int = opt(4, "Images used for the validation loss", min=1)
+
+
+@dataclass
+class SampleConfig:
+    prompts: list = opt([], "Prompts of sample images generated during training")
+    every_steps: int = opt(0, "Sample every N steps (0 = off)", min=0)
+    steps: int = opt(20, "Denoising steps per sample", min=1)
+    cfg: float = opt(7.0, "Classifier-free guidance scale", min=0.0)
+    seed: int = opt(0, "Seed of the sample noise", min=0)
+
+
+@dataclass
+class SaveConfig:
+    output_dir: str = opt("runs", "Where run folders go (relative to the workspace)", kind=PATH)
+    every_steps: int = opt(0, "Checkpoint every N steps (0 = off)", min=0, basic=True)
+    every_epochs: int = opt(0, "Checkpoint every N epochs (0 = off)", min=0)
+    keep_last: int = opt(0, "Checkpoints kept (0 = all)", min=0)
+    precision: str = opt("fp16", "dtype of saved weights", choices=("fp16", "bf16", "fp32"))
+    format: str = opt(
+        "kohya", "kohya (ComfyUI / A1111 / diffusers load it) | diffusers", choices=("kohya", "diffusers")
+    )
+    overwrite: bool = opt(False, "false: refuse to replace an existing LoRA of the same name")
+    copy_to: str = opt("", "Also copy the final LoRA here (e.g. ComfyUI/models/loras)", kind=PATH)
+    state: bool = opt(True, "Keep resumable training state beside each checkpoint")
+
+
+@dataclass
+class LogConfig:
+    csv: bool = opt(True, "runs/<name>/loss.csv: step,epoch,loss,loss_ema,lr,val_loss,seconds")
+    tensorboard: bool = opt(False, "Also write TensorBoard logs (when tensorboard is installed)")
+
+
+@dataclass
+class IlecoConfig:
+    original_prompt: str = opt("", "ileco: the prompt describing what the model makes now")
+    target_prompt: str = opt("", "ileco: the prompt describing what it should make instead")
+
+
+@dataclass
+class DifferenceConfig:
+    original_image: str = opt("", "difference: the original image", kind=PATH)
+    target_image: str = opt("", "difference: the edited image", kind=PATH)
+    first_pass: dict = opt({}, "difference: network settings of the first pass")
+    second_pass: dict = opt({}, "difference: network settings of the second pass")
+
+
+SECTION_TYPES: dict[str, type] = {
+    "model": ModelConfig,
+    "dataset": DatasetConfig,
+    "caption_auto": CaptionAutoConfig,
+    "network": NetworkConfig,
+    "train": TrainConfig,
+    "validation": ValidationConfig,
+    "sample": SampleConfig,
+    "save": SaveConfig,
+    "log": LogConfig,
+    "ileco": IlecoConfig,
+    "difference": DifferenceConfig,
+}
+
+# Top-level tables that are not part of a run config: the queue keeps its bookkeeping in [queue].
+RESERVED_TABLES = ("queue",)
+
+
+@dataclass
+class RunConfig:
+    name: str = opt("", "Run name: output file stem and run folder; unique among queued runs", basic=True)
+    extends: str = opt("", "A preset (presets/<name>.toml or a path) whose values this file overrides")
+    mode: str = opt("lora", "Training mode", choices=("lora", "ileco", "difference"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    caption_auto: CaptionAutoConfig = field(default_factory=CaptionAutoConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    save: SaveConfig = field(default_factory=SaveConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    ileco: IlecoConfig = field(default_factory=IlecoConfig)
+    difference: DifferenceConfig = field(default_factory=DifferenceConfig)
+    # Where the config came from and which folder relative paths refer to (not TOML keys).
+    workspace: Path = field(default_factory=Path.cwd, metadata={"internal": True}, compare=False)
+    source_path: Path | None = field(default=None, metadata={"internal": True}, compare=False)
+    preset: str = field(default="", metadata={"internal": True}, compare=False)
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """A config path made absolute: relative paths refer to the workspace; ~ is expanded."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.workspace / p)
+
+    def run_dir(self) -> Path:
+        """The folder of this run: <workspace>/<save.output_dir>/<name>."""
+        return self.resolve_path(self.save.output_dir) / self.name
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One config key as the form, the validator and the docs see it."""
+
+    section: str  # "" for top-level keys
+    key: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    basic: bool = False
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.key}" if self.section else self.key
+
+
+def _specs_of(cls: type, section: str) -> list[FieldSpec]:
+    specs = []
+    instance = cls()
+    for f in fields(cls):
+        if f.metadata.get("internal") or "kind" not in f.metadata:
+            continue
+        m = f.metadata
+        specs.append(
+            FieldSpec(
+                section=section,
+                key=f.name,
+                kind=m["kind"],
+                default=getattr(instance, f.name),
+                help=m["help"],
+                choices=m["choices"],
+                basic=m["basic"],
+                min=m["min"],
+                max=m["max"],
+                min_exclusive=m["min_exclusive"],
+            )
+        )
+    return specs
+
+
+def _build_schema() -> list[FieldSpec]:
+    specs = [s for s in _specs_of(RunConfig, "")]
+    for section, cls in SECTION_TYPES.items():
+        specs.extend(_specs_of(cls, section))
+    return specs
+
+
+SCHEMA: list[FieldSpec] = _build_schema()
+SCHEMA_BY_KEY: dict[str, FieldSpec] = {s.dotted: s for s in SCHEMA}
+TOP_LEVEL_KEYS = tuple(s.key for s in SCHEMA if not s.section)

@@ -1,0 +1,272 @@
+"""Checking raw TOML values against the schema and building a RunConfig from them.
+
+Every problem becomes a ConfigError that names the file, the dotted key, what was expected and what
+was found, with a "did you mean" hint for misspelt keys and values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import fields
+from typing import Any
+
+from engine.errors import LoratuiError
+
+from .schema import (
+    BOOL,
+    DICT,
+    ENUM,
+    FLOAT,
+    INT,
+    PATH,
+    PATHS,
+    RESERVED_TABLES,
+    RESOLUTION,
+    SCHEMA,
+    SCHEMA_BY_KEY,
+    SECTION_TYPES,
+    STR,
+    STRS,
+    TOP_LEVEL_KEYS,
+    FieldSpec,
+    RunConfig,
+)
+
+
+class ConfigError(LoratuiError):
+    """A config problem; `errors` holds every problem found when more than one was."""
+
+    def __init__(
+        self, message: str, hint: str = "", where: str = "", errors: list[ConfigError] | None = None
+    ):
+        super().__init__(message, hint=hint, where=where)
+        self.errors = errors or [self]
+
+
+def describe(value: Any) -> str:
+    """A found value as a user reads it: its TOML-ish text and its type."""
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "table"}.get(
+        type(value), type(value).__name__
+    )
+    text = (
+        f'"{value}"'
+        if isinstance(value, str)
+        else repr(value).replace("True", "true").replace("False", "false")
+    )
+    return f"{text} ({kind})"
+
+
+# Names users bring from kohya sd-scripts, OneTrainer and diffusers scripts, mapped to ours.
+ALIASES = {
+    "learning_rate": "lr",
+    "unet_lr": "lr",
+    "max_train_steps": "steps",
+    "max_train_epochs": "epochs",
+    "train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "network_dim": "rank",
+    "network_alpha": "alpha",
+    "network_dropout": "dropout",
+    "lr_scheduler": "scheduler",
+    "lr_warmup_steps": "warmup_steps",
+    "optimizer_type": "optimizer",
+    "mixed_precision": "precision",
+    "save_precision": "precision",
+    "output_name": "name",
+    "pretrained_model_name_or_path": "base",
+    "train_data_dir": "dirs",
+    "caption_extension": "caption_extensions",
+    "shuffle_caption": "shuffle_tags",
+    "enable_bucket": "buckets",
+    "bucket_reso_steps": "bucket_step",
+    "min_bucket_reso": "min_bucket",
+    "max_bucket_reso": "max_bucket",
+    "bucket_no_upscale": "upscale",
+    "flip_aug": "flip",
+    "color_aug": "color_aug",
+    "save_every_n_steps": "every_steps",
+    "save_every_n_epochs": "every_epochs",
+    "save_last_n_steps": "keep_last",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "max_grad_norm": "max_grad_norm",
+    "train_text_encoder": "train_text_encoder",
+}
+
+
+def did_you_mean(word: str, options) -> str:
+    options = list(options)
+    alias = ALIASES.get(word.lower())
+    if alias in options:
+        return f'did you mean "{alias}"?'
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f'did you mean "{close[0]}"?' if close else ""
+
+
+def _where(source: str, dotted: str) -> str:
+    return f"{source}: {dotted}" if source else dotted
+
+
+def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
+    """(coerced value, None) when `value` fits `spec`, else (value, "expected ..., found ...")."""
+    kind = spec.kind
+    expected = None
+    if kind == BOOL:
+        if not isinstance(value, bool):
+            expected = "true or false"
+    elif kind == INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                expected = "a whole number"
+    elif kind == FLOAT:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            expected = "a number"
+        else:
+            value = float(value)
+    elif kind in (STR, PATH):
+        if not isinstance(value, str):
+            expected = "a string" if kind == STR else "a path (a string)"
+    elif kind == ENUM:
+        if not isinstance(value, str) or value not in spec.choices:
+            hint = did_you_mean(value, spec.choices) if isinstance(value, str) else ""
+            msg = f"one of {', '.join(spec.choices)}"
+            return value, f"expected {msg}, found {describe(value)}" + (f"; {hint}" if hint else "")
+    elif kind in (STRS, PATHS):
+        if isinstance(value, str) and kind == PATHS:
+            value = [value]  # a single folder is a natural thing to write
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            expected = 'a list of strings, e.g. ["a", "b"]'
+    elif kind == DICT:
+        if not isinstance(value, dict):
+            expected = "a table, e.g. { weight_decay = 0.01 }"
+    elif kind == RESOLUTION:
+        ok_int = isinstance(value, int) and not isinstance(value, bool)
+        ok_pair = (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        )
+        if not (ok_int or ok_pair):
+            expected = "a whole number or [width, height]"
+        elif (ok_int and value < 64) or (ok_pair and min(value) < 64):
+            return value, f"expected at least 64, found {describe(value)}"
+    if expected:
+        return value, f"expected {expected}, found {describe(value)}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if spec.min is not None and (value < spec.min or (spec.min_exclusive and value == spec.min)):
+            bound = f"greater than {spec.min:g}" if spec.min_exclusive else f"at least {spec.min:g}"
+            return value, f"expected a value {bound}, found {describe(value)}"
+        if spec.max is not None and value > spec.max:
+            return value, f"expected a value at most {spec.max:g}, found {describe(value)}"
+    return value, None
+
+
+def validate_field(dotted: str, value: Any) -> str | None:
+    """The error text for one value of one key (for the TUI form), or None when it is fine."""
+    spec = SCHEMA_BY_KEY.get(dotted)
+    if spec is None:
+        return f'unknown key "{dotted}"'
+    return check_value(spec, value)[1]
+
+
+def build_config(
+    data: dict[str, Any], *, source: str = "", origins: dict[str, str] | None = None
+) -> RunConfig:
+    """A RunConfig from merged raw TOML data; raises ConfigError listing every problem.
+
+    `origins` maps dotted keys to the file (or override) their value came from, so an error names
+    the place the user has to edit, not just the last file of an extends chain.
+    """
+    origins = origins or {}
+    errors: list[ConfigError] = []
+    cfg = RunConfig()
+
+    def fail(dotted: str, message: str, hint: str = "") -> None:
+        errors.append(ConfigError(message, hint=hint, where=_where(origins.get(dotted, source), dotted)))
+
+    for key, value in data.items():
+        if key in RESERVED_TABLES:
+            continue
+        if key in SECTION_TYPES:
+            if not isinstance(value, dict):
+                fail(
+                    key,
+                    f"[{key}] must be a table, found {describe(value)}",
+                    f"write it as [{key}] with keys below it",
+                )
+                continue
+            section_obj = getattr(cfg, key)
+            for sub, subvalue in value.items():
+                dotted = f"{key}.{sub}"
+                spec = SCHEMA_BY_KEY.get(dotted)
+                if spec is None:
+                    names = [f.name for f in fields(type(section_obj))]
+                    hint = did_you_mean(sub, names)
+                    hint = hint.replace('"', f'"{key}.', 1) if hint else f"[{key}] has: {', '.join(names)}"
+                    fail(dotted, f'unknown key "{dotted}"', hint)
+                    continue
+                coerced, problem = check_value(spec, subvalue)
+                if problem:
+                    fail(dotted, f"{dotted}: {problem}", _hint_for(spec))
+                else:
+                    setattr(section_obj, sub, coerced)
+        elif key in TOP_LEVEL_KEYS:
+            spec = SCHEMA_BY_KEY[key]
+            coerced, problem = check_value(spec, value)
+            if problem:
+                fail(key, f"{key}: {problem}", _hint_for(spec))
+            else:
+                setattr(cfg, key, coerced)
+        else:
+            hint = did_you_mean(key, list(TOP_LEVEL_KEYS) + list(SECTION_TYPES))
+            if not hint:
+                # A key of a section written at top level is a common slip.
+                owners = [s.section for s in SCHEMA if s.key == key and s.section]
+                if owners:
+                    hint = f'put it under [{owners[0]}] (as "{owners[0]}.{key}")'
+            fail(key, f'unknown key "{key}"', hint or "see CONFIG.md for the keys a run config has")
+
+    if not errors:
+        errors.extend(_cross_checks(cfg, origins=origins, source=source))
+    if errors:
+        first = errors[0]
+        raise ConfigError(first.message, hint=first.hint, where=first.where, errors=errors)
+    return cfg
+
+
+def _hint_for(spec: FieldSpec) -> str:
+    if spec.kind == ENUM:
+        return f"{spec.dotted} takes one of: {', '.join(spec.choices)}"
+    return spec.help
+
+
+def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> list[ConfigError]:
+    """Rules that involve more than one key."""
+    out = []
+
+    def add(dotted: str, message: str, hint: str) -> None:
+        out.append(ConfigError(message, hint=hint, where=_where(origins.get(dotted, source), dotted)))
+
+    ds = cfg.dataset
+    if ds.min_bucket > ds.max_bucket:
+        add(
+            "dataset.min_bucket",
+            f"dataset.min_bucket ({ds.min_bucket}) is larger than dataset.max_bucket ({ds.max_bucket})",
+            "lower min_bucket or raise max_bucket",
+        )
+    if "/" in cfg.name or "\\" in cfg.name or cfg.name in (".", ".."):
+        add("name", f'name "{cfg.name}" is not a valid file name', "use letters, digits, - and _ only")
+    if cfg.dataset.caption == "phrase" and not cfg.dataset.phrase:
+        add(
+            "dataset.phrase",
+            'dataset.caption is "phrase" but dataset.phrase is empty',
+            "set dataset.phrase to the caption every image gets",
+        )
+    if cfg.mode == "ileco" and not (cfg.ileco.original_prompt or cfg.ileco.target_prompt):
+        add(
+            "ileco.target_prompt",
+            'mode "ileco" needs [ileco] original_prompt and target_prompt',
+            "add an [ileco] table",
+        )
+    return out
