@@ -98,8 +98,14 @@ def did_you_mean(word: str, options) -> str:
     alias = ALIASES.get(word.lower())
     if alias in options:
         return f'did you mean "{alias}"?'
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f'did you mean "{close[0]}"?' if close else ""
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f'did you mean "{close[0]}"?'
+    # A misspelt name from another tool ("learning_rat") still finds ours through its alias.
+    near_alias = difflib.get_close_matches(word.lower(), list(ALIASES), n=1, cutoff=0.8)
+    if near_alias and ALIASES[near_alias[0]] in options:
+        return f'did you mean "{ALIASES[near_alias[0]]}"?'
+    return ""
 
 
 def _where(source: str, dotted: str) -> str:

@@ -1,0 +1,43 @@
+"""`python -m engine <command>`: dispatch to the module that owns each command.
+
+Commands are imported only when used, so `engine serve` (which only spawns workers) never pays for
+importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from engine.errors import LoratuiError
+
+COMMANDS = {
+    "check": ("engine.data.report", "check a run config and its dataset, print a report"),
+    "train": ("engine.train.cli", "train one run headless (JSON-lines events on stdout)"),
+    "serve": ("engine.serve", "own the queue folder and run queued runs one after another"),
+    "caption": ("engine.tagger.cli", "caption images with a local WD14 tagger"),
+    "demo": ("engine.demo", "build the demo workspace (tiny models + generated dataset)"),
+}
+
+USAGE = "usage: python -m engine <command> [args]\n\ncommands:\n" + "\n".join(
+    f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except LoratuiError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
