@@ -17,6 +17,7 @@ COMMANDS = {
     "serve": ("engine.serve", "own the queue folder and run queued runs one after another"),
     "caption": ("engine.tagger.cli", "caption images with a local WD14 tagger"),
     "demo": ("engine.demo", "build the demo workspace (tiny models + generated dataset)"),
+    "keys": ("engine.config.docs", "print the run config reference (every key, default, meaning)"),
 }
 
 USAGE = "usage: python -m engine <command> [args]\n\ncommands:\n" + "\n".join(

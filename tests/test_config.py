@@ -223,3 +223,34 @@ def test_update_toml_file_is_atomic_and_keeps_comments(tmp_path):
     update_toml_file(path, {"save.keep_last": 3})
     assert path.read_text() == "# c\n[save]\nkeep_last = 3 # n\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_schema_covers_the_config_contract():
+    """Every key of CONFIG.md's contract exists with the documented default."""
+    import re
+    import tomllib
+
+    contract = REPO.parent / "shared" / "CONFIG.md"
+    if not contract.exists():
+        pytest.skip("../shared/CONFIG.md is not beside this checkout")
+    block = re.search(r"```toml\n(.*?)```", contract.read_text(), re.S).group(1)
+    documented = tomllib.loads(block)
+    examples = {"name", "extends", "model.base", "dataset.dirs"}  # example values, not defaults
+    defaults = flatten(RunConfig())
+    for key, value in documented.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, val in items:
+            dotted = f"{key}.{sub}" if sub else key
+            assert dotted in defaults, f"{dotted} of CONFIG.md is missing from the schema"
+            if dotted not in examples:
+                assert defaults[dotted] == val, dotted
+    # The documented example itself is a valid config.
+    assert load_config_text(block).name == "mychar-v1"
+
+
+def test_reference_docs_list_every_key():
+    from engine.config.docs import reference_markdown
+
+    text = reference_markdown()
+    for spec in SCHEMA:
+        assert f"| `{spec.key}`" in text

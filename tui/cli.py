@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-ENGINE_COMMANDS = ("check", "train", "caption", "serve", "demo")
+ENGINE_COMMANDS = ("check", "train", "caption", "serve", "demo", "keys")
 TUI_COMMANDS = {
     "logs": "tui.logs_cli",
     "queue": "tui.queue_cli",
@@ -22,7 +22,8 @@ USAGE = """usage: loratui [--workspace DIR] [--demo] [--no-mouse]      open the 
        loratui queue add|ls|rm|run|resume ...                 manage the run queue headless
        loratui caption DIR --tagger MODEL_DIR [...]           WD14 captions for a folder
        loratui logs [RUN_OR_CSV ...] [--summary]              review loss logs
-       loratui demo [--workspace DIR]                         build the demo workspace"""
+       loratui demo [--workspace DIR]                         build the demo workspace
+       loratui keys                                           print the run config reference"""
 
 
 def main(argv: list[str] | None = None) -> int:

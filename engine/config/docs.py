@@ -1,0 +1,42 @@
+"""The config reference, rendered from the schema (so docs can never drift from validation)."""
+
+from __future__ import annotations
+
+import sys
+
+from .schema import SCHEMA, SECTION_TYPES, FieldSpec
+
+
+def _default_text(spec: FieldSpec) -> str:
+    value = spec.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "{}"
+    return repr(value).replace("'", '"')
+
+
+def reference_markdown() -> str:
+    """Markdown tables of every key: default, allowed values, meaning; basic keys marked."""
+    lines = ["# Run config reference", "", "Keys marked ★ are the basic ones the form shows first.", ""]
+    for section in ["", *SECTION_TYPES]:
+        specs = [s for s in SCHEMA if s.section == section]
+        lines += [
+            f"## [{section}]" if section else "## top level",
+            "",
+            "| key | default | values | meaning |",
+            "|---|---|---|---|",
+        ]
+        for s in specs:
+            values = " \\| ".join(s.choices) if s.choices else s.kind
+            star = " ★" if s.basic else ""
+            lines.append(f"| `{s.key}`{star} | `{_default_text(s)}` | {values} | {s.help} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    sys.stdout.write(reference_markdown())
+    return 0
