@@ -1,0 +1,175 @@
+"""Captions: reading them per image, the trigger word, train-time tag augmentation, token counts.
+
+Modes (dataset.caption): "none" trains with empty captions, "phrase" uses dataset.phrase for every
+image, "file" reads `<image stem><ext>` for the first of dataset.caption_extensions that exists and
+falls back to the phrase when an image has no caption file. The trigger word is put first in every
+caption (once). Tag augmentation treats a caption as comma-separated tags, as kohya's trainer does.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+# CLIP's context is 77 tokens including the start and end tokens; anything past 75 is cut off.
+CLIP_MAX_TOKENS = 75
+
+CAPTION_SOURCES = ("file", "phrase", "none", "missing")
+
+
+def find_caption_file(image: str | os.PathLike, extensions) -> Path | None:
+    """The caption file of `image`: `<stem><ext>` for the first extension in order that exists."""
+    p = Path(image)
+    for ext in extensions:
+        ext = ext if ext.startswith(".") else "." + ext
+        candidate = p.with_name(p.stem + ext)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_caption_file(path: str | os.PathLike) -> str:
+    """Caption text of a file: UTF-8 (BOM tolerated, legacy 8-bit as a fallback), whitespace collapsed."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+    # Line breaks inside a caption are wrapping, not meaning: one line, single spaces.
+    return " ".join(text.split())
+
+
+def split_tags(caption: str) -> list[str]:
+    return [t.strip() for t in caption.split(",") if t.strip()]
+
+
+def apply_trigger(caption: str, trigger: str) -> str:
+    """Put `trigger` first in `caption`, once.
+
+    A caption that already starts with the trigger is left alone; when the trigger is one of the
+    tags further in, it is moved to the front instead of being added a second time.
+    """
+    trigger = trigger.strip()
+    if not trigger:
+        return caption
+    tags = split_tags(caption)
+    if not tags:
+        return trigger
+    if tags[0] == trigger or re.match(re.escape(trigger) + r"(\W|$)", caption.strip()):
+        return caption
+    if trigger in tags:
+        tags.remove(trigger)
+        return ", ".join([trigger, *tags])
+    return f"{trigger}, {caption.strip()}"
+
+
+def read_caption(image: str | os.PathLike, ds_cfg) -> tuple[str, str]:
+    """(caption, source) for one image following the [dataset] settings.
+
+    source is "file", "phrase", "none", or "missing" (file mode, no caption file: the phrase is used).
+    The trigger word is applied.
+    """
+    mode = ds_cfg.caption
+    if mode == "none":
+        caption, source = "", "none"
+    elif mode == "phrase":
+        caption, source = ds_cfg.phrase.strip(), "phrase"
+    else:
+        found = find_caption_file(image, ds_cfg.caption_extensions)
+        if found is None:
+            caption, source = ds_cfg.phrase.strip(), "missing"
+        else:
+            caption, source = read_caption_file(found), "file"
+    return apply_trigger(caption, ds_cfg.trigger_word), source
+
+
+def augment_caption(caption: str, ds_cfg, rng: random.Random) -> str:
+    """The caption as used for one training step: caption dropout, tag dropout, tag shuffling.
+
+    The first `keep_tokens` tags stay in place and are never dropped; the trigger word (first tag)
+    always stays first. With no augmentation configured the caption is returned unchanged.
+    """
+    shuffle = bool(ds_cfg.shuffle_tags)
+    tag_p = float(ds_cfg.tag_dropout)
+    cap_p = float(ds_cfg.caption_dropout)
+    if not shuffle and tag_p <= 0 and cap_p <= 0:
+        return caption
+    if cap_p > 0 and rng.random() < cap_p:
+        return ""
+    if not shuffle and tag_p <= 0:
+        return caption
+    tags = split_tags(caption)
+    keep = max(0, int(ds_cfg.keep_tokens))
+    trigger = ds_cfg.trigger_word.strip()
+    if trigger and tags and tags[0] == trigger:
+        keep = max(keep, 1)
+    fixed, rest = tags[:keep], tags[keep:]
+    if tag_p > 0:
+        rest = [t for t in rest if rng.random() >= tag_p]
+    if shuffle:
+        rng.shuffle(rest)
+    return ", ".join(fixed + rest)
+
+
+# --- token counting ---------------------------------------------------------------------------------
+
+# Approximation of CLIP's BPE when no tokenizer is at hand: a word is one token, each punctuation
+# mark one token. Real BPE splits rare words further, so this undercounts somewhat.
+_APPROX_TOKEN = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
+
+
+class TokenCounter:
+    """Counts CLIP tokens of a caption (without the start/end tokens).
+
+    `describe` says how: with the model's own tokenizer, or approximately.
+    """
+
+    def __init__(self, count: Callable[[str], int], describe: str, exact: bool) -> None:
+        self._count = count
+        self.describe = describe
+        self.exact = exact
+
+    def __call__(self, caption: str) -> int:
+        return self._count(caption)
+
+    @classmethod
+    def approximate(cls) -> TokenCounter:
+        return cls(
+            lambda text: len(_APPROX_TOKEN.findall(text.lower())),
+            "approximate (words and punctuation; no tokenizer found)",
+            False,
+        )
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, describe: str) -> TokenCounter:
+        def count(text: str) -> int:
+            ids = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+            return len(ids)
+
+        return cls(count, describe, True)
+
+    @classmethod
+    def for_model(cls, model_path: str | os.PathLike | None) -> TokenCounter:
+        """The tokenizer of a diffusers model folder (`tokenizer/`), else the approximation.
+
+        Single-file checkpoints carry no tokenizer, and loading one from the hub is not an option
+        offline, so those get the approximation.
+        """
+        if model_path:
+            folder = Path(model_path) / "tokenizer"
+            if (folder / "vocab.json").is_file():
+                try:
+                    import logging
+
+                    from transformers import CLIPTokenizer
+
+                    # Counting a long caption is the point; silence "sequence longer than 77" warnings.
+                    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
+                    tok = CLIPTokenizer.from_pretrained(str(folder))
+                except Exception:
+                    return cls.approximate()
+                return cls.from_tokenizer(tok, f"tokenizer of {Path(model_path).name}")
+        return cls.approximate()

@@ -1,0 +1,251 @@
+"""`python -m engine check CONFIG`: is this run trainable? The dataset report, as text or JSON.
+
+The report lists images per folder with their repeats, the bucket histogram, and everything that
+would spoil a run: missing or empty captions, unreadable files, captions longer than CLIP reads,
+duplicate images, images more elongated than max_aspect. Exit 0 when the run can train, 1 with
+the reasons when not, 2 when the config itself is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.data.captions import CLIP_MAX_TOKENS
+from engine.data.images import image_size
+from engine.data.scan import DatasetScan, scan_dataset
+from engine.errors import LoratuiError
+
+# Longest entry lists shown in the text report; JSON always carries everything.
+_SHOW = 10
+_BAR_WIDTH = 30
+
+
+@dataclass
+class DatasetReport:
+    name: str
+    mode: str
+    model: str
+    scan: DatasetScan | None  # None for modes without a dataset (ileco) or when the scan failed
+    problems: list[str] = field(default_factory=list)  # each one stops the run
+    warnings: list[str] = field(default_factory=list)  # worth fixing, the run can go ahead
+
+    @property
+    def trainable(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        """JSON-ready data for the TUI's dataset view."""
+        out: dict = {
+            "name": self.name,
+            "mode": self.mode,
+            "model": self.model,
+            "trainable": self.trainable,
+            "problems": list(self.problems),
+            "warnings": list(self.warnings),
+        }
+        s = self.scan
+        if s is not None:
+            out.update(
+                total_images=s.total_images,
+                total_samples_per_epoch=s.total_samples_per_epoch,
+                folders=[
+                    {"folder": f.folder, "path": str(f.path), "images": f.images, "repeats": f.repeats}
+                    for f in s.folders
+                ],
+                buckets=[list(b) for b in s.buckets],
+                bucket_histogram=[
+                    {"width": b[0], "height": b[1], "images": n} for b, n in s.bucket_histogram.items()
+                ],
+                missing_captions=list(s.missing_captions),
+                empty_captions=list(s.empty_captions),
+                unreadable=[{"image": r, "reason": why} for r, why in s.unreadable],
+                long_captions=[{"image": r, "tokens": n} for r, n in s.long_captions],
+                duplicates=[list(g) for g in s.duplicates],
+                clamped_aspect=[{"image": r, "aspect": a} for r, a in s.clamped_aspect],
+                upscaled=list(s.upscaled),
+                skipped_folders=list(s.skipped_folders),
+                token_counter=s.token_counter,
+            )
+        return out
+
+
+def check(cfg, *, scan: DatasetScan | None = None) -> DatasetReport:
+    """Check a loaded RunConfig: the model path and the dataset. Raises LoratuiError only for errors
+    in the config itself (e.g. a dataset folder that does not exist)."""
+    report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
+    _check_model(cfg, report)
+    if cfg.mode == "ileco":
+        # ileco trains from two prompts; a dataset is neither needed nor read.
+        for key in ("original_prompt", "target_prompt"):
+            if not getattr(cfg.ileco, key).strip():
+                report.problems.append(f"ileco.{key} is empty: mode ileco needs both prompts")
+        return report
+    if cfg.mode == "difference":
+        for key in ("original_image", "target_image"):
+            value = getattr(cfg.difference, key)
+            if not value:
+                report.problems.append(f"difference.{key} is empty: mode difference needs both images")
+                continue
+            try:
+                image_size(cfg.resolve_path(value))
+            except LoratuiError as exc:
+                report.problems.append(f"difference.{key}: {exc.message}")
+        return report
+
+    s = scan if scan is not None else scan_dataset(cfg, strict=False)
+    report.scan = s
+    ds = cfg.dataset
+    if not s.items:
+        if s.unreadable:
+            report.problems.append(f"no usable images: all {len(s.unreadable)} image files are unreadable")
+        elif s.skipped_folders:
+            report.problems.append("no usable images: every folder has 0 repeats")
+        else:
+            dirs = ", ".join(str(cfg.resolve_path(d)) for d in ds.dirs)
+            report.problems.append(f"no images found in dataset.dirs ({dirs})")
+    if s.unreadable:
+        report.warnings.append(f"{len(s.unreadable)} unreadable image file(s) will be skipped")
+    if s.missing_captions:
+        fallback = f'the phrase "{ds.phrase}"' if ds.phrase.strip() else "an empty caption"
+        if ds.trigger_word.strip():
+            fallback += f' with the trigger word "{ds.trigger_word.strip()}"'
+        report.warnings.append(f"{len(s.missing_captions)} image(s) have no caption file and get {fallback}")
+    if s.empty_captions:
+        report.warnings.append(f"{len(s.empty_captions)} caption file(s) are empty")
+    if s.long_captions:
+        report.warnings.append(
+            f"{len(s.long_captions)} caption(s) are longer than {CLIP_MAX_TOKENS} tokens and will be cut off"
+        )
+    if s.duplicates:
+        extra = sum(len(g) - 1 for g in s.duplicates)
+        report.warnings.append(f"{extra} duplicate image(s): the same file content appears more than once")
+    if s.clamped_aspect:
+        report.warnings.append(
+            f"{len(s.clamped_aspect)} image(s) are more elongated than max_aspect {ds.max_aspect:g} and will be cropped"
+        )
+    if s.skipped_folders:
+        report.warnings.append(f"{len(s.skipped_folders)} folder(s) with 0 repeats are skipped")
+    return report
+
+
+def _check_model(cfg, report: DatasetReport) -> None:
+    if not cfg.model.base:
+        report.problems.append("model.base is empty: set it to a diffusers folder or a .safetensors file")
+        return
+    path = cfg.resolve_path(cfg.model.base)
+    if not path.exists():
+        hint = ""
+        if Path(cfg.model.base).parts[:2] == ("demo", "models"):
+            hint = " (build the demo models with: python -m engine demo)"
+        report.problems.append(f"model.base not found: {path}{hint}")
+
+
+# --- text rendering ---------------------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _more(items: list, shown: int) -> list[str]:
+    return [f"    ... and {len(items) - shown} more"] if len(items) > shown else []
+
+
+def render_text(report: DatasetReport) -> str:
+    """The report as a user reads it in a terminal."""
+    lines = [f"run: {report.name or '(unnamed)'}   mode: {report.mode}   model: {report.model or '(none)'}"]
+    s = report.scan
+    if s is not None:
+        lines.append("")
+        lines.append(
+            f"dataset: {_plural(s.total_images, 'image')}, {s.total_samples_per_epoch} samples per epoch"
+        )
+        width = max([len(f.folder) for f in s.folders] + [6])
+        for f in s.folders:
+            note = "  (skipped: 0 repeats)" if f.repeats <= 0 else ""
+            lines.append(
+                f"  {f.folder:<{width}}  {f.images:>5} images x {f.repeats:<3} repeats = {f.samples:>6}{note}"
+            )
+        if s.bucket_histogram:
+            lines.append("")
+            lines.append(f"buckets: {len(s.bucket_histogram)} in use of {len(s.buckets)}")
+            peak = max(s.bucket_histogram.values())
+            for (bw, bh), n in s.bucket_histogram.items():
+                bar = "#" * max(1, round(_BAR_WIDTH * n / peak))
+                lines.append(f"  {f'{bw}x{bh}':>11}  {bar:<{_BAR_WIDTH}} {n}")
+        sections = [
+            ("missing captions", s.missing_captions, lambda r: r),
+            ("empty caption files", s.empty_captions, lambda r: r),
+            ("unreadable (skipped)", s.unreadable, lambda e: f"{e[0]}: {e[1]}"),
+            (
+                f"captions over {CLIP_MAX_TOKENS} tokens (counted with {s.token_counter})",
+                s.long_captions,
+                lambda e: f"{e[0]}: {e[1]} tokens",
+            ),
+            ("duplicates (same content)", s.duplicates, lambda g: " = ".join(g)),
+            ("more elongated than max_aspect", s.clamped_aspect, lambda e: f"{e[0]}: {e[1]:g}:1"),
+            ("enlarged to fill their bucket", s.upscaled, lambda r: r),
+        ]
+        for title, entries, fmt in sections:
+            if not entries:
+                continue
+            lines.append("")
+            lines.append(f"{title}: {len(entries)}")
+            lines.extend(f"  {fmt(e)}" for e in entries[:_SHOW])
+            lines.extend(_more(entries, _SHOW))
+    lines.append("")
+    for w in report.warnings:
+        lines.append(f"warning: {w}")
+    for p in report.problems:
+        lines.append(f"problem: {p}")
+    if report.trainable:
+        lines.append("verdict: ready to train")
+    else:
+        lines.append(f"verdict: NOT trainable ({_plural(len(report.problems), 'problem')})")
+    return "\n".join(lines)
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+
+def _render_error(exc: LoratuiError) -> str:
+    errors = getattr(exc, "errors", None) or [exc]
+    return "\n".join(e.render() for e in errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m engine check CONFIG [--set k=v]... [--workspace DIR] [--json]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m engine check", description="Check a run config and its dataset before training."
+    )
+    parser.add_argument("config", help="run config TOML file")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a key"
+    )
+    parser.add_argument("--workspace", default=None, help="folder relative paths refer to (default: current)")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    args = parser.parse_args(argv)
+
+    from engine.config import load_config
+
+    try:
+        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace)
+        report = check(cfg)
+    except LoratuiError as exc:
+        if args.json:
+            print(json.dumps({"trainable": False, "error": exc.to_dict()}))
+        print(_render_error(exc), file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(render_text(report))
+    return 0 if report.trainable else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
