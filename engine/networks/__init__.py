@@ -1,0 +1,15 @@
+"""Trainable networks on a base model: LoRA adapters (peft), kohya/diffusers export and import."""
+
+from engine.networks.io import load_lora_file, save_lora, steps_from_metadata
+from engine.networks.lora import AdaptedModule, LoraNetwork, attach_lora
+from engine.networks.metadata import kohya_metadata
+
+__all__ = [
+    "AdaptedModule",
+    "LoraNetwork",
+    "attach_lora",
+    "kohya_metadata",
+    "load_lora_file",
+    "save_lora",
+    "steps_from_metadata",
+]

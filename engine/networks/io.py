@@ -1,0 +1,120 @@
+"""Write and read LoRA .safetensors files (kohya or diffusers layout), atomically.
+
+A file is serialized in memory and written with engine.fsutil.atomic_write_bytes (temp file in the same
+folder, fsync, rename), so a crash never leaves a half-written LoRA under its final name. kohya files
+also get `sshs_model_hash` / `sshs_legacy_hash` like sd-scripts writes (read by sd-webui-additional-
+networks): both are computed on a serialization whose header holds only the `ss_*` keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from engine.errors import LoratuiError
+from engine.fsutil import atomic_write_bytes
+
+PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _cast(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in sd.items():
+        value = value.detach().to("cpu")
+        # alpha stays float32 (formats.md §7); weights in the save precision.
+        value = value.float() if key.endswith(".alpha") else value.to(dtype)
+        out[key] = value.contiguous()
+    return out
+
+
+def _sshs_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
+    from safetensors.torch import save
+
+    reduced = {k: v for k, v in metadata.items() if k.startswith("ss_")}
+    data = save(tensors, metadata=reduced)
+    header = int.from_bytes(data[:8], "little")
+    model_hash = hashlib.sha256(data[8 + header :]).hexdigest()
+    legacy_hash = hashlib.sha256(data[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
+    return model_hash, legacy_hash
+
+
+def save_lora(
+    network,
+    path: str | os.PathLike,
+    *,
+    metadata: dict[str, str] | None = None,
+    precision: str = "fp16",
+    fmt: str = "kohya",
+) -> Path:
+    """Save `network` to `path` (.safetensors) in kohya or diffusers layout; returns the path."""
+    from safetensors.torch import save
+
+    if precision not in PRECISIONS:
+        raise LoratuiError(
+            f"save.precision: unknown value {precision!r}",
+            hint="use fp16, bf16 or fp32",
+            where="save.precision",
+        )
+    if fmt == "kohya":
+        sd = network.kohya_state_dict()
+    elif fmt == "diffusers":
+        sd = network.diffusers_state_dict()
+    else:
+        raise LoratuiError(
+            f"save.format: unknown value {fmt!r}", hint="use kohya or diffusers", where="save.format"
+        )
+    tensors = _cast(sd, PRECISIONS[precision])
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    if fmt == "kohya":
+        meta["sshs_model_hash"], meta["sshs_legacy_hash"] = _sshs_hashes(tensors, meta)
+    else:
+        meta.setdefault("format", "pt")
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_lora_file(path: str | os.PathLike, *, where: str = "network.init_from") -> tuple[dict, dict]:
+    """Read a LoRA .safetensors (kohya or diffusers layout) -> (state_dict, metadata).
+
+    metadata holds every header string, e.g. `ss_steps` (see `steps_from_metadata`).
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise LoratuiError(f"LoRA file {p} does not exist", hint="check the path", where=where)
+    try:
+        sd = {}
+        with safe_open(str(p), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+            for key in fh.keys():
+                sd[key] = fh.get_tensor(key)
+    except Exception as exc:
+        raise LoratuiError(
+            f"{p} is not a readable .safetensors file: {exc}",
+            hint="LoRA files must be .safetensors",
+            where=where,
+        ) from exc
+    if not any(k.endswith((".lora_down.weight", ".lora_A.weight")) for k in sd):
+        raise LoratuiError(
+            f"{p} holds no LoRA weights (no lora_down / lora_A keys)",
+            hint="LoHa/LoKr files and full checkpoints cannot be used here",
+            where=where,
+        )
+    return sd, metadata
+
+
+def steps_from_metadata(metadata: dict[str, str]) -> int:
+    """The optimizer step count a kohya file was saved at (`ss_steps`), 0 when unknown."""
+    try:
+        return int(float(metadata.get("ss_steps", "0") or 0))
+    except ValueError:
+        return 0
+
+
+def file_format(sd: dict) -> str:
+    """ "kohya" or "diffusers" for a LoRA state dict."""
+    return "kohya" if any(k.endswith(".lora_down.weight") for k in sd) else "diffusers"
