@@ -1,0 +1,70 @@
+"""`python -m engine train CONFIG [--set key=value]... [--workspace DIR] [--resume]`.
+
+Runs one training run headless: JSON-lines events on stdout (PROTOCOL.md), human logs on stderr and
+in runs/<name>/engine.log, commands (`stop`, `save_now`, `sample_now`) on stdin. Exit code 0 when the
+run finished or was stopped, 1 when it failed (a config that does not load included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine import protocol
+from engine.errors import LoratuiError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="engine train", description="Train one LoRA run headless.")
+    p.add_argument("config", help="run config (.toml)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=5e-5 (repeatable)",
+    )
+    p.add_argument("--workspace", default=None, help="workspace folder (default: current directory)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last saved state")
+    p.add_argument("--run-id", default=None, help="run id to put on every event (set by engine serve)")
+    p.add_argument("--no-stdin", action="store_true", help="do not read commands from stdin")
+    # Debugging and tests: stop (saving a checkpoint and state) once this step is done.
+    p.add_argument("--stop-after-step", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    events = protocol.EventWriter(sys.stdout)
+    try:
+        from engine.config import load_config
+
+        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace)
+    except LoratuiError as exc:
+        print(exc.render(), file=sys.stderr)
+        events.emit(
+            protocol.run_finished(run=args.run_id, status=protocol.FAILED, lora=None, error=exc.to_dict())
+        )
+        return 2
+    from engine.train.run import Controls, TrainingRun
+
+    controls = Controls()
+    if not args.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
+        controls.read_stream(sys.stdin)
+    run = TrainingRun(
+        cfg,
+        events=events,
+        resume=args.resume,
+        run_id=args.run_id,
+        controls=controls,
+        stop_after_step=args.stop_after_step,
+    )
+    try:
+        return run.execute()
+    finally:
+        events.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

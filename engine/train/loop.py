@@ -1,0 +1,229 @@
+"""The training step and the validation loss.
+
+`Trainer` owns what one optimizer step needs: the batch plan, latent and text sources, the training
+noise schedule, optimizer, LR schedule and (fp16) GradScaler. Every random draw of a step is derived
+from counters (run seed, global batch index), see engine.train.rng, so a step computes the same thing
+whether the run started fresh or resumed just before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+
+import torch
+
+from engine.data.dataset import BatchPlan, BatchSpec, LatentSource
+from engine.errors import LoratuiError
+from engine.train import losses
+from engine.train.rng import seed_global, torch_gen
+from engine.train.schedules import apply_lr, lr_factor
+
+log = logging.getLogger(__name__)
+
+# Validation: each validation image is evaluated at this many fixed timesteps spread evenly over the
+# schedule, so the value reflects learning rather than which timesteps happened to be drawn.
+VAL_TIMESTEPS = 4
+TEXT_BATCH = 8
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        cfg,
+        base,
+        network,
+        items: list,
+        plan: BatchPlan,
+        latents: LatentSource,
+        text_cache,
+        optimizer,
+        base_lrs: list[float],
+        params: list[torch.nn.Parameter],
+        run_steps: int,
+        autocast_dtype: torch.dtype | None,
+        scaler,
+        augment_caption,
+    ) -> None:
+        self.cfg = cfg
+        self.base = base
+        self.network = network
+        self.items = items
+        self.plan = plan
+        self.latents = latents
+        self.text_cache = text_cache  # TextCache when text outputs are cached, else None
+        self.optimizer = optimizer
+        self.base_lrs = base_lrs
+        self.params = params
+        self.run_steps = run_steps
+        self.autocast_dtype = autocast_dtype
+        self.scaler = scaler
+        self.augment_caption = augment_caption
+        self.train_te = bool(cfg.network.train_text_encoder)
+        prediction = base.prediction
+        self.prediction = prediction
+        self.sched = losses.training_scheduler(base.noise_scheduler, cfg.train.zero_terminal_snr, prediction)
+        self.num_timesteps = int(self.sched.config.num_train_timesteps)
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.base.device.type, dtype=self.autocast_dtype)
+
+    def fill_text_cache(self, captions: list[str], progress=None) -> tuple[int, int]:
+        """Encode captions not yet in the text cache. Returns (encoded, reused)."""
+        unique = sorted(set(captions))
+        todo = [c for c in unique if self.text_cache.load(c) is None]
+        reused = len(unique) - len(todo)
+        if progress:
+            progress(reused, len(unique))
+        for i in range(0, len(todo), TEXT_BATCH):
+            chunk = todo[i : i + TEXT_BATCH]
+            with torch.no_grad(), self._autocast():
+                emb = self.base.encode_text(chunk, self.cfg.model.clip_skip)
+            for j, caption in enumerate(chunk):
+                pooled = emb.pooled[j] if emb.pooled is not None else None
+                self.text_cache.store(caption, emb.hidden_states[j], pooled)
+            if progress:
+                progress(reused + i + len(chunk), len(unique))
+        return len(todo), reused
+
+    def text_for(self, captions: list[str], grad: bool):
+        from engine.models.base import TextEmbeds
+
+        if self.text_cache is not None:
+            hidden, pooled = [], []
+            for caption in captions:
+                hit = self.text_cache.load(caption)
+                if hit is None:
+                    self.fill_text_cache([caption])
+                    hit = self.text_cache.load(caption)
+                hidden.append(hit[0])
+                pooled.append(hit[1])
+            pooled_t = torch.stack(pooled) if pooled[0] is not None else None
+            emb = TextEmbeds(torch.stack(hidden), pooled_t)
+            return emb.to(self.base.device)
+        with torch.set_grad_enabled(grad):
+            return self.base.encode_text(list(captions), self.cfg.model.clip_skip)
+
+    def time_ids_for(self, bucket: tuple[int, int], metas: list[dict]):
+        if not self.base.is_sdxl:
+            return None
+        w, h = bucket
+        rows = [
+            self.base.sdxl_time_ids(tuple(m["original_size"]), tuple(m["crop_top_left"]), (h, w))
+            for m in metas
+        ]
+        return torch.cat(rows, dim=0)
+
+    # ---- one step ------------------------------------------------------------------------------
+    def _loss(self, latents, noise, timesteps, text, time_ids, *, weighted: bool) -> torch.Tensor:
+        dev = self.base.device
+        latents = latents.to(dev)
+        noise = noise.to(dev)
+        timesteps = timesteps.to(dev)
+        noisy = self.sched.add_noise(latents, noise, timesteps)
+        target = losses.make_target(self.sched, latents, noise, timesteps, self.prediction)
+        with self._autocast():
+            pred = self.base.unet_forward(noisy, timesteps, text, time_ids)
+        per_sample = losses.per_sample_loss(pred, target, self.cfg.train.loss, self.cfg.train.huber_c)
+        if weighted and self.cfg.train.min_snr_gamma:
+            per_sample = per_sample * losses.min_snr_weights(
+                self.sched.alphas_cumprod, timesteps, self.cfg.train.min_snr_gamma, self.prediction
+            ).to(per_sample.device)
+        return per_sample.mean()
+
+    def micro_step(self, batch: BatchSpec, accum: int) -> float:
+        cfg = self.cfg
+        latents, metas = self.latents.batch_latents(batch)
+        gen = torch_gen(cfg.train.seed, "noise", batch.global_index)
+        noise = torch.randn(latents.shape, generator=gen, dtype=torch.float32)
+        noise = losses.offset_noise(noise, cfg.train.noise_offset, gen)
+        timesteps = torch.randint(0, self.num_timesteps, (latents.shape[0],), generator=gen)
+        # Dropout (adapter and text-encoder) draws from the global stream: seed it per micro-batch.
+        seed_global(cfg.train.seed, "dropout", batch.global_index)
+        with self._autocast():
+            text = self.text_for([s.caption for s in batch.samples], grad=self.train_te)
+        time_ids = self.time_ids_for(batch.bucket, metas)
+        loss = self._loss(latents, noise, timesteps, text, time_ids, weighted=True)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise LoratuiError(
+                f"the loss became {value} at data batch {batch.global_index}",
+                hint='lower train.lr, set train.max_grad_norm (e.g. 1.0), or use precision = "bf16" '
+                "instead of fp16",
+                where="train",
+            )
+        scaled = loss / accum
+        if self.scaler is not None:
+            scaled = self.scaler.scale(scaled)
+        scaled.backward()
+        return value
+
+    def train_step(self, steps_done: int, global_batch: int) -> dict:
+        """One optimizer step (grad_accum micro-batches) starting at data position `global_batch`."""
+        cfg = self.cfg.train
+        factor = lr_factor(
+            cfg.scheduler,
+            steps_done,
+            self.run_steps,
+            warmup=cfg.warmup_steps,
+            cycles=cfg.scheduler_cycles,
+            power=cfg.scheduler_power,
+        )
+        apply_lr(self.optimizer, self.base_lrs, factor)
+        accum = max(1, int(cfg.grad_accum))
+        values = []
+        epoch = self.plan.epoch_of(global_batch)
+        for _ in range(accum):
+            batch = self.plan.batch(global_batch, self.cfg.dataset, self.augment_caption)
+            values.append(self.micro_step(batch, accum))
+            epoch = batch.epoch
+            global_batch += 1
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.max_grad_norm and cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "loss": sum(values) / len(values),
+            "epoch": epoch,
+            "global_batch": global_batch,
+            "lr": self.base_lrs[0] * factor,
+        }
+
+    # ---- validation ----------------------------------------------------------------------------
+    def set_train_mode(self, training: bool) -> None:
+        # Only the adapters' dropout changes; the frozen base stays in eval mode throughout.
+        self.network.train(training)
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Loss on the first `validation.images` items with fixed noise and fixed timesteps."""
+        count = max(1, min(int(self.cfg.validation.images), len(self.items)))
+        k = VAL_TIMESTEPS
+        timesteps = torch.tensor([int((j + 0.5) * self.num_timesteps / k) for j in range(k)])
+        self.set_train_mode(False)
+        total = 0.0
+        try:
+            for i in range(count):
+                lat, meta = self.latents.fixed_latents(i)
+                lat = lat[None].expand(k, *lat.shape).contiguous()
+                gen = torch_gen(self.cfg.train.seed, "validation", i)
+                noise = torch.randn(lat.shape, generator=gen, dtype=torch.float32)
+                with self._autocast():
+                    text = self.text_for([self.items[i].caption or ""] * k, grad=False)
+                bucket = tuple(self.items[i].bucket)
+                time_ids = self.time_ids_for(bucket, [meta] * k)
+                total += float(self._loss(lat, noise, timesteps, text, time_ids, weighted=False))
+        finally:
+            self.set_train_mode(True)
+        return total / count
