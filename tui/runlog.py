@@ -326,8 +326,9 @@ def _parse_row(line: str, usecols: list[int], ncols: int) -> list[float] | None:
         row = [_to_float(fields[i]) for i in usecols]
     except ValueError:
         return None
-    # A row needs a step and a loss; its other fields may be empty (val_loss is, on most rows).
-    if not math.isfinite(row[0]) or (len(usecols) > 1 and fields[usecols[1]].strip() == ""):
+    # A row needs a step; other fields may be empty (val_loss on most rows, loss on the validation
+    # row the engine writes at step 0 before training).
+    if not math.isfinite(row[0]):
         return None
     return row
 
