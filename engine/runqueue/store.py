@@ -1,0 +1,475 @@
+"""The queue folder on disk: one TOML file per entry, the full resolved run config plus `[queue]`.
+
+An entry file is what `engine train` reads (the config loader ignores the `[queue]` table), and what a
+user may read and edit by hand:
+
+    name = "mychar-v1"            # ... every resolved config value ...
+    [train]
+    steps = 1000
+    [queue]                       # the queue's bookkeeping
+    run = "mychar-v1-3fa9c2"      # the run id = the file's stem
+    status = "pending"            # pending | running | done | failed | stopped | interrupted
+    position = 2                  # order in the queue (1 = first)
+    preset = "sdxl"
+    created = "2025-05-01T22:03:11+02:00"
+    started = ""
+    finished = ""
+    run_dir = "/ws/runs/mychar-v1"
+    progress = 0.0                # 0..1
+    [queue.error]                 # only after a failure: message, hint, where
+
+A TOML file copied into queue/ without a `[queue]` table is a new entry: the owning engine resolves it
+(extends, defaults) and rewrites it as above, at the end of the queue. Every write is atomic, every
+read-modify-write holds the folder's edit lock (see lock.py), so the engine and `loratui queue ...`
+can change the folder at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from engine import protocol
+from engine.config import ConfigError, RunConfig, dump_resolved, load_config, load_config_text
+from engine.errors import LoratuiError
+from engine.fsutil import atomic_write_text
+
+from .lock import edit_lock
+
+QUEUED = (protocol.PENDING, protocol.RUNNING)
+RESUMABLE = (protocol.INTERRUPTED, protocol.STOPPED)
+
+
+def now_iso() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a run name (the run id starts with it, so queue/ stays readable)."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return text[:40] or "run"
+
+
+@dataclass
+class Entry:
+    """One queue entry as read from its file."""
+
+    run: str
+    path: Path
+    name: str = ""
+    base: str = ""
+    preset: str = ""
+    status: str = protocol.PENDING
+    position: int = 0
+    created: str = ""
+    started: str = ""
+    finished: str = ""
+    run_dir: str = ""
+    error: dict[str, str] | None = None
+    progress: float = 0.0
+    step: int = 0
+    total_steps: int = 0
+    resume: bool = False
+    lora: str = ""
+    adopted: bool = True
+    """False for a file a user dropped into queue/ that the engine has not taken in yet."""
+    mtime: float = 0.0
+
+    @property
+    def queued(self) -> bool:
+        return self.status in QUEUED
+
+    def snapshot(self) -> dict[str, Any]:
+        """The entry as the `queue` event carries it (PROTOCOL.md fields first, extras after)."""
+        return {
+            "run": self.run,
+            "name": self.name,
+            "status": self.status,
+            "position": self.position,
+            "preset": self.preset,
+            "created": self.created,
+            "progress": self.progress,
+            "base": self.base,
+            "started": self.started,
+            "finished": self.finished,
+            "run_dir": self.run_dir,
+            "error": self.error,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "resume": self.resume,
+            "lora": self.lora or None,
+            "file": str(self.path),
+        }
+
+
+# Keys of the [queue] table, in the order they are written, with their types.
+QUEUE_KEYS: dict[str, type] = {
+    "run": str,
+    "status": str,
+    "position": int,
+    "preset": str,
+    "created": str,
+    "started": str,
+    "finished": str,
+    "run_dir": str,
+    "progress": float,
+    "step": int,
+    "total_steps": int,
+    "resume": bool,
+    "lora": str,
+}
+
+
+def _coerce(kind: type, value: Any, default: Any) -> Any:
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, kind):
+        return value
+    return default
+
+
+def parse_entry(path: Path, text: str) -> Entry:
+    """An Entry from a file's text; raises ConfigError for invalid TOML."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"invalid TOML in queue entry {path.name}: {exc}",
+            hint="fix the file by hand (or delete it to drop the entry)",
+            where=str(path),
+        ) from None
+    entry = Entry(run=path.stem, path=path)
+    name = data.get("name")
+    entry.name = name if isinstance(name, str) and name else path.stem
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("base"), str):
+        entry.base = model["base"]
+    table = data.get("queue")
+    # A file without [queue], or one copied from another entry (its run id is another file's), is new.
+    if not isinstance(table, dict) or table.get("run") != path.stem:
+        entry.adopted = False
+        entry.preset = data.get("extends", "") if isinstance(data.get("extends"), str) else ""
+        return entry
+    defaults = Entry(run=path.stem, path=path)
+    for key, kind in QUEUE_KEYS.items():
+        if key in table:
+            setattr(entry, key, _coerce(kind, table[key], getattr(defaults, key)))
+    if entry.status not in protocol.ENTRY_STATUSES:
+        entry.status = protocol.FAILED
+        entry.error = {
+            "message": f"unknown status {table.get('status')!r} in the queue entry",
+            "hint": f"use one of: {', '.join(protocol.ENTRY_STATUSES)}",
+            "where": f"{path}: queue.status",
+        }
+    err = table.get("error")
+    if isinstance(err, dict) and err.get("message"):
+        entry.error = {k: str(err.get(k, "")) for k in ("message", "hint", "where")}
+    return entry
+
+
+def queue_table(entry: Entry) -> tomlkit.items.Table:
+    table = tomlkit.table()
+    for key in QUEUE_KEYS:
+        table.add(key, getattr(entry, key))
+    if entry.error:
+        err = tomlkit.table()
+        for key in ("message", "hint", "where"):
+            err.add(key, str(entry.error.get(key, "") or ""))
+        table.add("error", err)
+    return table
+
+
+def render_entry(config_text: str, entry: Entry) -> str:
+    """`config_text` with its [queue] table replaced by the entry's bookkeeping; the rest stays as is."""
+    doc = tomlkit.parse(config_text)
+    if "queue" in doc:
+        del doc["queue"]
+    text = tomlkit.dumps(doc).rstrip("\n") + "\n\n"
+    doc = tomlkit.parse(text)
+    doc.add("queue", queue_table(entry))
+    return tomlkit.dumps(doc)
+
+
+@dataclass
+class Problem:
+    """A file in queue/ that cannot be used as it is (invalid TOML, a bad config, a duplicate name)."""
+
+    error: LoratuiError
+    mtime: float
+
+
+class QueueStore:
+    """The queue folder of a workspace. Every mutation holds the edit lock and writes atomically."""
+
+    def __init__(self, workspace: str | os.PathLike) -> None:
+        self.workspace = Path(workspace).resolve()
+        self.folder = self.workspace / "queue"
+        self._problems: dict[str, Problem] = {}
+        """Files the owner could not take in, by path; retried when the file changes."""
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.glob("*.toml") if p.is_file() and not p.name.startswith("."))
+
+    def read(self, path: Path) -> Entry:
+        """One entry; an unreadable or invalid file comes back as a failed entry explaining why."""
+        try:
+            stat = path.stat()
+            text = path.read_text(encoding="utf-8")
+            entry = parse_entry(path, text)
+        except (OSError, UnicodeDecodeError) as exc:
+            entry = Entry(run=path.stem, path=path, name=path.stem, adopted=False)
+            entry.status = protocol.FAILED
+            entry.error = {"message": f"cannot read {path.name}: {exc}", "hint": "", "where": str(path)}
+            return entry
+        except ConfigError as exc:
+            entry = Entry(run=path.stem, path=path, name=path.stem, adopted=False)
+            entry.status = protocol.FAILED
+            entry.error = exc.to_dict()
+            return entry
+        entry.mtime = stat.st_mtime
+        problem = self._problems.get(str(path))
+        if not entry.adopted and problem is not None and problem.mtime == stat.st_mtime:
+            entry.status = protocol.FAILED
+            entry.error = problem.error.to_dict()
+        return entry
+
+    def entries(self) -> list[Entry]:
+        """All entries in queue order (position, then creation); files not yet taken in go last."""
+        found = [self.read(p) for p in self.files()]
+        last = max((e.position for e in found if e.adopted), default=0)
+        for e in found:
+            if not e.adopted:
+                last += 1
+                e.position = last
+        return sorted(found, key=lambda e: (not e.adopted, e.position, e.created, e.run))
+
+    def get(self, run: str) -> Entry:
+        for e in self.entries():
+            if e.run == run:
+                return e
+        raise LoratuiError(
+            f"no queue entry {run!r}",
+            hint="`loratui queue ls` lists the entries (the RUN column is the id)",
+            where=str(self.folder),
+        )
+
+    def find(self, ref: str) -> Entry:
+        """An entry by run id, or by name when exactly one entry has that name."""
+        entries = self.entries()
+        for e in entries:
+            if e.run == ref:
+                return e
+        named = [e for e in entries if e.name == ref]
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            ids = ", ".join(e.run for e in named)
+            raise LoratuiError(f"several queue entries are named {ref!r}", hint=f"use the run id: {ids}")
+        return self.get(ref)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def _write(self, entry: Entry, config_text: str | None = None) -> None:
+        text = config_text if config_text is not None else entry.path.read_text(encoding="utf-8")
+        atomic_write_text(entry.path, render_entry(text, entry))
+
+    def _renumber(self, ordered: list[Entry], *, skip: str | None = None) -> None:
+        for i, e in enumerate(ordered, start=1):
+            if e.position != i and e.adopted:
+                e.position = i
+                if e.run != skip:
+                    self._write(e)
+
+    def _check_unique(self, name: str, *, exclude: str = "") -> None:
+        for e in self.entries():
+            if e.run != exclude and e.name == name and e.queued:
+                raise LoratuiError(
+                    f'a run named "{name}" is already queued ({e.run}, {e.status})',
+                    hint="give this run another name (name = ... or --set name=...), or remove the other entry",
+                    where=str(e.path),
+                )
+
+    def add(self, cfg: RunConfig, *, position: int | None = None, preset: str | None = None) -> Entry:
+        """Queue a resolved config; refused when its name is already pending or running."""
+        if not cfg.name:
+            raise LoratuiError(
+                "the run has no name", hint='set name = "..." in the config (or --set name=...)'
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with edit_lock(self.folder):
+            self._check_unique(cfg.name)
+            run = f"{slug(cfg.name)}-{secrets.token_hex(3)}"
+            while (self.folder / f"{run}.toml").exists():
+                run = f"{slug(cfg.name)}-{secrets.token_hex(3)}"
+            ordered = [e for e in self.entries() if e.adopted]
+            entry = Entry(
+                run=run,
+                path=self.folder / f"{run}.toml",
+                name=cfg.name,
+                base=cfg.model.base,
+                preset=cfg.preset if preset is None else preset,
+                created=now_iso(),
+                run_dir=str(cfg.run_dir()),
+            )
+            index = len(ordered) if position is None else max(0, min(int(position) - 1, len(ordered)))
+            ordered.insert(index, entry)
+            entry.position = index + 1
+            self._renumber(ordered, skip=run)
+            self._write(entry, dump_resolved(cfg))
+        return entry
+
+    def add_file(self, path: str | os.PathLike, *, sets=(), env=None, position: int | None = None) -> Entry:
+        cfg = load_config(path, sets=sets, env=env, workspace=self.workspace)
+        return self.add(cfg, position=position)
+
+    def add_text(self, text: str, *, source: str = "<enqueue>", position: int | None = None) -> Entry:
+        cfg = load_config_text(text, source=source, workspace=self.workspace)
+        return self.add(cfg, position=position)
+
+    def remove(self, run: str) -> Entry:
+        """Delete an entry's file (never its run folder). A running entry cannot be removed."""
+        with edit_lock(self.folder):
+            entry = self.get(run)
+            if entry.status == protocol.RUNNING:
+                raise LoratuiError(
+                    f"{entry.name} ({run}) is running and cannot be removed",
+                    hint="stop it first (TUI: s, or the stop command)",
+                )
+            entry.path.unlink(missing_ok=True)
+            self._problems.pop(str(entry.path), None)
+            self._renumber([e for e in self.entries() if e.adopted])
+        return entry
+
+    def move(self, run: str, position: int) -> Entry:
+        """Move a pending entry to `position` (1 = first); the others shift."""
+        with edit_lock(self.folder):
+            ordered = [e for e in self.entries() if e.adopted]
+            entry = next((e for e in ordered if e.run == run), None)
+            if entry is None:
+                entry = self.get(run)  # raises the clear "no entry" error
+                raise LoratuiError(f"{run} is not taken into the queue yet", hint="try again in a second")
+            if entry.status != protocol.PENDING:
+                raise LoratuiError(
+                    f"only pending entries can be moved; {entry.name} ({run}) is {entry.status}"
+                )
+            ordered.remove(entry)
+            index = max(0, min(int(position) - 1, len(ordered)))
+            ordered.insert(index, entry)
+            entry.position = -1  # force its rewrite
+            self._renumber(ordered)
+        return entry
+
+    def update(self, run: str, **changes: Any) -> Entry:
+        """Rewrite bookkeeping fields of one entry (the config part is left byte for byte)."""
+        with edit_lock(self.folder):
+            return self._update(run, **changes)
+
+    def _update(self, run: str, **changes: Any) -> Entry:
+        entry = self.get(run)
+        for key, value in changes.items():
+            setattr(entry, key, value)
+        self._write(entry)
+        return entry
+
+    def requeue(self, run: str) -> Entry:
+        """Put an interrupted or stopped entry back as pending, to continue from its saved state."""
+        with edit_lock(self.folder):
+            entry = self.get(run)
+            if entry.status not in RESUMABLE:
+                raise LoratuiError(
+                    f"{entry.name} ({run}) is {entry.status}; only interrupted or stopped runs can be resumed",
+                    hint="queue it again as a new run instead" if entry.status != protocol.RUNNING else "",
+                )
+            self._check_unique(entry.name, exclude=run)
+            return self._update(run, status=protocol.PENDING, resume=True, error=None, finished="")
+
+    # --- owner-only operations ----------------------------------------------------------------
+
+    def recover(self) -> list[Entry]:
+        """Entries left `running` by an engine that died become `interrupted` (called with the lock)."""
+        fixed = []
+        with edit_lock(self.folder):
+            for e in self.entries():
+                if e.adopted and e.status == protocol.RUNNING:
+                    fixed.append(
+                        self._update(
+                            e.run,
+                            status=protocol.INTERRUPTED,
+                            finished=now_iso(),
+                            error={
+                                "message": "the engine stopped while this run was training",
+                                "hint": "resume it to continue from its last saved state",
+                                "where": str(e.path),
+                            },
+                        )
+                    )
+        return fixed
+
+    def adopt(self) -> list[Entry]:
+        """Take in TOML files a user copied into queue/ (no [queue] table): resolve, add at the end."""
+        taken = []
+        new = [e for e in self.entries() if not e.adopted and e.error is None]
+        for entry in new:
+            path, seen_mtime = entry.path, entry.mtime
+            try:
+                cfg = load_config(path, workspace=self.workspace)
+                if not cfg.name:
+                    cfg.name = path.stem
+                with edit_lock(self.folder):
+                    self._check_unique(cfg.name, exclude=entry.run)
+                    last = max((e.position for e in self.entries() if e.adopted), default=0)
+                    entry = Entry(
+                        run=path.stem,
+                        path=path,
+                        name=cfg.name,
+                        base=cfg.model.base,
+                        preset=cfg.preset if cfg.extends else "",
+                        created=now_iso(),
+                        position=last + 1,
+                        run_dir=str(cfg.run_dir()),
+                    )
+                    # Re-check: the user may have replaced the file since we loaded it.
+                    if path.stat().st_mtime != seen_mtime:
+                        continue
+                    self._write(entry, dump_resolved(cfg))
+                self._problems.pop(str(path), None)
+                taken.append(entry)
+            except LoratuiError as exc:
+                try:
+                    mtime = path.stat().st_mtime
+                except OSError:
+                    continue
+                self._problems[str(path)] = Problem(exc, mtime)
+        return taken
+
+    def claim_next(self) -> Entry | None:
+        """Mark the first pending entry running and return it (None when nothing is pending)."""
+        with edit_lock(self.folder):
+            for e in self.entries():
+                if e.adopted and e.status == protocol.PENDING:
+                    return self._update(
+                        e.run,
+                        status=protocol.RUNNING,
+                        started=now_iso(),
+                        finished="",
+                        error=None,
+                        progress=0.0 if not e.resume else e.progress,
+                    )
+        return None
+
+
+__all__ = ["Entry", "QueueStore", "QUEUED", "RESUMABLE", "parse_entry", "render_entry", "now_iso", "slug"]

@@ -1,0 +1,628 @@
+"""`python -m engine serve --workspace DIR`: own the queue folder and run its entries one by one.
+
+Speaks PROTOCOL.md: commands on stdin, events on stdout. Every entry runs in its own
+`python -m engine train <entry.toml>` worker process (started in its own session, so a crash, an OOM
+or a CUDA fault ends that run only and GPU memory starts clean for the next one). Worker events are
+relayed with the run id added; the worker itself writes them to its run folder, this process adds
+nothing there except the `run_finished` of a worker that died without writing it.
+
+This module never imports torch: it only spawns workers. It survives what an SSH drop does to it:
+SIGHUP is ignored, a closed stdout is dropped by the EventWriter, and a closed stdin (the TUI went
+away) only means "exit once the queue is empty". The disk is the record: queue/<run>.toml holds each
+entry's status, so a restarted engine knows which runs were cut short (`interrupted`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue as stdqueue
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from engine import protocol
+from engine.errors import LoratuiError
+from engine.runqueue import Entry, OwnerLock, QueueStore, now_iso
+
+ENGINE_VERSION = "0.1.0"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STOP_GRACE_S = float(os.environ.get("LORATUI_STOP_GRACE", "10"))
+"""How long a worker asked to stop without saving gets before it is killed."""
+PROGRESS_WRITE_S = 5.0
+"""How often the running entry's progress is written to its queue file (not every step: fsyncs)."""
+MAX_LINE_BYTES = 8 << 20
+
+
+def default_train_cmd() -> list[str]:
+    """The worker command; LORATUI_TRAIN_CMD replaces it (tests use a fake trainer)."""
+    override = os.environ.get("LORATUI_TRAIN_CMD", "").strip()
+    if override:
+        return shlex.split(override)
+    return [sys.executable, "-m", "engine", "train"]
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of a worker: the entry file is already fully resolved, so config overrides from
+    the environment (LORATUI_<SECTION>__<KEY>) must not apply a second time."""
+    env = {k: v for k, v in os.environ.items() if not (k.startswith("LORATUI_") and "__" in k)}
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def detect_device() -> str:
+    """A cheap description of the accelerator without importing torch (nvidia-smi when present)."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+            names = [n.strip() for n in out.stdout.splitlines() if n.strip()]
+            if out.returncode == 0 and names:
+                return f"cuda:0 {names[0]}"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "cpu"
+
+
+@dataclass
+class Worker:
+    """The training process of the running entry."""
+
+    entry: Entry
+    proc: subprocess.Popen
+    argv: list[str]
+    finished: dict[str, Any] | None = None
+    """The worker's own run_finished event, once it wrote one."""
+    stop_requested: bool = False
+    kill_at: float | None = None
+    shutdown: bool = False
+    """Stopped because the engine itself was asked to end (SIGTERM): the run is resumable."""
+    run_dir: str = ""
+    last_progress_write: float = 0.0
+    stderr_tail: deque = field(default_factory=lambda: deque(maxlen=40))
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, command: dict[str, Any]) -> bool:
+        stdin = self.proc.stdin
+        if stdin is None or self.proc.poll() is not None:
+            return False
+        try:
+            with self.write_lock:
+                stdin.write(protocol.encode(command).encode("utf-8"))
+                stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+        return True
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class QueueServer:
+    """The serve loop. All state changes happen on the thread that calls `run()`; reader threads
+    only put items in the inbox."""
+
+    def __init__(
+        self,
+        workspace: str | os.PathLike,
+        *,
+        writer: protocol.EventWriter | None = None,
+        train_cmd: list[str] | None = None,
+        foreground_log: bool = False,
+        poll_s: float = 1.0,
+        stop_grace_s: float = STOP_GRACE_S,
+        log_stream: IO[str] | None = None,
+    ) -> None:
+        self.store = QueueStore(workspace)
+        self.workspace = self.store.workspace
+        self.writer = writer or protocol.EventWriter(sys.stdout)
+        self.train_cmd = list(train_cmd) if train_cmd else default_train_cmd()
+        self.foreground_log = foreground_log
+        self.poll_s = poll_s
+        self.stop_grace_s = stop_grace_s
+        self.log_stream = log_stream if log_stream is not None else sys.stderr
+        self.inbox: stdqueue.Queue[tuple] = stdqueue.Queue()
+        self.worker: Worker | None = None
+        self.paused = False
+        self.shutting_down = False
+        self.stdin_closed = False
+        self._last_snapshot: list[dict[str, Any]] | None = None
+        self._last_scan = 0.0
+        self._lock = OwnerLock(self.store.folder)
+
+    # --- output ------------------------------------------------------------------------------
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.writer.emit(event)
+
+    def log(self, message: str, *, level: str = "info", run: str | None = None) -> None:
+        self.emit(protocol.log(message, level=level, run=run))
+        self._stderr(f"[serve] {level}: {message}")
+
+    def _stderr(self, line: str) -> None:
+        stream = self.log_stream
+        if stream is None:
+            return
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            self.log_stream = None  # the terminal is gone; the events still reach the disk
+
+    def snapshot(self, *, force: bool = False) -> None:
+        """Emit the whole queue when it changed (or when forced)."""
+        entries = [e.snapshot() for e in self.store.entries()]
+        if force or entries != self._last_snapshot:
+            self._last_snapshot = entries
+            event = protocol.queue(entries)
+            event["paused"] = self.paused
+            self.emit(event)
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def run(self, stdin: IO[bytes] | int | None = None) -> int:
+        """Own the queue and run it until shutdown (or until it is empty and stdin is closed)."""
+        self._lock.acquire()  # raises QueueBusyError with the owner's pid
+        try:
+            self.emit(
+                protocol.hello(
+                    engine_version=ENGINE_VERSION, workspace=str(self.workspace), device=detect_device()
+                )
+            )
+            for entry in self.store.recover():
+                self._finish_events_file(entry.run_dir, entry.run, protocol.INTERRUPTED, entry.error)
+                self.log(f"{entry.name} ({entry.run}) was running when the engine stopped: interrupted")
+            if stdin is not None:
+                threading.Thread(target=self._read_commands, args=(stdin,), daemon=True).start()
+            else:
+                self.stdin_closed = True
+            self._scan(force=True)
+            while True:
+                self._start_next()
+                if self._should_exit():
+                    break
+                try:
+                    item = self.inbox.get(timeout=self._wait_time())
+                except stdqueue.Empty:
+                    item = None
+                while item is not None:
+                    self._handle(item)
+                    try:
+                        item = self.inbox.get_nowait()
+                    except stdqueue.Empty:
+                        item = None
+                self._tick()
+            return 0
+        finally:
+            if self.worker is not None:  # only on an unexpected error: leave no orphan behind
+                self.worker.send(protocol.command(protocol.CMD_STOP, save=True))
+            self._lock.release()
+
+    def request_stop(self, signum: int | None = None) -> None:
+        """SIGTERM/SIGINT: stop the current run saving its state (resumable), start nothing, exit."""
+        self.inbox.put(("signal", signum))
+
+    def _should_exit(self) -> bool:
+        if self.worker is not None:
+            return False
+        if self.shutting_down:
+            return True
+        if self.stdin_closed:
+            # Nobody can send commands any more: run what is queued, then end.
+            return self.paused or not any(
+                e.adopted and e.status == protocol.PENDING for e in self.store.entries()
+            )
+        return False
+
+    def _wait_time(self) -> float:
+        wait = self.poll_s
+        if self.worker is not None and self.worker.kill_at is not None:
+            wait = min(wait, max(0.0, self.worker.kill_at - time.monotonic()))
+        return max(0.05, wait)
+
+    def _tick(self) -> None:
+        worker = self.worker
+        if worker is not None and worker.kill_at is not None and time.monotonic() >= worker.kill_at:
+            worker.kill_at = None
+            self.log(f"{worker.entry.name} did not stop in time: killing it", run=worker.entry.run)
+            worker.kill()
+        if time.monotonic() - self._last_scan >= self.poll_s:
+            self._scan()
+
+    def _scan(self, *, force: bool = False) -> None:
+        """Poll the folder: take in files users copied there, emit the queue if anything changed."""
+        self._last_scan = time.monotonic()
+        for entry in self.store.adopt():
+            self.log(f"queued {entry.name} ({entry.run}) from {entry.path.name}", run=entry.run)
+        self.snapshot(force=force)
+
+    # --- input ----------------------------------------------------------------------------
+
+    def _read_commands(self, stdin: IO[bytes] | int) -> None:
+        # Raw os.read on the descriptor, not a buffered reader: a daemon thread blocked inside a
+        # BufferedReader makes the interpreter abort at exit ("could not acquire lock").
+        fd = stdin if isinstance(stdin, int) else stdin.fileno()
+        pending = b""
+        try:
+            while chunk := os.read(fd, 1 << 16):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    self._queue_command(raw)
+                if len(pending) > MAX_LINE_BYTES:
+                    pending = b""
+        except (OSError, ValueError):
+            pass
+        if pending.strip():
+            self._queue_command(pending)
+        self.inbox.put(("stdin_closed",))
+
+    def _queue_command(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        message = protocol.decode(raw)
+        if message is None or not isinstance(message.get("cmd"), str):
+            self.inbox.put(("bad", raw[:200].decode("utf-8", errors="replace")))
+        else:
+            self.inbox.put(("cmd", message))
+
+    def _read_worker_stdout(self, worker: Worker) -> None:
+        stream = worker.proc.stdout
+        assert stream is not None
+        for raw in iter(lambda: stream.readline(MAX_LINE_BYTES), b""):
+            event = protocol.decode(raw)
+            if event is None or "type" not in event:
+                continue  # a library printed to stdout; the worker's own log keeps it
+            self.inbox.put(("event", worker, event))
+        returncode = worker.proc.wait()
+        self.inbox.put(("exit", worker, returncode))
+
+    def _read_worker_stderr(self, worker: Worker) -> None:
+        stream = worker.proc.stderr
+        assert stream is not None
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            worker.stderr_tail.append(line)
+            if self.foreground_log:
+                self._stderr(f"[{worker.entry.name}] {line}")
+
+    def _handle(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "cmd":
+            self._command(item[1])
+        elif kind == "event":
+            self._relay(item[1], item[2])
+        elif kind == "exit":
+            self._worker_exited(item[1], item[2])
+        elif kind == "stdin_closed":
+            self.stdin_closed = True
+        elif kind == "bad":
+            self.log(f"skipped a malformed command line: {item[1]!r}", level="warning")
+        elif kind == "signal":
+            self._signal_stop(item[1])
+
+    def _signal_stop(self, signum: int | None) -> None:
+        self.shutting_down = True
+        worker = self.worker
+        name = signal.Signals(signum).name if signum else "a signal"
+        if worker is not None and not worker.stop_requested:
+            self.log(f"got {name}: stopping {worker.entry.name} after saving its state", run=worker.entry.run)
+            worker.stop_requested = True
+            worker.shutdown = True
+            worker.send(protocol.command(protocol.CMD_STOP, save=True))
+            worker.kill_at = time.monotonic() + max(self.stop_grace_s, 60.0)
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def _command(self, message: dict[str, Any]) -> None:
+        cmd, cid = message["cmd"], message.get("id")
+        try:
+            result = self._dispatch(cmd, message)
+        except LoratuiError as exc:
+            self.emit(protocol.ack(id=cid, ok=False, error=exc.to_dict()))
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad command must not end the queue
+            self.emit(
+                protocol.ack(id=cid, ok=False, error={"message": f"{cmd}: {exc}", "hint": "", "where": ""})
+            )
+            return
+        ack = protocol.ack(id=cid, ok=True)
+        if result:
+            ack.update(result)
+        self.emit(ack)
+        self.snapshot()
+
+    def _running(self, run: Any) -> Worker:
+        worker = self.worker
+        if worker is None or worker.entry.run != run:
+            status = ""
+            with contextlib.suppress(LoratuiError):
+                status = f" (it is {self.store.get(str(run)).status})"
+            raise LoratuiError(
+                f"run {run!r} is not running{status}", hint="only the running entry takes this command"
+            )
+        return worker
+
+    def _dispatch(self, cmd: str, m: dict[str, Any]) -> dict[str, Any] | None:
+        if cmd == protocol.CMD_ENQUEUE:
+            if self.shutting_down:
+                raise LoratuiError("the engine is shutting down and takes no new runs")
+            position = m.get("position")
+            position = (
+                int(position)
+                if isinstance(position, int | float) and not isinstance(position, bool)
+                else None
+            )
+            if isinstance(m.get("toml"), str):
+                entry = self.store.add_text(
+                    m["toml"], source=str(m.get("source") or "<enqueue>"), position=position
+                )
+            elif isinstance(m.get("config"), str):
+                path = Path(m["config"]).expanduser()
+                if not path.is_absolute():
+                    path = self.workspace / path
+                sets = [str(s) for s in m.get("sets") or []]
+                entry = self.store.add_file(path, sets=sets, env={}, position=position)
+            else:
+                raise LoratuiError(
+                    "enqueue needs config (a path) or toml (text)",
+                    hint='e.g. {"cmd": "enqueue", "config": "presets/demo.toml"}',
+                )
+            self.log(f"queued {entry.name} ({entry.run}) at position {entry.position}", run=entry.run)
+            return {"run": entry.run}
+        if cmd == protocol.CMD_REMOVE:
+            entry = self.store.remove(str(m.get("run")))
+            self.log(f"removed {entry.name} ({entry.run}) from the queue", run=entry.run)
+            return None
+        if cmd == protocol.CMD_MOVE:
+            self.store.move(str(m.get("run")), int(m.get("position", 1)))
+            return None
+        if cmd == protocol.CMD_STOP:
+            worker = self._running(m.get("run"))
+            save = bool(m.get("save", True))
+            worker.stop_requested = True
+            worker.send(protocol.command(protocol.CMD_STOP, save=save))
+            if not save:
+                worker.kill_at = time.monotonic() + self.stop_grace_s
+            self.log(
+                f"stopping {worker.entry.name}" + (" after saving" if save else " without saving"),
+                run=worker.entry.run,
+            )
+            return None
+        if cmd in (protocol.CMD_SAVE_NOW, protocol.CMD_SAMPLE_NOW):
+            worker = self._running(m.get("run"))
+            if not worker.send(protocol.command(cmd)):
+                raise LoratuiError(
+                    f"{worker.entry.name}: the training process does not take commands any more"
+                )
+            return None
+        if cmd == protocol.CMD_PAUSE_QUEUE:
+            self.paused = True
+            self.snapshot(force=True)
+            return None
+        if cmd == protocol.CMD_RESUME_QUEUE:
+            self.paused = False
+            self.snapshot(force=True)
+            return None
+        if cmd == protocol.CMD_RESUME:
+            entry = self.store.requeue(str(m.get("run")))
+            self.log(f"{entry.name} ({entry.run}) queued to resume from its last saved state", run=entry.run)
+            return None
+        if cmd == protocol.CMD_SHUTDOWN:
+            self.shutting_down = True
+            return None
+        raise LoratuiError(f"unknown command {cmd!r}", hint=f"commands: {', '.join(protocol.COMMANDS)}")
+
+    # --- workers ---------------------------------------------------------------------------------
+
+    def _start_next(self) -> None:
+        if self.worker is not None or self.paused or self.shutting_down:
+            return
+        entry = self.store.claim_next()
+        if entry is None:
+            return
+        argv = [*self.train_cmd, str(entry.path), "--workspace", str(self.workspace)]
+        if entry.resume:
+            argv.append("--resume")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self.workspace,
+                env=worker_env(),
+                start_new_session=True,  # a signal to our session never reaches the trainer
+            )
+        except OSError as exc:
+            error = {
+                "message": f"cannot start the training process: {exc}",
+                "hint": "is the Python environment complete?",
+                "where": " ".join(argv),
+            }
+            self.store.update(entry.run, status=protocol.FAILED, finished=now_iso(), error=error)
+            self.emit(protocol.run_finished(run=entry.run, status=protocol.FAILED, error=error))
+            self.snapshot()
+            return
+        worker = Worker(entry=entry, proc=proc, argv=argv, run_dir=entry.run_dir)
+        self.worker = worker
+        threading.Thread(target=self._read_worker_stdout, args=(worker,), daemon=True).start()
+        threading.Thread(target=self._read_worker_stderr, args=(worker,), daemon=True).start()
+        self.log(
+            f"started {entry.name} ({entry.run})"
+            + (" resuming from its saved state" if entry.resume else ""),
+            run=entry.run,
+        )
+        self.snapshot()
+
+    def _relay(self, worker: Worker, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind in (protocol.HELLO, protocol.ACK):
+            return  # ours are the ones that count
+        run = worker.entry.run
+        event["run"] = run
+        if kind == protocol.RUN_FINISHED:
+            worker.finished = event
+            return  # emitted once the process has ended, with the status the queue records
+        self.emit(event)
+        if kind == protocol.RUN_STARTED:
+            worker.run_dir = str(event.get("run_dir") or worker.run_dir)
+            total = event.get("total_steps")
+            self.store.update(
+                run, run_dir=worker.run_dir, total_steps=int(total) if isinstance(total, int) else 0
+            )
+            self.snapshot()
+        elif kind == protocol.STEP:
+            step, total = event.get("step"), event.get("total_steps")
+            if isinstance(step, int) and isinstance(total, int) and total > 0:
+                worker.entry.step, worker.entry.total_steps = step, total
+                worker.entry.progress = round(min(1.0, step / total), 4)
+                now = time.monotonic()
+                if now - worker.last_progress_write >= PROGRESS_WRITE_S:
+                    worker.last_progress_write = now
+                    self.store.update(run, step=step, total_steps=total, progress=worker.entry.progress)
+        elif kind == protocol.CHECKPOINT and isinstance(event.get("step"), int):
+            self.store.update(run, step=event["step"])
+
+    def _worker_exited(self, worker: Worker, returncode: int) -> None:
+        if worker is not self.worker:
+            return
+        self.worker = None
+        entry = worker.entry
+        finished = worker.finished
+        error = finished.get("error") if finished else None
+        lora = finished.get("lora") if finished else None
+        if finished is not None and finished.get("status") in protocol.RUN_STATUSES:
+            status = finished["status"]
+            if worker.shutdown and status == protocol.STOPPED:
+                status = protocol.INTERRUPTED
+                error = {
+                    "message": "the engine was asked to end while this run was training; its state was saved",
+                    "hint": "resume it to continue",
+                    "where": "",
+                }
+        elif worker.stop_requested and not worker.shutdown:
+            status = protocol.STOPPED
+        elif returncode is not None and returncode < 0:
+            status = protocol.INTERRUPTED
+            name = (
+                signal.Signals(-returncode).name
+                if -returncode in signal.Signals._value2member_map_
+                else str(-returncode)
+            )
+            error = {
+                "message": f"the training process was killed ({name}) before it finished",
+                "hint": "out of memory? `resume` continues from the last saved state (save.every_steps)",
+                "where": entry.run_dir,
+            }
+        else:
+            status = protocol.FAILED
+            tail = [line for line in worker.stderr_tail if line.strip()]
+            error = {
+                "message": f"the training process exited with code {returncode} without finishing the run"
+                + (f": {tail[-1].strip()}" if tail else ""),
+                "hint": "see engine.log in the run folder for the details",
+                "where": entry.run_dir,
+            }
+        if finished is None:
+            # The worker could not write its own record: write the end of the run for it.
+            self._finish_events_file(worker.run_dir, None, status, error)
+        changes: dict[str, Any] = {
+            "status": status,
+            "finished": now_iso(),
+            "error": error or None,
+            "resume": False,
+        }
+        if lora:
+            changes["lora"] = str(lora)
+        if status == protocol.DONE:
+            changes["progress"] = 1.0
+            if entry.total_steps:
+                changes["step"] = entry.total_steps
+        else:
+            changes.update(step=entry.step, progress=entry.progress)
+        with contextlib.suppress(LoratuiError):
+            self.store.update(entry.run, **changes)
+        self.snapshot()  # the queue first, so whoever reacts to run_finished sees the new status
+        self.emit(protocol.run_finished(run=entry.run, status=status, lora=lora, error=error or None))
+        level = "info" if status == protocol.DONE else "warning" if status != protocol.FAILED else "error"
+        message = f"{entry.name} ({entry.run}) {status}"
+        if error and error.get("message"):
+            message += f": {error['message']}"
+        self.log(message, level=level, run=entry.run)
+
+    def _finish_events_file(self, run_dir: str, run: str | None, status: str, error: dict | None) -> None:
+        """Append a run_finished to a run's events.jsonl when it lacks one (its worker died)."""
+        if not run_dir:
+            return
+        path = Path(run_dir) / "events.jsonl"
+        if not path.is_file():
+            return
+        if not _started_after_finish(protocol.read_jsonl(path)):
+            return  # nothing started there, or the run's end is already recorded
+        with contextlib.suppress(OSError):
+            with open(path, "a", encoding="utf-8") as fh:
+                event = protocol.run_finished(run=run, status=status, error=error)
+                event["time"] = round(time.time(), 3)
+                fh.write(protocol.encode(event))
+
+
+def _started_after_finish(events: list[dict[str, Any]]) -> bool:
+    """True when the last run_started comes after the last run_finished (a resumed run in progress)."""
+    last_start = max((i for i, e in enumerate(events) if e.get("type") == protocol.RUN_STARTED), default=-1)
+    last_end = max((i for i, e in enumerate(events) if e.get("type") == protocol.RUN_FINISHED), default=-1)
+    return last_start > last_end
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="engine serve", description="Own the queue folder and run its entries."
+    )
+    parser.add_argument("--workspace", default=".", help="the workspace folder (default: the current folder)")
+    parser.add_argument("--foreground-log", action="store_true", help="also copy the workers' logs to stderr")
+    parser.add_argument("--train-cmd", default="", help="replace `python -m engine train` (tests)")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between scans of the queue folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    workspace = Path(args.workspace).expanduser()
+    if not workspace.is_dir():
+        raise LoratuiError(
+            f"workspace folder not found: {workspace}",
+            hint="create it or pass --workspace DIR",
+            where="--workspace",
+        )
+    # Losing the terminal (SSH drop) must not stop the queue; SIGTERM/SIGINT stop it cleanly.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    server = QueueServer(
+        workspace,
+        writer=protocol.EventWriter(sys.stdout),
+        train_cmd=shlex.split(args.train_cmd) if args.train_cmd else None,
+        foreground_log=args.foreground_log,
+        poll_s=args.poll,
+    )
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: server.request_stop(signum))
+    try:
+        return server.run(sys.stdin.fileno())
+    except LoratuiError as exc:
+        server.emit(protocol.log(exc.message, level="error"))
+        raise
