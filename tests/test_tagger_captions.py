@@ -165,3 +165,16 @@ def test_run_caption_auto_off_and_bad_tagger(data, tmp_path):
         run_caption_auto(_cfg(tmp_path, data, "no-such-tagger"), events.append)
     assert "no-such-tagger" in err.value.where
     assert "SmilingWolf/wd-swinv2-tagger-v3" in err.value.hint
+
+
+def test_stop_request_ends_the_pass_early(model, data):
+    polls = []
+    s = caption_images(
+        model,
+        find_images([data]),
+        TagOptions(),
+        batch_size=1,
+        should_stop=lambda: polls.append(1) or len(polls) >= 2,
+    )
+    assert s.stopped and s.written == 2
+    assert len(list(data.rglob("*.txt"))) == 2

@@ -87,6 +87,7 @@ class CaptionSummary:
     skipped: int = 0  # already had a caption (and no overwrite)
     failed: int = 0
     empty: int = 0  # no tag above the thresholds (an empty caption was written)
+    stopped: bool = False
     seconds: float = 0.0
     device: str = ""
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -103,6 +104,7 @@ class CaptionSummary:
             "skipped": self.skipped,
             "failed": self.failed,
             "empty": self.empty,
+            "stopped": self.stopped,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
             "device": self.device,
@@ -165,8 +167,13 @@ def caption_images(
     batch_size: int = 8,
     on_progress: Progress | None = None,
     on_log: Log | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> CaptionSummary:
-    """Tag `images` that need a caption and write their caption files; a bad image is logged, not fatal."""
+    """Tag `images` that need a caption and write their caption files; a bad image is logged, not fatal.
+
+    `should_stop` is polled after every image; when it returns True the pass ends early (the files
+    written so far stay) and `summary.stopped` is set.
+    """
     extensions = check_extensions(extensions)
     summary = CaptionSummary(images=len(images), device=model.device)
     todo = [p for p in images if overwrite or existing_caption(p, extensions) is None]
@@ -187,7 +194,8 @@ def caption_images(
     done = 0
     if on_progress:
         on_progress(0, len(todo))
-    for path, tags, err in tag_images(model, todo, options, batch_size):
+    results = tag_images(model, todo, options, batch_size)
+    for path, tags, err in results:
         done += 1
         if err is not None:
             summary.failed += 1
@@ -206,6 +214,10 @@ def caption_images(
         # Report per batch-sized step (and at the end) rather than per image: fewer events.
         if on_progress and (done % max(1, batch_size) == 0 or done == len(todo)):
             on_progress(done, len(todo))
+        if should_stop is not None and done < len(todo) and should_stop():
+            summary.stopped = True
+            break
+    results.close()  # ends the decoding threads now rather than at garbage collection
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -243,7 +255,12 @@ def preview_images(
     return items
 
 
-def run_caption_auto(cfg, emit: Callable[[dict[str, Any]], None], run: str | None = None):
+def run_caption_auto(
+    cfg,
+    emit: Callable[[dict[str, Any]], None],
+    run: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+):
     """The `caption_auto` step of a training run: tag the dataset's uncaptioned images first.
 
     Does nothing (returns None) when `caption_auto.tagger` is empty. The trigger word is NOT written
@@ -288,6 +305,7 @@ def run_caption_auto(cfg, emit: Callable[[dict[str, Any]], None], run: str | Non
         overwrite=bool(auto.overwrite),
         on_progress=lambda d, t: emit(protocol.phase(run=run, name="caption", done=d, total=t)),
         on_log=lambda level, msg: emit(protocol.log(msg, level=level, run=run)),
+        should_stop=should_stop,
     )
     emit(
         protocol.log(

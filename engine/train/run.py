@@ -357,6 +357,13 @@ class TrainingRun:
             )
         )
 
+        # 0. WD14 captions for images without a caption file, when [caption_auto] asks for it
+        if cfg.caption_auto.tagger:
+            from engine.tagger.run import run_caption_auto
+
+            run_caption_auto(cfg, self.emit, run=self.run_id, should_stop=self.controls.stop.is_set)
+            self._check_stop("caption")
+
         # 1. scan
         self.phase("scan", 0, 1)
         from engine.data.scan import scan_dataset
