@@ -1,0 +1,249 @@
+"""RunState: what the run view shows, folded from protocol events (live, or replayed from disk).
+
+No Textual here: the same fold serves the live pipe, a run re-attached from runs/<name>/events.jsonl
+and tests. Series are plain lists the chart reads; `version` increments on every change that the
+chart must show, so the view redraws only when it changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import protocol
+
+PHASE_LABELS = {
+    "scan": "scanning",
+    "load_model": "loading model",
+    "cache_latents": "caching latents",
+    "cache_text": "caching text",
+    "train": "training",
+    "save": "saving",
+    "sample": "sampling",
+    "validation": "validation",
+    "caption": "captioning",
+}
+
+
+@dataclass
+class LogLine:
+    level: str
+    message: str
+    time: float = 0.0
+
+
+@dataclass
+class RunState:
+    """Everything known about one run, updated by `apply(event)`."""
+
+    run: str | None = None
+    name: str = ""
+    run_dir: str = ""
+    config: str = ""
+    status: str = "idle"  # idle | starting | running | done | failed | stopped | interrupted
+    total_steps: int = 0
+    step: int = 0
+    epoch: int = 0
+    loss: float | None = None
+    loss_ema: float | None = None
+    lr: float | None = None
+    seconds_per_step: float | None = None
+    samples_per_second: float | None = None
+    eta_seconds: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    phase: str = ""
+    phase_done: int = 0
+    phase_total: int = 0
+    lora: str | None = None
+    error: dict[str, Any] | None = None
+    checkpoints: list[str] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    emas: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    log: deque[LogLine] = field(default_factory=lambda: deque(maxlen=2000))
+    log_total: int = 0
+    """Lines ever added to `log` (the deque drops old ones): views append what they have not shown."""
+    version: int = 0
+    """Bumped when the chart series change, so the chart redraws only then."""
+
+    @property
+    def finished(self) -> bool:
+        return self.status in protocol.RUN_STATUSES
+
+    @property
+    def active(self) -> bool:
+        """Starting or running (an idle placeholder state is neither)."""
+        return self.status in ("starting", "running")
+
+    def elapsed(self, now: float | None = None) -> float:
+        if self.started_at is None:
+            return 0.0
+        end = self.finished_at if self.finished_at is not None else (now or time.time())
+        return max(0.0, end - self.started_at)
+
+    def phase_text(self) -> str:
+        if self.finished:
+            return self.status
+        label = PHASE_LABELS.get(self.phase, self.phase.replace("_", " ")) or "starting"
+        if self.phase_total:
+            return f"{label} {self.phase_done}/{self.phase_total}"
+        return label
+
+    def apply(self, event: dict[str, Any]) -> bool:
+        """Fold one event in. Returns True when it belonged to this run (or named no run)."""
+        run = event.get("run")
+        if run is not None and self.run is not None and run != self.run:
+            return False
+        kind = event.get("type")
+        stamp = _num(event.get("time")) or time.time()
+        if kind == protocol.RUN_STARTED:
+            self.run = run if run is not None else self.run
+            self.name = str(event.get("name") or self.name)
+            self.run_dir = str(event.get("run_dir") or self.run_dir)
+            self.config = str(event.get("config") or self.config)
+            self.total_steps = _int(event.get("total_steps")) or self.total_steps
+            self.status = "running"
+            self.started_at = stamp
+        elif kind == protocol.PHASE:
+            self.phase = str(event.get("name") or "")
+            self.phase_done = _int(event.get("done"))
+            self.phase_total = _int(event.get("total"))
+            if self.status in ("idle", "starting"):
+                self.status = "running"
+        elif kind == protocol.STEP:
+            self.step = _int(event.get("step"))
+            self.total_steps = _int(event.get("total_steps")) or self.total_steps
+            self.epoch = _int(event.get("epoch"))
+            self.loss = _num(event.get("loss"))
+            self.loss_ema = _num(event.get("loss_ema"))
+            self.lr = _num(event.get("lr"))
+            self.seconds_per_step = _num(event.get("seconds_per_step"))
+            self.eta_seconds = _num(event.get("eta_seconds"))
+            self.samples_per_second = _num(event.get("samples_per_second"))
+            if self.phase != "train":
+                self.phase, self.phase_done, self.phase_total = "train", 0, 0
+            if self.status in ("idle", "starting"):
+                self.status = "running"
+            if self.started_at is None:
+                self.started_at = stamp
+            if self.loss is not None:
+                self.steps.append(self.step)
+                self.losses.append(self.loss)
+                self.emas.append(self.loss_ema if self.loss_ema is not None else self.loss)
+                self.lrs.append(self.lr if self.lr is not None else float("nan"))
+            self.version += 1
+        elif kind == protocol.VALIDATION:
+            val = _num(event.get("val_loss"))
+            if val is not None:
+                self.val_steps.append(_int(event.get("step")))
+                self.val_losses.append(val)
+                self.version += 1
+        elif kind == protocol.CHECKPOINT:
+            self.checkpoints.append(str(event.get("path", "")))
+            self.add_log("info", f"checkpoint at step {event.get('step')}: {event.get('path')}", stamp)
+        elif kind == protocol.SAMPLE:
+            self.samples.extend(str(p) for p in event.get("paths") or [])
+            self.add_log(
+                "info", f"samples at step {event.get('step')}: {len(event.get('paths') or [])} images", stamp
+            )
+        elif kind == protocol.LOG:
+            self.add_log(str(event.get("level") or "info"), str(event.get("message", "")), stamp)
+        elif kind == protocol.RUN_FINISHED:
+            self.status = str(event.get("status") or "done")
+            self.lora = event.get("lora") or None
+            self.error = event.get("error") if isinstance(event.get("error"), dict) else None
+            self.finished_at = stamp
+            self.phase = ""
+            if self.error:
+                self.add_log("error", format_error(self.error), stamp)
+            self.version += 1
+        else:
+            return False
+        return True
+
+    def add_log(self, level: str, message: str, stamp: float | None = None) -> None:
+        self.log.append(LogLine(level, message, stamp or time.time()))
+        self.log_total += 1
+
+    def new_log_lines(self, shown: int) -> list[LogLine]:
+        """The lines added since a view had shown `shown` of them."""
+        missing = min(self.log_total - shown, len(self.log))
+        return list(self.log)[len(self.log) - missing :] if missing > 0 else []
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> RunState:
+        """Rebuild a run's state from its folder: events.jsonl, or loss.csv when there are no events."""
+        run_dir = Path(run_dir)
+        state = cls(name=run_dir.name, run_dir=str(run_dir))
+        for event in protocol.read_jsonl(run_dir / "events.jsonl"):
+            state.apply(event)
+        if not state.steps:
+            state.load_loss_csv(run_dir / "loss.csv")
+        return state
+
+    def load_loss_csv(self, path: Path) -> None:
+        """Fill the series from loss.csv (step,epoch,loss,loss_ema,lr,val_loss,seconds)."""
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    step, loss = _int(row.get("step")), _num(row.get("loss"))
+                    if loss is None:
+                        continue
+                    self.steps.append(step)
+                    self.losses.append(loss)
+                    self.emas.append(_num(row.get("loss_ema")) or loss)
+                    lr = _num(row.get("lr"))
+                    self.lrs.append(lr if lr is not None else float("nan"))
+                    val = _num(row.get("val_loss"))
+                    if val is not None:
+                        self.val_steps.append(step)
+                        self.val_losses.append(val)
+                    self.step = step
+        except (FileNotFoundError, OSError, csv.Error):
+            return
+        self.version += 1
+
+
+def format_error(error: dict[str, Any]) -> str:
+    """ "message (where) — hint" from an error dict of the protocol."""
+    text = str(error.get("message") or "error")
+    if error.get("where"):
+        text += f" [{error['where']}]"
+    if error.get("hint"):
+        text += f" — hint: {error['hint']}"
+    return text
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "--:--"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _num(value: Any) -> float | None:
+    try:
+        if value is None or value == "":
+            return None
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if out == out else None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,1 @@
+"""Screens of the TUI (one .tcss beside each)."""

@@ -1,0 +1,260 @@
+"""MainScreen: pick a preset, edit the run form, save it, check the dataset, start the run.
+
+The form itself is `ConfigForm` (schema-driven); this screen owns the preset file being edited: it
+keeps the values as loaded so that saving writes only the keys the user changed (tomlkit keeps every
+comment and every untouched line of the file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Label, Select, Static
+
+from engine.config import ConfigError, RunConfig, apply_changes, flatten, list_presets, load_config
+from engine.config.load import load_config_data
+from engine.errors import LoratuiError
+from engine.fsutil import atomic_write_text
+from tui.screens.dialogs import PresetNameModal
+from tui.widgets.form import ConfigForm
+
+
+def nest(values: dict[str, Any]) -> dict[str, Any]:
+    """{"train.lr": 1e-4} -> {"train": {"lr": 1e-4}} (TOML data as load_config_data takes it)."""
+    data: dict[str, Any] = {}
+    for dotted, value in values.items():
+        section, _, key = dotted.rpartition(".")
+        (data.setdefault(section, {}) if section else data)[key] = value
+    if not data.get("extends"):
+        data.pop("extends", None)
+    return data
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal for saving purposes: 16 and 16.0 are the same value, True and 1 are not."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b
+
+
+class MainScreen(Screen):
+    """The run form with its preset."""
+
+    CSS_PATH = "main.tcss"
+
+    BINDINGS = [
+        Binding("f5,ctrl+r", "run", "Run", tooltip="Validate the form and start the run", id="run"),
+        Binding("f6,ctrl+g", "check", "Check data", tooltip="Check the config and dataset", id="check"),
+        Binding(
+            "f2,ctrl+s", "save", "Save", tooltip="Save over the loaded preset (comments kept)", id="save"
+        ),
+        Binding("f3,ctrl+n", "save_as", "Save as", tooltip="Save as a new preset", id="save_as"),
+        Binding(
+            "f4,ctrl+t", "toggle_advanced", "Advanced", tooltip="Show or hide advanced fields", id="advanced"
+        ),
+        Binding("f7,ctrl+o", "show_run", "Run view", tooltip="Show the live run", id="show_run"),
+    ]
+
+    def __init__(self, workspace: Path) -> None:
+        super().__init__()
+        self.workspace = Path(workspace)
+        self.preset_path: Path | None = None
+        self.preset_text: str = ""
+        self.loaded: dict[str, Any] = flatten(RunConfig())
+        self.dirty = False
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="top"):
+            yield Label("Preset", id="preset-label")
+            yield Select(self._preset_options(), prompt="(choose a preset)", id="preset")
+            yield Static("", id="run-status")
+        yield ConfigForm(self.loaded, workspace=self.workspace, id="form")
+        yield Static("", id="help")
+        yield Footer()
+
+    def _preset_options(self) -> list[tuple[str, str]]:
+        try:
+            presets = list_presets(self.workspace)
+        except OSError:
+            presets = {}
+        return [(name, str(path)) for name, path in presets.items()]
+
+    @property
+    def form(self) -> ConfigForm:
+        return self.query_one(ConfigForm)
+
+    # --- presets ---------------------------------------------------------------------------
+
+    @on(Select.Changed, "#preset")
+    def _preset_chosen(self, event: Select.Changed) -> None:
+        if event.value is not Select.NULL and event.value != str(self.preset_path):
+            self.load_preset(Path(str(event.value)))
+
+    def load_preset(self, path: Path) -> bool:
+        """Load a preset file into the form. Errors are shown, never raised."""
+        try:
+            cfg = load_config(path, env={}, workspace=self.workspace)
+            text = path.read_text(encoding="utf-8")
+        except (LoratuiError, OSError) as exc:
+            self.app.report_error(exc, title=f"cannot load {path.name}")
+            return False
+        self.preset_path = path
+        self.preset_text = text
+        self.loaded = flatten(cfg)
+        self.form.load(self.loaded)
+        self.dirty = False
+        select = self.query_one("#preset", Select)
+        options = self._preset_options()
+        if str(path) not in [v for _, v in options]:
+            options.append((path.stem, str(path)))
+        with self.prevent(Select.Changed):
+            select.set_options(options)
+            select.value = str(path)
+        self.notify(f"Loaded preset {path.stem}", timeout=3)
+        return True
+
+    def changes(self) -> dict[str, Any]:
+        """Form values that differ from the loaded preset (what a save writes)."""
+        values = self.form.values()
+        return {k: v for k, v in values.items() if not same_value(self.loaded.get(k), v)}
+
+    def _form_ok(self, what: str) -> bool:
+        errors = self.form.validate_all()
+        if errors:
+            dotted, message = next(iter(errors.items()))
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            self.notify(f"{dotted}: {message}{more}", title=f"Cannot {what}", severity="error", timeout=8)
+            self.form.focus_field(dotted)
+            return False
+        return True
+
+    def _write_preset(self, target: Path) -> Path | None:
+        changes = self.changes()
+        try:
+            text = apply_changes(self.preset_text, changes)
+            atomic_write_text(target, text)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported, nothing is lost
+            self.app.report_error(exc, title=f"cannot save {target}")
+            return None
+        self.preset_path = target
+        self.preset_text = text
+        self.loaded.update(changes)
+        self.dirty = False
+        return target
+
+    def action_save(self) -> None:
+        if self.preset_path is None:
+            self.action_save_as()
+            return
+        if not self._form_ok("save"):
+            return
+        target = self.preset_path
+        user_dir = self.workspace / "presets"
+        if user_dir.resolve() not in target.resolve().parents:
+            # A shipped preset is never edited in place: the user's copy goes to the workspace.
+            target = user_dir / target.name
+        if self._write_preset(target):
+            self.notify(f"Saved {target}", timeout=4)
+            self._refresh_presets()
+
+    def action_save_as(self) -> None:
+        if not self._form_ok("save"):
+            return
+
+        def done(name: str | None) -> None:
+            if name:
+                self.save_as(name)
+
+        suggested = self.form.values().get("name") or (self.preset_path.stem if self.preset_path else "")
+        self.app.push_screen(PresetNameModal(str(suggested)), done)
+
+    def save_as(self, name: str) -> Path | None:
+        """Save the form as workspace/presets/<name>.toml (refuses to replace another file)."""
+        stem = name.strip().removesuffix(".toml")
+        if not stem or "/" in stem or stem.startswith("."):
+            self.notify("Give a plain file name, e.g. mychar-v2", severity="error")
+            return None
+        target = self.workspace / "presets" / f"{stem}.toml"
+        if target.exists() and (self.preset_path is None or target.resolve() != self.preset_path.resolve()):
+            self.notify(f"{target} exists; load it and save (F2) to change it", severity="error", timeout=6)
+            return None
+        saved = self._write_preset(target)
+        if saved:
+            self.notify(f"Saved {saved}", timeout=4)
+            self._refresh_presets()
+        return saved
+
+    def _refresh_presets(self) -> None:
+        select = self.query_one("#preset", Select)
+        with self.prevent(Select.Changed):
+            select.set_options(self._preset_options())
+            if self.preset_path is not None:
+                select.value = str(self.preset_path)
+
+    # --- run and check ---------------------------------------------------------------------
+
+    def build_config(self, what: str) -> RunConfig | None:
+        """The form as a validated RunConfig, or None (errors shown inline and as a notification)."""
+        if not self._form_ok(what):
+            return None
+        values = self.form.values()
+        try:
+            cfg = load_config_data(nest(values), source="the run form", env={}, workspace=self.workspace)
+        except ConfigError as exc:
+            # Each problem names its key last in `where` ("the run form: dataset.min_bucket").
+            inline = {}
+            for problem in exc.errors:
+                key = (problem.where or "").rsplit(":", 1)[-1].strip()
+                if key in values:
+                    inline.setdefault(key, problem.message)
+            self.form.show_errors(inline)
+            self.app.report_error(exc, title=f"Cannot {what}")
+            return None
+        if not cfg.name:
+            self.form.show_errors({"name": "a run needs a name (it names the run folder and the LoRA file)"})
+            self.notify("name: a run needs a name", title=f"Cannot {what}", severity="error")
+            return None
+        cfg.preset = self.preset_path.stem if self.preset_path else ""
+        return cfg
+
+    def action_run(self) -> None:
+        cfg = self.build_config("run")
+        if cfg is not None:
+            self.app.start_run(cfg)
+
+    def action_check(self) -> None:
+        cfg = self.build_config("check")
+        if cfg is not None:
+            self.app.check_config(cfg)
+
+    def action_toggle_advanced(self) -> None:
+        self.form.advanced = not self.form.advanced
+
+    def action_show_run(self) -> None:
+        self.app.show_run()
+
+    # --- help and status -------------------------------------------------------------------
+
+    @on(ConfigForm.FieldFocused)
+    def _show_help(self, event: ConfigForm.FieldFocused) -> None:
+        spec = event.spec
+        text = Text(f"{spec.dotted}: ", style="bold")
+        text.append(spec.help)
+        if spec.choices:
+            text.append(f"  ({' | '.join(spec.choices)})", style="dim")
+        self.query_one("#help", Static).update(text)
+
+    @on(ConfigForm.Edited)
+    def _edited(self, event: ConfigForm.Edited) -> None:
+        self.dirty = True
+
+    def show_status(self, text: Text) -> None:
+        for status in self.query("#run-status"):  # absent while the screen is (un)composed
+            status.update(text)

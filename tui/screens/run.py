@@ -1,0 +1,106 @@
+"""RunScreen: the live view of a run — phase, progress, loss chart, log tail.
+
+It pulls from the app's RunState on a short timer (attributes down: the app assigns `state`), so a
+burst of step events costs one widget update per tick, and the chart rebuilds only when the state's
+`version` moved.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tui.runstate import RunState
+from tui.widgets.log_tail import LogTail
+from tui.widgets.loss_chart import MARKERS, RAW, SMOOTHED, ChartSeries, LossChart
+from tui.widgets.progress import RunProgress
+
+
+def series_of(state: RunState, show_lr: bool = False) -> list[ChartSeries]:
+    """The chart series of a run: raw loss (faint), EMA (bold), validation markers; or the LR."""
+    if show_lr:
+        return [ChartSeries("learning rate", state.steps, state.lrs, SMOOTHED, "green")]
+    series = [
+        ChartSeries("loss", state.steps, state.losses, RAW),
+        ChartSeries("ema", state.steps, state.emas, SMOOTHED),
+    ]
+    if state.val_steps:
+        series.append(ChartSeries("val", state.val_steps, state.val_losses, MARKERS))
+    return series
+
+
+class RunScreen(Screen):
+    """The run view."""
+
+    CSS_PATH = "run.tcss"
+
+    BINDINGS = [
+        Binding("x,f8", "stop_run", "Stop", tooltip="Stop the run (a checkpoint is saved first)", id="stop"),
+        Binding("n,f9", "save_now", "Save now", tooltip="Write a checkpoint at the next step", id="save_now"),
+        Binding(
+            "l", "toggle_lr", "Loss/LR", tooltip="Chart the learning rate instead of the loss", id="toggle_lr"
+        ),
+        Binding("b,escape,f7", "back", "Form", tooltip="Back to the run form", id="back"),
+        Binding("q", "app.quit", "Quit", id="quit_run"),
+    ]
+
+    def __init__(self, state: RunState | None = None) -> None:
+        super().__init__()
+        self.state = state or RunState()
+        self.show_lr = False
+        self._shown_version = -1
+        self._shown_logs = 0
+        self._shown_state: RunState | None = None
+
+    def compose(self) -> ComposeResult:
+        yield RunProgress(id="progress")
+        yield LossChart(title="loss", id="chart")
+        yield LogTail(id="log")
+        yield Static("", id="no-run")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(0.25, self.sync)
+        self.sync()
+
+    def sync(self) -> None:
+        """Bring the widgets up to date with `state` (cheap when nothing changed)."""
+        state = self.state
+        if state is not self._shown_state:
+            # Another run: start the log and chart afresh.
+            self._shown_state = state
+            self._shown_logs = 0
+            self._shown_version = -1
+            self.query_one(LogTail).clear()
+        self.query_one(RunProgress).show(state)
+        log = self.query_one(LogTail)
+        for line in state.new_log_lines(self._shown_logs):
+            log.add(line)
+        self._shown_logs = state.log_total
+        if state.version != self._shown_version:
+            self._shown_version = state.version
+            chart = self.query_one(LossChart)
+            chart.title = "learning rate" if self.show_lr else "loss"
+            chart.set_series(series_of(state, self.show_lr))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("stop_run", "save_now"):
+            return True if self.app.can_control_run() else None
+        return True
+
+    def action_stop_run(self) -> None:
+        self.app.stop_run()
+
+    def action_save_now(self) -> None:
+        self.app.save_now()
+
+    def action_toggle_lr(self) -> None:
+        self.show_lr = not self.show_lr
+        self._shown_version = -1
+        self.sync()
+
+    def action_back(self) -> None:
+        self.app.show_form()

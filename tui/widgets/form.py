@@ -1,0 +1,409 @@
+"""ConfigForm: the run form, generated from `engine.config.SCHEMA` (never a hand-copied field list).
+
+One row per schema field: an Input (numbers, strings, paths, comma-separated lists, inline tables),
+a Select (enums) or a Switch (bools), grouped in one Collapsible per section. Each row validates with
+the engine's own `validate_field`, plus an existence check for paths the engine will read, and shows
+the error under the field. Fields not marked `basic` carry the `-advanced` class and are hidden until
+the form's `advanced` flag is on, so a newcomer sees about a dozen fields.
+
+Widget ids are `f-<section>--<key>` (ids cannot contain dots); the dotted key is the widget's name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
+
+from engine.config import SCHEMA, FieldSpec, validate_field
+from engine.config.schema import BOOL, DICT, ENUM, FLOAT, INT, PATH, PATHS, RESOLUTION, STRS
+
+SECTION_TITLES = {
+    "": "Run",
+    "model": "Model",
+    "dataset": "Dataset",
+    "caption_auto": "Auto-captioning (WD14)",
+    "network": "Network",
+    "train": "Training",
+    "validation": "Validation",
+    "sample": "Samples",
+    "save": "Saving",
+    "log": "Logging",
+    "ileco": "iLECO mode",
+    "difference": "Difference mode",
+}
+
+# Paths the engine reads: they must exist. Output paths (save.output_dir, save.copy_to) are created.
+MUST_EXIST = {"model.base", "model.vae", "dataset.dirs", "caption_auto.tagger", "network.init_from"}
+
+
+def widget_id(spec: FieldSpec) -> str:
+    return f"f-{spec.section or 'top'}--{spec.key}"
+
+
+def format_value(spec: FieldSpec, value: Any) -> str:
+    """How a value is written in its Input."""
+    if value is None:
+        return ""
+    if spec.kind in (STRS, PATHS):
+        return ", ".join(str(v) for v in value)
+    if spec.kind == RESOLUTION and isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if spec.kind == DICT:
+        table = tomlkit.inline_table()
+        table.update(value or {})
+        return table.as_string()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def parse_value(spec: FieldSpec, text: str) -> tuple[Any, str | None]:
+    """(value, None) from an Input's text, or (None, error) when it cannot be read as the kind."""
+    text = text.strip()
+    kind = spec.kind
+    try:
+        if kind == INT:
+            return int(text), None
+        if kind == FLOAT:
+            return float(text), None
+        if kind in (STRS, PATHS):
+            return [part.strip() for part in text.split(",") if part.strip()], None
+        if kind == RESOLUTION:
+            parts = [p for p in text.replace("x", ",").replace("×", ",").split(",") if p.strip()]
+            if len(parts) == 1:
+                return int(parts[0]), None
+            if len(parts) == 2:
+                return [int(parts[0]), int(parts[1])], None
+            return None, "expected a size like 1024, or width, height like 768, 512"
+        if kind == DICT:
+            if not text:
+                return {}, None
+            return dict(tomllib.loads(f"v = {text}")["v"]), None
+    except ValueError as exc:
+        expected = {
+            INT: "a whole number",
+            FLOAT: "a number (e.g. 0.5 or 1e-4)",
+            RESOLUTION: "a whole number or width, height",
+            DICT: "an inline table like { weight_decay = 0.01 }",
+        }.get(kind, "a valid value")
+        detail = f" ({exc})" if kind == DICT else ""
+        return None, f"expected {expected}, found {text!r}{detail}"
+    return text, None
+
+
+@dataclass
+class FieldError:
+    dotted: str
+    message: str
+
+
+class FieldRow(Widget):
+    """One field: label and input widget on one line; an error line below it when invalid.
+
+    A two-column grid rather than nested containers: the form has a hundred rows and every widget
+    counts at start-up. The error line is only mounted the first time the field is invalid.
+    """
+
+    DEFAULT_CSS = """
+    FieldRow { layout: grid; grid-size: 2; grid-columns: 24 1fr; grid-rows: auto; height: auto; }
+    FieldRow > .field-label { padding: 1 1 0 1; width: 100%; }
+    FieldRow > .field-error { column-span: 2; color: $error; padding: 0 1 0 25; height: auto; }
+    """
+
+    def __init__(self, spec: FieldSpec, value: Any) -> None:
+        classes = "field-row" + ("" if spec.basic else " -advanced")
+        super().__init__(classes=classes, id=f"row-{widget_id(spec)}")
+        self.spec = spec
+        self.initial = value
+        self.tooltip = spec.help
+
+    def compose(self) -> ComposeResult:
+        spec = self.spec
+        yield Label(spec.key, classes="field-label")
+        wid, name = widget_id(spec), spec.dotted
+        if spec.kind == BOOL:
+            yield Switch(value=bool(self.initial), id=wid, name=name)
+        elif spec.kind == ENUM:
+            options = [(c, c) for c in spec.choices]
+            value = self.initial if self.initial in spec.choices else spec.choices[0]
+            yield Select(options, value=value, allow_blank=False, id=wid, name=name)
+        else:
+            placeholder = {
+                PATHS: "folder, folder, ...",
+                STRS: "a, b, ...",
+                DICT: "{ key = value }",
+                RESOLUTION: "1024 or 768, 512",
+            }.get(spec.kind, "")
+            # Validation is ours (schema + paths), so the Input's own validators stay off.
+            yield Input(
+                format_value(spec, self.initial), placeholder=placeholder, id=wid, name=name, validate_on=[]
+            )
+
+    def show_error(self, error: str | None) -> None:
+        self.set_class(bool(error), "-invalid")
+        existing = self.query(".field-error")
+        if error:
+            # Text, not markup: an error can quote user input with [brackets] in it.
+            if existing:
+                existing.first(Static).update(Text(error))
+            else:
+                self.mount(Static(Text(error), classes="field-error"))
+        elif existing:
+            existing.remove()
+
+
+class ConfigForm(Widget):
+    """The schema-driven run form.
+
+    Only the basic fields are built at start (a newcomer's dozen, and a fast first frame); the
+    advanced rows are mounted the first time `advanced` is switched on. Until then their values live
+    in `_values`, so loading, validating and saving see every field either way.
+
+    Attributes down: `load(values)`, `advanced`, `workspace`. Messages up: `ConfigForm.Edited`,
+    `ConfigForm.FieldFocused`.
+    """
+
+    DEFAULT_CSS = """
+    ConfigForm { height: 1fr; }
+    ConfigForm > VerticalScroll { height: 1fr; }
+    ConfigForm.-basic .-advanced { display: none; }
+    ConfigForm Collapsible { padding-bottom: 0; }
+    """
+
+    advanced: reactive[bool] = reactive(False)
+
+    @dataclass
+    class Edited(Message):
+        """The user changed a field."""
+
+        form: ConfigForm
+        dotted: str
+
+    @dataclass
+    class FieldFocused(Message):
+        """A field got focus (the screen shows its help)."""
+
+        spec: FieldSpec
+
+    def __init__(
+        self, values: dict[str, Any] | None = None, *, workspace: Path | None = None, id: str | None = None
+    ):
+        super().__init__(id=id, classes="-basic")
+        self.workspace = Path(workspace or Path.cwd())
+        self.specs: list[FieldSpec] = list(SCHEMA)
+        self._values: dict[str, Any] = {s.dotted: s.default for s in self.specs}
+        self._values.update(values or {})
+        self._rows: dict[str, FieldRow] = {}
+        self._advanced_built = False
+        self._pending_errors: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+
+    def _sections(self) -> dict[str, list[FieldSpec]]:
+        sections: dict[str, list[FieldSpec]] = {}
+        for spec in self.specs:
+            sections.setdefault(spec.section, []).append(spec)
+        return sections
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="form-scroll"):
+            for section, specs in self._sections().items():
+                if any(s.basic for s in specs):
+                    with self._section(section, collapsed=False):
+                        for spec in specs:
+                            if spec.basic:
+                                yield self._make_row(spec)
+
+    def _section(self, section: str, *, collapsed: bool) -> Collapsible:
+        return Collapsible(
+            title=SECTION_TITLES.get(section, section), collapsed=collapsed, id=f"sec-{section or 'top'}"
+        )
+
+    def _make_row(self, spec: FieldSpec) -> FieldRow:
+        row = FieldRow(spec, self._values.get(spec.dotted, spec.default))
+        self._rows[spec.dotted] = row
+        return row
+
+    def watch_advanced(self, advanced: bool) -> None:
+        self.set_class(not advanced, "-basic")
+        if advanced and not self._advanced_built and self.is_mounted:
+            self._advanced_built = True
+            self.call_later(self._build_advanced)
+
+    async def _build_advanced(self) -> None:
+        """Mount the advanced rows: at the end of their section, or in a new (collapsed) section."""
+        scroll = self.query_one("#form-scroll", VerticalScroll)
+        for section, specs in self._sections().items():
+            rows = [self._make_row(s) for s in specs if not s.basic]
+            if not rows:
+                continue
+            if any(s.basic for s in specs):
+                contents = self.query_one(f"#sec-{section or 'top'}", Collapsible).query_one(
+                    Collapsible.Contents
+                )
+                await contents.mount_all(rows)
+            else:
+                collapsible = self._section(section, collapsed=True)
+                collapsible.add_class("-advanced")
+                await scroll.mount(collapsible)
+                await collapsible.query_one(Collapsible.Contents).mount_all(rows)
+        if self._pending_errors:
+            pending, self._pending_errors = self._pending_errors, {}
+            self.show_errors(pending)
+
+    # --- reading and writing values --------------------------------------------------------
+
+    def _widget(self, spec: FieldSpec):
+        row = self._rows.get(spec.dotted)
+        if row is None or not row.is_mounted:
+            return None
+        try:
+            return row.query_one(f"#{widget_id(spec)}")
+        except Exception:  # noqa: BLE001 - a row still composing has no input yet
+            return None
+
+    def load(self, values: dict[str, Any]) -> None:
+        """Show `values` (dotted key -> value); missing keys get their schema default."""
+        self._values = {s.dotted: values.get(s.dotted, s.default) for s in self.specs}
+        with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
+            for spec in self.specs:
+                widget = self._widget(spec)
+                value = self._values[spec.dotted]
+                if widget is None:
+                    row = self._rows.get(spec.dotted)
+                    if row is not None:
+                        row.initial = value  # composed later with this value
+                    continue
+                if isinstance(widget, Switch):
+                    widget.value = bool(value)
+                elif isinstance(widget, Select):
+                    widget.value = value if value in spec.choices else spec.choices[0]
+                else:
+                    widget.value = format_value(spec, value)
+        self.errors.clear()
+        for row in self._rows.values():
+            if row.is_mounted:
+                self._show_error(row, None)
+
+    def read(self, spec: FieldSpec) -> tuple[Any, str | None]:
+        """The current value of one field and its error (None when valid)."""
+        widget = self._widget(spec)
+        if widget is None:
+            value, error = self._values.get(spec.dotted, spec.default), None
+        elif isinstance(widget, (Switch, Select)):
+            value, error = widget.value, None
+        else:
+            value, error = parse_value(spec, widget.value)
+        if error is None:
+            error = validate_field(spec.dotted, value)
+        if error is None and spec.kind in (PATH, PATHS) and spec.dotted in MUST_EXIST:
+            error = self._check_paths(value)
+        return value, error
+
+    def _check_paths(self, value: Any) -> str | None:
+        paths = value if isinstance(value, list) else [value]
+        for p in paths:
+            if not p:
+                continue
+            full = Path(p).expanduser()
+            if not full.is_absolute():
+                full = self.workspace / full
+            if not full.exists():
+                return f"not found: {full}"
+        return None
+
+    def values(self) -> dict[str, Any]:
+        """Every field's value (dotted key -> value); a field that cannot be parsed gives its text."""
+        out: dict[str, Any] = {}
+        for spec in self.specs:
+            value, error = self.read(spec)
+            if value is None and error is not None:
+                widget = self._widget(spec)
+                value = getattr(widget, "value", None)
+            out[spec.dotted] = value
+        return out
+
+    def validate_all(self) -> dict[str, str]:
+        """Validate every field, show the errors inline, and return {dotted: error}."""
+        self.errors.clear()
+        for row in self._rows.values():
+            if row.is_mounted:
+                self._show_error(row, None)
+        errors = {}
+        for spec in self.specs:
+            _, error = self.read(spec)
+            if error:
+                errors[spec.dotted] = error
+        self.show_errors(errors)
+        return dict(errors)
+
+    def show_errors(self, errors: dict[str, str]) -> None:
+        """Mark fields invalid (also used for errors of the whole-config check)."""
+        for dotted, message in errors.items():
+            self.errors[dotted] = message
+            row = self._rows.get(dotted)
+            if row is None or not row.is_mounted:
+                # An invalid advanced field must be visible, or the user cannot fix it.
+                self._pending_errors[dotted] = message
+                self.advanced = True
+                continue
+            self._show_error(row, message)
+
+    def _show_error(self, row: FieldRow, error: str | None) -> None:
+        row.show_error(error)
+        if error:
+            if not row.spec.basic:
+                self.advanced = True
+            for node in row.ancestors:
+                if isinstance(node, Collapsible):
+                    node.collapsed = False
+
+    def focus_field(self, dotted: str) -> None:
+        for spec in self.specs:
+            if spec.dotted == dotted:
+                widget = self._widget(spec)
+                if widget is not None:
+                    widget.focus()
+                    widget.scroll_visible()
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _row_of(self, widget: Widget) -> FieldRow | None:
+        for node in widget.ancestors_with_self:
+            if isinstance(node, FieldRow):
+                return node
+        return None
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Switch.Changed)
+    def _edited(self, event: Input.Changed | Select.Changed | Switch.Changed) -> None:
+        event.stop()
+        row = self._row_of(event.control)
+        if row is None:
+            return
+        value, error = self.read(row.spec)
+        if error is None:
+            self._values[row.spec.dotted] = value
+        self._show_error(row, error)
+        if error:
+            self.errors[row.spec.dotted] = error
+        else:
+            self.errors.pop(row.spec.dotted, None)
+        self.post_message(self.Edited(self, row.spec.dotted))
+
+    def on_descendant_focus(self, event) -> None:
+        row = self._row_of(event.widget)
+        if row is not None:
+            self.post_message(self.FieldFocused(row.spec))

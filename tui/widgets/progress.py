@@ -1,0 +1,66 @@
+"""RunProgress: progress bar and the figures of a run (step/total, s/step, samples/s, ETA, elapsed)
+plus its phase line ("caching latents 120/400"). Fed a RunState by its screen; no logic of its own."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+from tui.runstate import RunState, format_duration
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+class RunProgress(Vertical):
+    """Phase line, progress bar and figures."""
+
+    DEFAULT_CSS = """
+    RunProgress { height: auto; }
+    RunProgress #phase { height: 1; }
+    RunProgress #figures { height: 1; color: $text-muted; }
+    RunProgress ProgressBar { height: 1; }
+    RunProgress ProgressBar Bar { width: 1fr; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="phase")
+        yield ProgressBar(total=None, show_eta=False, id="bar")
+        yield Static("", id="figures")
+
+    def show(self, state: RunState) -> None:
+        """Update from the state (cheap: three small widgets)."""
+        phase = Text()
+        phase.append(state.name or "run", style="bold")
+        phase.append("  ")
+        style = {"done": "green", "failed": "red", "stopped": "yellow", "interrupted": "red"}.get(
+            state.status, ""
+        )
+        phase.append(state.phase_text(), style=style)
+        if state.status == "done" and state.lora:
+            phase.append("  LoRA: ")
+            phase.append(state.lora, style="bold green")
+        self.query_one("#phase", Static).update(phase)
+
+        bar = self.query_one("#bar", ProgressBar)
+        if state.phase == "train" or state.step or state.finished:
+            total = state.total_steps or None
+            bar.update(total=total, progress=state.step)
+        elif state.phase_total:
+            bar.update(total=state.phase_total, progress=state.phase_done)
+        else:
+            bar.update(total=None)
+
+        total = state.total_steps or "?"
+        figures = (
+            f"step {state.step}/{total}  ep {state.epoch}  "
+            f"loss {_fmt(state.loss, '.4f')} (ema {_fmt(state.loss_ema, '.4f')})  "
+            f"lr {_fmt(state.lr, '.2e')}  {_fmt(state.seconds_per_step, '.2f')} s/step  "
+            f"{_fmt(state.samples_per_second, '.1f')} samples/s  "
+            f"ETA {format_duration(state.eta_seconds if state.active else 0)}  "
+            f"elapsed {format_duration(state.elapsed())}"
+        )
+        self.query_one("#figures", Static).update(Text(figures))
