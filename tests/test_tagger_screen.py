@@ -95,3 +95,22 @@ async def test_errors_are_shown(tmp_path):
         body = text_of(screen, "#caption-preview")
         assert "SmilingWolf/wd-swinv2-tagger-v3" in body and str(tmp_path / "no-tagger") in body
         assert app.captioned == [] and not list(data.rglob("*.txt"))
+
+
+async def test_app_palette_opens_the_caption_screen(tmp_path):
+    from tui.app import LoratuiApp
+
+    app = LoratuiApp(tmp_path, mode="train", attach=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Caption images (WD14)" in titles
+        form_dirs = app.main_screen.form.values()["dataset.dirs"]
+        app.show_caption()
+        await wait_until(pilot, lambda: isinstance(app.screen, CaptionScreen))
+        await pilot.pause()
+        assert app.screen.query_one("#caption-dir", Input).value == (form_dirs[0] if form_dirs else "")
+        assert app.screen.query_one("#caption-general", Input).value == "0.35"
+        assert app.screen.cwd == tmp_path.resolve()
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, CaptionScreen))

@@ -38,6 +38,7 @@ from engine.fsutil import atomic_write_text
 from tui.client import EngineClient, RunFollower, engine_argv, engine_env, engine_has, find_unfinished_run
 from tui.messages import EngineEvent, EngineExited, EngineLineSkipped, EngineStarted, EngineStderr
 from tui.runstate import RunState, format_error
+from tui.screens.caption import CaptionScreen
 from tui.screens.check import CheckScreen
 from tui.screens.dialogs import QuitModal
 from tui.screens.main import MainScreen
@@ -365,6 +366,21 @@ class LoratuiApp(App):
         if isinstance(self.screen, RunScreen):
             self.pop_screen()
 
+    def show_caption(self) -> None:
+        """The WD14 caption screen, filled from the form's dataset folder and [caption_auto]."""
+        v = self.main_screen.form.values() if self.main_screen.is_mounted else {}
+        dirs = v.get("dataset.dirs") or [""]
+        self.push_screen(
+            CaptionScreen(
+                dirs[0] if isinstance(dirs, list) and dirs else "",
+                v.get("caption_auto.tagger") or "",
+                general_threshold=v.get("caption_auto.general_threshold") or 0.35,
+                character_threshold=v.get("caption_auto.character_threshold") or 0.85,
+                undesired_tags=v.get("caption_auto.undesired_tags") or (),
+                cwd=self.workspace,
+            )
+        )
+
     def _update_status(self) -> None:
         state = self.run_state
         text = Text()
@@ -391,6 +407,9 @@ class LoratuiApp(App):
         )
         yield SystemCommand("Show run", "The live run view (F7)", self.show_run)
         yield SystemCommand("Show form", "The run form", self.show_form)
+        yield SystemCommand(
+            "Caption images (WD14)", "Tag a dataset folder with a WD14 tagger", self.show_caption
+        )
         yield SystemCommand("Stop run", "Stop the run, saving a checkpoint first (x)", self.stop_run)
         yield SystemCommand("Save checkpoint now", "Write a checkpoint at the next step (n)", self.save_now)
         yield SystemCommand(
