@@ -72,6 +72,12 @@ def read_caption(image: str | os.PathLike, ds_cfg) -> tuple[str, str]:
     source is "file", "phrase", "none", or "missing" (file mode, no caption file: the phrase is used).
     The trigger word is applied.
     """
+    caption, source = read_caption_raw(image, ds_cfg)
+    return apply_trigger(caption, ds_cfg.trigger_word), source
+
+
+def read_caption_raw(image: str | os.PathLike, ds_cfg) -> tuple[str, str]:
+    """Like read_caption, without the trigger word."""
     mode = ds_cfg.caption
     if mode == "none":
         caption, source = "", "none"
@@ -83,7 +89,7 @@ def read_caption(image: str | os.PathLike, ds_cfg) -> tuple[str, str]:
             caption, source = ds_cfg.phrase.strip(), "missing"
         else:
             caption, source = read_caption_file(found), "file"
-    return apply_trigger(caption, ds_cfg.trigger_word), source
+    return caption, source
 
 
 def augment_caption(caption: str, ds_cfg, rng: random.Random) -> str:

@@ -59,8 +59,8 @@ def _open_checked(path: Path):
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) as displayed (EXIF rotation applied), reading only the header.
 
-    Also runs Pillow's cheap structural check (`verify`), so damaged files are caught at scan time
-    rather than in the middle of a run.
+    Also runs Pillow's cheap structural check (`verify`, and a 1/8-scale decode of JPEGs), so damaged
+    files are caught at scan time rather than in the middle of a run.
     """
     p = Path(path)
     try:
@@ -72,7 +72,14 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
                 orientation = None
         # verify() must come straight after open, so the file is opened a second time.
         with _open_checked(p) as img:
+            fmt = img.format
             img.verify()
+        if fmt == "JPEG":
+            # verify() does not look at JPEG data; a decode at 1/8 scale (draft mode) is cheap and
+            # finds files cut off while copying.
+            with _open_checked(p) as img:
+                img.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                img.load()
     except LoratuiError:
         raise
     except Exception as exc:

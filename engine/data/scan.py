@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.data.buckets import BucketAssigner, BucketSettings, Size
-from engine.data.captions import CLIP_MAX_TOKENS, TokenCounter, read_caption
+from engine.data.captions import CLIP_MAX_TOKENS, TokenCounter, apply_trigger, read_caption_raw
 from engine.data.images import image_size, is_image
 from engine.errors import LoratuiError
 from engine.fsutil import file_sha256
@@ -191,11 +191,12 @@ def scan_dataset(
                 continue
             folder_counts[folder_key] += 1
 
-            caption, source = read_caption(path, ds)
+            caption, source = read_caption_raw(path, ds)
             if source == "missing":
                 scan.missing_captions.append(rel)
-            elif source == "file" and not caption.strip():
+            elif source == "file" and not caption:
                 scan.empty_captions.append(rel)
+            caption = apply_trigger(caption, ds.trigger_word)
             if caption:
                 n = long_cache.get(caption)
                 if n is None:

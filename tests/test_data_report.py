@@ -1,0 +1,150 @@
+"""`python -m engine check`: exit codes, the text and JSON report, config errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from engine.config import RunConfig
+from engine.data.report import check, render_text
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "presets" / "demo.toml"
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_sd15, demo_dataset):
+    """A workspace laid out like `python -m engine demo` makes it (SD1.5 model + data)."""
+    models = tmp_path / "ws" / "demo" / "models"
+    models.mkdir(parents=True)
+    (models / "tiny-sd15").symlink_to(tiny_sd15, target_is_directory=True)
+    shutil.move(str(demo_dataset), tmp_path / "ws" / "demo" / "data")
+    return tmp_path / "ws"
+
+
+def run_check(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "check", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_demo_preset_is_trainable(workspace):
+    r = run_check(DEMO, "--workspace", workspace)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "dataset: 12 images, 36 samples per epoch" in out
+    assert "data/5_shapes      6 images x 5   repeats =     30" in out
+    assert "data/extra         6 images x 1   repeats =      6" in out
+    assert "buckets: " in out and "64x64" in out
+    assert out.rstrip().endswith("verdict: ready to train")
+
+
+def test_demo_preset_json_and_no_torch(workspace):
+    code = (
+        "import sys, json; from engine.data.report import main; "
+        f"rc = main([{str(DEMO)!r}, '--workspace', {str(workspace)!r}, '--json']); "
+        "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules}))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    report_line, status_line = r.stdout.strip().splitlines()[-2:]
+    report, status = json.loads(report_line), json.loads(status_line)
+    assert status == {"rc": 0, "torch": False}  # checking a dataset never loads torch
+    assert report["trainable"] is True and report["problems"] == []
+    assert report["total_images"] == 12 and report["total_samples_per_epoch"] == 36
+    assert {f["folder"]: f["repeats"] for f in report["folders"]} == {"data/5_shapes": 5, "data/extra": 1}
+    assert sum(b["images"] for b in report["bucket_histogram"]) == 12
+    assert report["token_counter"] == "tokenizer of tiny-sd15"
+
+
+def test_empty_dataset_exits_1_with_the_reason(workspace):
+    (workspace / "empty").mkdir()
+    r = run_check(DEMO, "--workspace", workspace, "--set", 'dataset.dirs=["empty"]')
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"problem: no images found in dataset.dirs ({workspace / 'empty'})" in r.stdout
+    assert r.stdout.rstrip().endswith("verdict: NOT trainable (1 problem)")
+
+
+def test_missing_dataset_folder_is_a_config_error(workspace):
+    r = run_check(DEMO, "--workspace", workspace, "--set", 'dataset.dirs=["gone"]')
+    assert r.returncode == 2
+    assert r.stderr == (
+        f"error: dataset folder not found: {workspace / 'gone'}\n"
+        "  where: dataset.dirs\n"
+        f"  hint: check the path; relative paths are relative to the workspace ({workspace})\n"
+    )
+
+
+def test_bad_config_value_exits_2(workspace):
+    r = run_check(DEMO, "--workspace", workspace, "--set", "dataset.resize=zoom")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ")
+    assert "  where: " in r.stderr and "dataset.resize" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_model_is_a_problem(tmp_path, demo_dataset):
+    cfg = RunConfig()
+    cfg.workspace = tmp_path
+    cfg.model.base = "demo/models/tiny-sd15"
+    cfg.dataset.dirs = [str(demo_dataset)]
+    report = check(cfg)
+    assert report.problems == [
+        f"model.base not found: {tmp_path / 'demo/models/tiny-sd15'} "
+        "(build the demo models with: python -m engine demo)"
+    ]
+    assert not report.trainable
+
+
+def test_report_lists_what_is_wrong(tmp_path, tiny_sd15, demo_dataset):
+    extra = demo_dataset / "extra"
+    (extra / "broken.png").write_bytes(b"")
+    (extra / "img07.txt").unlink()
+    shutil.copy(extra / "img08.png", extra / "img08-copy.png")
+    (extra / "img08-copy.txt").write_text("x" * 90)  # 90 characters = 90 tokens for the tiny tokenizer
+    Image.new("RGB", (190, 40), (1, 2, 3)).save(extra / "strip.png")
+    (extra / "strip.txt").write_text("strip")
+    cfg = RunConfig()
+    cfg.workspace = tmp_path
+    cfg.name = "broken-data"
+    cfg.model.base = str(tiny_sd15)
+    cfg.dataset.dirs = [str(demo_dataset)]
+    cfg.dataset.phrase = "shape"
+    cfg.dataset.resolution = 64
+    cfg.dataset.bucket_step = 16
+    cfg.dataset.min_bucket = 32
+    report = check(cfg)
+    assert report.trainable
+    assert report.warnings == [
+        "1 unreadable image file(s) will be skipped",
+        '1 image(s) have no caption file and get the phrase "shape"',
+        "1 caption(s) are longer than 75 tokens and will be cut off",
+        "1 duplicate image(s): the same file content appears more than once",
+        "1 image(s) are more elongated than max_aspect 2 and will be cropped",
+    ]
+    text = render_text(report)
+    assert "unreadable (skipped): 1\n  demo-data/extra/broken.png: image file is empty (0 bytes)" in text
+    assert "missing captions: 1\n  demo-data/extra/img07.png" in text
+    assert "captions over 75 tokens (counted with tokenizer of tiny-sd15): 1\n" in text
+    assert "  demo-data/extra/img08-copy.png: 90 tokens" in text
+    assert (
+        "duplicates (same content): 1\n  demo-data/extra/img08-copy.png = demo-data/extra/img08.png" in text
+    )
+    assert "more elongated than max_aspect: 1\n  demo-data/extra/strip.png: 4.75:1" in text
+    assert "#" in text and text.rstrip().endswith("verdict: ready to train")
+    d = report.to_dict()
+    json.dumps(d)
+    assert d["unreadable"] == [
+        {"image": "demo-data/extra/broken.png", "reason": "image file is empty (0 bytes)"}
+    ]
+    assert d["long_captions"] == [{"image": "demo-data/extra/img08-copy.png", "tokens": 90}]
