@@ -11,6 +11,7 @@ from engine.errors import LoratuiError
 from engine.tagger.model import TaggerModel
 from engine.tagger.run import caption_images, find_images, run_caption_auto
 from engine.tagger.tags import TagOptions
+from engine.tagger.tiny import TINY_TAGS
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +179,19 @@ def test_stop_request_ends_the_pass_early(model, data):
     )
     assert s.stopped and s.written == 2
     assert len(list(data.rglob("*.txt"))) == 2
+
+
+def test_image_without_tags_gets_no_file(model, data):
+    # Every tag excluded: no empty caption files, unless a trigger word gives them content.
+    everything = tuple(name for name, *_ in TINY_TAGS)
+    logs = []
+    s = caption_images(
+        model,
+        find_images([data]),
+        TagOptions(undesired_tags=everything),
+        on_log=lambda lvl, m: logs.append(m),
+    )
+    assert (s.tagged, s.empty, s.written) == (5, 5, 0) and not list(data.rglob("*.txt"))
+    assert sum("no caption file written" in m for m in logs) == 5
+    s = caption_images(model, find_images([data]), TagOptions(undesired_tags=everything, trigger_word="zz"))
+    assert s.written == 5 and read(data / "red.txt") == "zz\n"

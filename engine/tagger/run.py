@@ -86,7 +86,7 @@ class CaptionSummary:
     written: int = 0
     skipped: int = 0  # already had a caption (and no overwrite)
     failed: int = 0
-    empty: int = 0  # no tag above the thresholds (an empty caption was written)
+    empty: int = 0  # no tag above the thresholds (no file written)
     stopped: bool = False
     seconds: float = 0.0
     device: str = ""
@@ -205,12 +205,15 @@ def caption_images(
         else:
             summary.tagged += 1
             text = caption_text(tags, options)
-            if not tags:
+            if not text:
+                # No file rather than an empty one: the dataset then falls back to the phrase, the
+                # check reports the image as uncaptioned, and a run with lower thresholds retries it.
                 summary.empty += 1
                 if on_log:
-                    on_log("warning", f"no tag above the thresholds for {path}")
-            atomic_write_text(caption_file(path, extensions), text + "\n")
-            summary.written += 1
+                    on_log("warning", f"no tag above the thresholds for {path}: no caption file written")
+            else:
+                atomic_write_text(caption_file(path, extensions), text + "\n")
+                summary.written += 1
         # Report per batch-sized step (and at the end) rather than per image: fewer events.
         if on_progress and (done % max(1, batch_size) == 0 or done == len(todo)):
             on_progress(done, len(todo))
