@@ -128,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         if step > args.steps:
             if args.hold and not stop.is_set():
                 stop.wait(0.05)
+                if save_now.is_set():
+                    save_now.clear()
+                    path = str(run_dir / f"checkpoint-{args.steps}.safetensors")
+                    emit(protocol.checkpoint(run=run_id, step=args.steps, path=path))
+                step -= 1
                 continue
+            if stop.is_set():
+                status = "stopped"
             break
         if stop.is_set():
             status = "stopped"

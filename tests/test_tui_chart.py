@@ -1,0 +1,68 @@
+"""LossChart: downsampling keeps the shape of 100k-point series; redraws only when data changed."""
+
+from __future__ import annotations
+
+import math
+
+from textual.app import App
+
+from tests.tui_support import wait_until
+from tui.runstate import RunState
+from tui.screens.run import series_of
+from tui.widgets.loss_chart import MARKERS, RAW, SMOOTHED, ChartSeries, LossChart, downsample
+
+
+def test_downsample_minmax_keeps_spikes_and_bounds_size():
+    xs = list(range(100_000))
+    ys = [1.0] * 100_000
+    ys[54_321] = 9.0  # one spike
+    px, py = downsample(xs, ys, 100, "minmax")
+    assert len(px) <= 200
+    assert max(py) == 9.0 and 54_321 in px
+    mx, my = downsample(xs, [float(x) for x in xs], 100, "mean")
+    assert len(mx) == 100 and mx == sorted(mx)
+    assert abs(my[0] - 499.5) < 1e-9  # mean of the first bucket
+    assert downsample([1, 2], [3, 4], 100) == ([1, 2], [3, 4])
+
+
+def test_build_plot_with_several_series_and_bad_values():
+    chart = LossChart(title="loss")
+    xs = list(range(1000))
+    chart.set_series(
+        [
+            ChartSeries("loss", xs, [1 / (x + 1) for x in xs], RAW),
+            ChartSeries("ema", xs, [float("nan")] * 10 + [1 / (x + 1) for x in xs[10:]], SMOOTHED),
+            ChartSeries("val", [100, 500], [0.2, 0.1], MARKERS),
+            ChartSeries("other run", [0, 1], [None, 0.5], SMOOTHED, colour="magenta"),
+        ]
+    )
+    text = chart.build_plot(80, 20)
+    assert "loss" in text and "val" in text and "other run" in text
+    assert len(text.splitlines()) == 20
+    empty = LossChart(title="loss").build_plot(60, 12)
+    assert "waiting for data" in empty
+
+
+class ChartApp(App):
+    def compose(self):
+        yield LossChart(title="loss", interval=0.05)
+
+
+async def test_chart_redraws_only_when_dirty_and_handles_100k_points():
+    state = RunState()
+    for step in range(1, 100_001):
+        loss = 1 / math.sqrt(step)
+        state.apply({"type": "step", "step": step, "total_steps": 100_000, "loss": loss, "loss_ema": loss})
+    app = ChartApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        chart = app.query_one(LossChart)
+        chart.set_series(series_of(state))
+        await wait_until(
+            pilot, lambda: not chart._dirty and "waiting" not in chart._rendered.plain, what="first draw"
+        )
+        drawn = chart.redraws
+        await pilot.pause(0.4)
+        assert chart.redraws == drawn  # nothing changed, nothing rebuilt
+        assert "100000" in chart._rendered.plain.replace(".0", "") or "1e+05" in chart._rendered.plain
+        chart.mark_dirty()
+        await wait_until(pilot, lambda: chart.redraws == drawn + 1, what="redraw after change")

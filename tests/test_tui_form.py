@@ -1,0 +1,135 @@
+"""The run form: built from the schema, loads presets, validates inline, saves with comments kept."""
+
+from __future__ import annotations
+
+import tomllib
+
+from textual.widgets import Input, Select, Switch
+
+from engine.config import SCHEMA
+from tests.tui_support import fake_train, make_workspace, wait_until
+from tui.app import LoratuiApp
+from tui.widgets.form import ConfigForm, FieldRow
+
+
+def _app(ws, **kw):
+    return LoratuiApp(ws, mode="train", attach=False, preset="mine", train_command=fake_train(ws), **kw)
+
+
+async def test_preset_loads_into_form_and_form_follows_schema(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = _app(ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        form = app.main_screen.form
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None, what="preset loaded")
+        assert app.main_screen.query_one("#f-train--lr", Input).value == "0.002"
+        assert app.main_screen.query_one("#f-network--rank", Input).value == "4"
+        assert app.main_screen.query_one("#f-dataset--dirs", Input).value == "data"
+        assert app.main_screen.query_one("#f-train--optimizer", Select).value == "adamw"
+        values = form.values()
+        assert values["train.steps"] == 30 and values["dataset.resolution"] == 64
+        # Every schema key is in the form; only the basic ones are built at first.
+        assert set(values) == {s.dotted for s in SCHEMA}
+        shown = {row.spec.dotted for row in form.query(FieldRow)}
+        assert shown == {s.dotted for s in SCHEMA if s.basic}
+        await pilot.press("f4")  # advanced
+        await wait_until(pilot, lambda: len(form.query(FieldRow)) == len(SCHEMA), what="advanced rows")
+        assert isinstance(app.main_screen.query_one("#f-train--gradient_checkpointing"), Switch)
+        assert app.main_screen.query_one("#f-train--scheduler", Select).value == "cosine"
+        # The values of the advanced rows came through the lazy build unchanged.
+        assert form.values() == values
+
+
+async def test_invalid_value_shows_error_and_blocks_run(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = _app(ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        lr = app.main_screen.query_one("#f-train--lr", Input)
+        lr.value = "fast"
+        await pilot.pause()
+        row = app.main_screen.query_one("#row-f-train--lr", FieldRow)
+        assert row.has_class("-invalid")
+        assert "expected a number" in str(row.query_one(".field-error").render())
+        rank = app.main_screen.query_one("#f-network--rank", Input)
+        rank.value = "0"
+        await pilot.pause()
+        assert "at least 1" in str(app.main_screen.query_one("#row-f-network--rank").query_one(".field-error").render())
+        base = app.main_screen.query_one("#f-model--base", Input)
+        base.value = "models/missing"
+        await pilot.pause()
+        assert "not found" in str(app.main_screen.query_one("#row-f-model--base").query_one(".field-error").render())
+        await pilot.press("f5")
+        await pilot.pause()
+        assert app.client is None, "an invalid form must not start a run"
+        assert not (ws / ".loratui").exists()
+        # Fixing the values clears the errors and lets the run start.
+        lr.value = "1e-4"
+        rank.value = "8"
+        base.value = "models/base"
+        await pilot.pause()
+        assert not row.has_class("-invalid")
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.run_state.status == "done", what="run done")
+        written = tomllib.loads((ws / ".loratui" / "mine.toml").read_text())
+        assert written["train"]["lr"] == 1e-4 and written["network"]["rank"] == 8
+
+
+async def test_cross_field_error_from_engine_validation_blocks_run(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = _app(ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        # Each field is fine alone; the engine's whole-config check refuses a name with a slash.
+        app.main_screen.query_one("#f-top--name", Input).value = "runs/mine"
+        await pilot.pause()
+        assert not app.main_screen.form.errors
+        await pilot.press("f5")
+        form = app.main_screen.form
+        await wait_until(pilot, lambda: "name" in form.errors, what="name error")
+        assert "not a valid file name" in form.errors["name"]
+        assert app.client is None
+
+
+async def test_save_keeps_comments_and_save_as_makes_a_new_preset(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = _app(ws)
+    preset = ws / "presets" / "mine.toml"
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        app.main_screen.query_one("#f-network--rank", Input).value = "8"
+        app.main_screen.query_one("#f-dataset--trigger_word", Input).value = "shapes [v2]"
+        await pilot.pause()
+        await pilot.press("f2")
+        await pilot.pause()
+        text = preset.read_text()
+        assert "# my preset: keep this comment" in text
+        assert "rank = 8                  # small rank, on purpose" in text
+        assert "lr = 2e-3                 # fast" in text  # untouched line stays byte-identical
+        data = tomllib.loads(text)
+        assert data["network"]["rank"] == 8 and data["dataset"]["trigger_word"] == "shapes [v2]"
+        app.main_screen.query_one("#f-train--steps", Input).value = "99"
+        await pilot.pause()
+        saved = app.main_screen.save_as("mine-long")
+        assert saved == ws / "presets" / "mine-long.toml"
+        new_text = saved.read_text()
+        assert "# the base model" in new_text and tomllib.loads(new_text)["train"]["steps"] == 99
+        assert tomllib.loads(preset.read_text())["train"]["steps"] == 30  # the old one is unchanged
+        # An invalid form is never saved.
+        app.main_screen.query_one("#f-train--steps", Input).value = "-5"
+        await pilot.pause()
+        await pilot.press("f2")
+        await pilot.pause()
+        assert tomllib.loads(saved.read_text())["train"]["steps"] == 99
+
+
+async def test_form_usable_at_80x24_with_basic_fields(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = _app(ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        form = app.main_screen.query_one(ConfigForm)
+        assert form.size.height >= 10
+        await pilot.press("tab")
+        await pilot.pause()
+        assert app.focused is not None

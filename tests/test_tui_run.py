@@ -1,0 +1,214 @@
+"""The run view and the engine client against the fake engine (real subprocess, real pipes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+from textual.widgets import Static
+
+from tests.tui_support import FAKE_ENGINE, fake_train, make_workspace, wait_until
+from tui.app import LoratuiApp
+from tui.screens.dialogs import QuitModal
+from tui.screens.run import RunScreen
+from tui.widgets.log_tail import LogTail
+from tui.widgets.loss_chart import LossChart
+
+
+def _app(ws, *extra, **kw):
+    return LoratuiApp(ws, mode="train", preset="mine", train_command=fake_train(ws, *extra), **kw)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _log_text(app) -> str:
+    return "\n".join(line.message for line in app.run_state.log)
+
+
+async def test_chart_and_progress_follow_the_engine(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = _app(ws, "--steps", "40", "--val-every", "10", attach=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), what="run view")
+        await wait_until(pilot, lambda: app.run_state.status == "done", what="run done")
+        chart = app.run_screen.query_one(LossChart)
+        await wait_until(pilot, lambda: chart.series and len(chart.series[0].xs) == 40, what="chart data")
+        state = app.run_state
+        assert state.steps == list(range(1, 41))
+        assert state.val_steps == [10, 20, 30, 40]
+        assert [s.kind for s in chart.series] == ["raw", "smoothed", "markers"]
+        await wait_until(pilot, lambda: chart.redraws > 0 and "┤" in chart._rendered.plain, what="chart drawn")
+        figures = str(app.run_screen.query_one("#figures", Static).render())
+        assert "step 40/40" in figures and "s/step" in figures and "samples/s" in figures
+        phase = str(app.run_screen.query_one("#phase", Static).render())
+        assert "done" in phase and str(ws / "runs" / "mine" / "mine.safetensors") in phase
+        # Engine text is shown literally (no markup injection) and warnings are kept.
+        await wait_until(pilot, lambda: app.run_screen.query_one(LogTail).lines_written >= 3)
+        assert "[bold]not markup[/bold] stays literal" in _log_text(app)
+        assert any(line.level == "warning" for line in state.log)
+        # Redraws happen only when data changed.
+        before = chart.redraws
+        await pilot.pause(1.0)
+        assert chart.redraws == before
+        await pilot.press("l")  # learning-rate chart on request
+        await wait_until(pilot, lambda: chart.series[0].label == "learning rate")
+
+
+async def test_malformed_engine_lines_are_skipped(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = _app(ws, "--steps", "12", "--garbage", attach=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.run_state.status == "done", what="run done")
+        # 4 garbage lines every 3rd step: 16 skipped, every real step still arrived.
+        await wait_until(pilot, lambda: app.skipped_lines == 16, what="skipped count")
+        assert app.client.skipped == 16
+        assert len(app.run_state.steps) == 12
+
+
+async def test_engine_crash_is_reported(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = _app(ws, "--steps", "50", "--crash-at", "5", attach=False)
+    async with app.run_test(size=(100, 40), notifications=True) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.run_state.status == "interrupted", what="crash noticed")
+        assert "exit code 3" in app.run_state.error["message"]
+        assert "CUDA out of memory" in _log_text(app)
+        assert any("exited unexpectedly" in n.message for n in app._notifications)
+        assert app.is_running  # the app itself did not die
+
+
+async def test_engine_error_shows_message_and_hint(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = _app(ws, "--steps", "3", "--fail", attach=False)
+    async with app.run_test(size=(100, 40), notifications=True) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.run_state.status == "failed", what="failure")
+        await pilot.pause(0.2)
+        texts = [n.message for n in app._notifications]
+        assert any("dataset folder has no images" in t and "check dataset.dirs" in t for t in texts)
+        assert "hint: check dataset.dirs" in _log_text(app)
+
+
+async def test_stop_and_save_now_keys_send_commands(tmp_path):
+    ws = make_workspace(tmp_path)
+    record = tmp_path / "commands.jsonl"
+    app = _app(ws, "--steps", "5", "--hold", "--delay", "0.02", "--record", str(record), attach=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.run_state.step >= 5, what="steps")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: bool(app.run_state.checkpoints), what="checkpoint")
+        await pilot.press("x")
+        await wait_until(pilot, lambda: app.run_state.status == "stopped", what="stopped")
+        cmds = [json.loads(line)["cmd"] for line in record.read_text().splitlines()]
+        assert cmds == ["save_now", "stop"]
+
+
+async def test_quit_during_run_leave_it_going_then_reattach(tmp_path):
+    ws = make_workspace(tmp_path)
+    pidfile = tmp_path / "pid"
+    app = _app(ws, "--steps", "3", "--hold", "--pidfile", str(pidfile), attach=False)
+    try:
+        async with app.run_test(size=(100, 40)) as pilot:
+            await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+            await pilot.press("f5")
+            await wait_until(pilot, lambda: app.run_state.step >= 3, what="steps")
+            await pilot.press("ctrl+q")
+            await wait_until(pilot, lambda: isinstance(app.screen, QuitModal), what="quit dialog")
+            await pilot.press("enter")  # the default: leave it going
+        pid = int(pidfile.read_text())
+        time.sleep(0.3)
+        assert _alive(pid), "leaving the run going must not kill the engine"
+        # A new TUI re-attaches from the run folder on disk.
+        app2 = LoratuiApp(ws, mode="train", train_command=fake_train(ws))
+        async with app2.run_test(size=(100, 40)) as pilot:
+            await wait_until(pilot, lambda: app2.follower is not None and len(app2.run_state.steps) == 3)
+            assert app2.run_state.name == "mine" and app2.run_state.active
+            await wait_until(pilot, lambda: isinstance(app2.screen, RunScreen), what="run view")
+            await pilot.press("ctrl+q")
+            await wait_until(pilot, lambda: isinstance(app2.screen, QuitModal))
+            await pilot.press("l")
+        assert _alive(pid)
+    finally:
+        if pidfile.exists():
+            try:
+                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+async def test_quit_during_run_stop_it_sends_stop(tmp_path):
+    ws = make_workspace(tmp_path)
+    record = tmp_path / "commands.jsonl"
+    pidfile = tmp_path / "pid"
+    app = _app(ws, "--steps", "3", "--hold", "--record", str(record), "--pidfile", str(pidfile), attach=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.run_state.step >= 3, what="steps")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuitModal), what="quit dialog")
+        await pilot.press("s")
+    deadline = time.monotonic() + 10
+    while not (record.exists() and record.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent = [json.loads(line) for line in record.read_text().splitlines()]
+    assert sent[0]["cmd"] == "stop" and sent[0]["save"] is True
+    # The engine stops itself (it got the command), it is not killed by the TUI.
+    pid = int(pidfile.read_text())
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    events = (ws / "runs" / "mine" / "events.jsonl").read_text()
+    assert '"status":"stopped"' in events
+
+
+async def test_engine_that_cannot_start_is_reported(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = LoratuiApp(
+        ws, mode="train", preset="mine", attach=False, train_command=lambda cfg: [str(tmp_path / "no-such-engine")]
+    )
+    async with app.run_test(size=(100, 40), notifications=True) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.run_state.status == "interrupted", what="failure noticed")
+        assert "no-such-engine" in "\n".join(line.message for line in app.run_state.log)
+
+
+def test_fake_engine_speaks_the_protocol(tmp_path):
+    """The fake's event stream decodes with engine.protocol (so the tests above test the real format)."""
+    import subprocess
+
+    from engine import protocol
+
+    out = subprocess.run(
+        [sys.executable, str(FAKE_ENGINE), "--steps", "3", "--run-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    ).stdout
+    events = [protocol.decode(line) for line in out.splitlines()]
+    assert all(events)
+    assert [e["type"] for e in events][0] == "hello" and events[-1]["type"] == "run_finished"

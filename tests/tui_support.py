@@ -1,0 +1,54 @@
+"""Helpers for the TUI tests: a workspace with a commented preset, the fake engine command, polling."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+FAKE_ENGINE = Path(__file__).resolve().parent / "fake_engine.py"
+
+PRESET = """\
+# my preset: keep this comment
+name = "mine"
+
+[model]
+base = "models/base"      # the base model
+
+[dataset]
+dirs = ["data"]
+resolution = 64
+
+[network]
+rank = 4                  # small rank, on purpose
+
+[train]
+steps = 30
+lr = 2e-3                 # fast
+"""
+
+
+def make_workspace(root: Path) -> Path:
+    """A workspace whose preset `mine` points at folders that exist."""
+    (root / "presets").mkdir(parents=True)
+    (root / "models" / "base").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "presets" / "mine.toml").write_text(PRESET)
+    return root
+
+
+def fake_train(ws: Path, *extra: str):
+    """A train_command for LoratuiApp that runs the fake engine, writing runs/<name> in `ws`."""
+
+    def command(config: Path) -> list[str]:
+        return [sys.executable, str(FAKE_ENGINE), str(config), "--run-dir", str(ws / "runs" / config.stem), *extra]
+
+    return command
+
+
+async def wait_until(pilot, predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll `predicate` between UI pauses (no fixed sleeps: they are flaky)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
