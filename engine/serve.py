@@ -127,7 +127,7 @@ class QueueServer:
         foreground_log: bool = False,
         poll_s: float = 1.0,
         stop_grace_s: float = STOP_GRACE_S,
-        log_stream: IO[str] | None = None,
+        log_stream: IO[str] | None | str = "stderr",
     ) -> None:
         self.store = QueueStore(workspace)
         self.workspace = self.store.workspace
@@ -136,7 +136,8 @@ class QueueServer:
         self.foreground_log = foreground_log
         self.poll_s = poll_s
         self.stop_grace_s = stop_grace_s
-        self.log_stream = log_stream if log_stream is not None else sys.stderr
+        # Human log lines go to stderr by default; None silences them (the events carry them too).
+        self.log_stream = sys.stderr if log_stream == "stderr" else log_stream
         self.inbox: stdqueue.Queue[tuple] = stdqueue.Queue()
         self.worker: Worker | None = None
         self.paused = False
@@ -176,8 +177,12 @@ class QueueServer:
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def run(self, stdin: IO[bytes] | int | None = None) -> int:
-        """Own the queue and run it until shutdown (or until it is empty and stdin is closed)."""
+    def run(self, stdin: IO[bytes] | int | None = None, *, wait: bool = False) -> int:
+        """Own the queue and run it until shutdown, or until it is empty and stdin is closed.
+
+        Without stdin there are no commands: the queue runs until it is empty, or, with `wait`, keeps
+        waiting for entries added to the folder until a signal ends it.
+        """
         self._lock.acquire()  # raises QueueBusyError with the owner's pid
         try:
             self.emit(
@@ -191,7 +196,7 @@ class QueueServer:
             if stdin is not None:
                 threading.Thread(target=self._read_commands, args=(stdin,), daemon=True).start()
             else:
-                self.stdin_closed = True
+                self.stdin_closed = not wait
             self._scan(force=True)
             while True:
                 self._start_next()
@@ -437,7 +442,7 @@ class QueueServer:
         entry = self.store.claim_next()
         if entry is None:
             return
-        argv = [*self.train_cmd, str(entry.path), "--workspace", str(self.workspace)]
+        argv = [*self.train_cmd, str(entry.path), "--workspace", str(self.workspace), "--run-id", entry.run]
         if entry.resume:
             argv.append("--resume")
         try:

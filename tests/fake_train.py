@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("config")
     parser.add_argument("--workspace", default=".")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--run-id", default=None)
     args = parser.parse_args()
     cfg = load_config(args.config, workspace=args.workspace)
     run_dir = cfg.run_dir()

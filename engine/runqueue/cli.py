@@ -1,0 +1,213 @@
+"""`loratui queue add|ls|rm|run|resume`: the queue without the TUI (scripts, nohup, systemd).
+
+add/rm/resume edit the queue folder directly, under its edit lock and with atomic writes, so they are
+safe while an engine owns the queue: the engine polls the folder and picks the change up within a
+second. `run` owns the queue in this process (the same serve loop the TUI talks to) and prints
+human-readable progress instead of JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from engine import protocol
+from engine.errors import LoratuiError
+
+from .lock import owner_pid
+from .store import QueueStore
+
+USAGE = """usage: loratui queue add CONFIG [--set key=value ...] [--position N]
+       loratui queue ls [--json]
+       loratui queue rm RUN
+       loratui queue resume RUN
+       loratui queue run [--watch]
+options: --workspace DIR (default: the current folder)"""
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def fmt_progress(entry: dict[str, Any]) -> str:
+    total, step = entry.get("total_steps") or 0, entry.get("step") or 0
+    pct = f"{100 * float(entry.get('progress') or 0):.0f}%"
+    return f"{pct} {step}/{total}" if total else pct
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+class HumanWriter:
+    """Turns protocol events into progress lines for a terminal or a journal (stands in for the
+    EventWriter of `engine serve`)."""
+
+    def __init__(self, stream: IO[str] | None = None, *, step_every_s: float = 10.0) -> None:
+        self.stream = stream or sys.stdout
+        self.step_every_s = step_every_s
+        self.names: dict[str, str] = {}
+        self._last_step: dict[str, float] = {}
+
+    def line(self, text: str) -> None:
+        try:
+            self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # the terminal is gone (nohup without a log file); the run goes on
+
+    def emit(self, event: dict[str, Any]) -> None:
+        kind, run = event.get("type"), event.get("run")
+        name = self.names.get(run, run or "")
+        if kind == protocol.QUEUE:
+            self.names.update({e["run"]: e["name"] for e in event.get("entries", [])})
+        elif kind == protocol.HELLO:
+            self.line(
+                f"loratui engine {event.get('engine_version')} on {event.get('device')}, workspace {event.get('workspace')}"
+            )
+        elif kind == protocol.LOG:
+            self.line(f"[{event.get('level', 'info')}] {event.get('message', '')}")
+        elif kind == protocol.RUN_STARTED:
+            self.line(f"{name}: started, {event.get('total_steps')} steps -> {event.get('run_dir')}")
+        elif kind == protocol.PHASE:
+            done, total = event.get("done", 0), event.get("total", 0)
+            self.line(f"{name}: {event.get('name')}" + (f" {done}/{total}" if total else ""))
+        elif kind == protocol.STEP:
+            step, total = event.get("step", 0), event.get("total_steps", 0)
+            now = time.monotonic()
+            if step in (1, total) or now - self._last_step.get(run, 0.0) >= self.step_every_s:
+                self._last_step[run] = now
+                pct = 100 * step / total if total else 0
+                self.line(
+                    f"{name}: step {step}/{total} ({pct:.0f}%) loss {_num(event.get('loss'))} "
+                    f"lr {_num(event.get('lr'), '.2e')} eta {fmt_duration(event.get('eta_seconds'))}"
+                )
+        elif kind == protocol.VALIDATION:
+            self.line(f"{name}: step {event.get('step')} val_loss {_num(event.get('val_loss'))}")
+        elif kind == protocol.CHECKPOINT:
+            self.line(f"{name}: saved step {event.get('step')}: {event.get('path')}")
+        elif kind == protocol.RUN_FINISHED:
+            status = event.get("status")
+            text = f"{name}: {status}"
+            if event.get("lora"):
+                text += f" -> {event['lora']}"
+            self.line(text)
+            error = event.get("error") or {}
+            for key in ("message", "where", "hint"):
+                if error.get(key):
+                    self.line(f"    {key}: {error[key]}")
+
+
+def _num(value: Any, spec: str = ".4f") -> str:
+    return format(value, spec) if isinstance(value, int | float) else "-"
+
+
+def cmd_ls(store: QueueStore, as_json: bool) -> int:
+    entries = [e.snapshot() for e in store.entries()]
+    if as_json:
+        print(json.dumps(entries, indent=1))
+        return 0
+    pid = owner_pid(store.folder)
+    if not entries:
+        print(f"the queue in {store.folder} is empty")
+    else:
+        rows = [["POS", "RUN", "NAME", "STATUS", "PROGRESS", "BASE MODEL"]]
+        for e in entries:
+            rows.append([str(e["position"]), e["run"], e["name"], e["status"], fmt_progress(e), e["base"]])
+        print(table(rows))
+        for e in entries:
+            if e["error"] and e["status"] != protocol.DONE:
+                print(f"{e['run']}: {e['error']['message']}")
+                if e["error"].get("hint"):
+                    print(f"    hint: {e['error']['hint']}")
+    print(
+        f"engine: running (pid {pid})" if pid else "engine: not running (start one with `loratui queue run`)"
+    )
+    return 0
+
+
+def _not_running_note(store: QueueStore) -> None:
+    if not owner_pid(store.folder):
+        print("no engine is running this queue: `loratui queue run` (or the TUI) runs it")
+
+
+def cmd_run(workspace: Path, watch: bool, train_cmd: str) -> int:
+    import shlex
+
+    from engine.serve import QueueServer  # late: only `run` needs the serve loop
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup or not, a lost terminal must not stop it
+    server = QueueServer(
+        workspace,
+        writer=HumanWriter(),
+        log_stream=None,
+        train_cmd=shlex.split(train_cmd) if train_cmd else None,
+    )
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: server.request_stop(signum))
+    # With --watch the engine waits for new entries forever; without, it ends when the queue is empty.
+    return server.run(None, wait=watch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="loratui queue", usage=USAGE)
+    parser.add_argument("--workspace", default=os.environ.get("LORATUI_WORKSPACE", "."))
+    sub = parser.add_subparsers(dest="command")
+    p_add = sub.add_parser("add")
+    p_add.add_argument("config")
+    p_add.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE")
+    p_add.add_argument("--position", type=int)
+    p_ls = sub.add_parser("ls")
+    p_ls.add_argument("--json", action="store_true")
+    sub.add_parser("rm").add_argument("run")
+    sub.add_parser("resume").add_argument("run")
+    p_run = sub.add_parser("run")
+    p_run.add_argument("--watch", action="store_true", help="keep waiting for new entries")
+    p_run.add_argument("--train-cmd", default="", help=argparse.SUPPRESS)
+    for p in sub.choices.values():
+        p.add_argument("--workspace", default=argparse.SUPPRESS)
+    opts = parser.parse_args(args)
+    if not opts.command:
+        print(USAGE)
+        return 2
+    workspace = Path(opts.workspace).expanduser()
+    try:
+        if not workspace.is_dir():
+            raise LoratuiError(f"workspace folder not found: {workspace}", where="--workspace")
+        store = QueueStore(workspace)
+        if opts.command == "add":
+            entry = store.add_file(opts.config, sets=opts.sets, position=opts.position)
+            print(f"queued {entry.name} as {entry.run} at position {entry.position}")
+            _not_running_note(store)
+        elif opts.command == "ls":
+            return cmd_ls(store, opts.json)
+        elif opts.command == "rm":
+            entry = store.remove(store.find(opts.run).run)
+            print(f"removed {entry.name} ({entry.run}); its run folder, if any, is kept")
+        elif opts.command == "resume":
+            entry = store.requeue(store.find(opts.run).run)
+            print(f"{entry.name} ({entry.run}) will resume from its last saved state")
+            _not_running_note(store)
+        elif opts.command == "run":
+            return cmd_run(workspace, opts.watch, opts.train_cmd)
+    except LoratuiError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `loratui queue ls | head`
+        return 0
+    return 0

@@ -1,0 +1,294 @@
+"""QueuePanel: the run queue as a table (position, name, preset/base model, status, progress, ETA).
+
+The engine's queue is the source of truth: the panel shows the latest `queue` event, patches the live
+progress and ETA of the running entry from `step` events (update_cell, no rebuild), and turns keys into
+requests posted upwards (move, remove, stop, resume, open). A request is answered by the engine with
+a new `queue` event, which the panel then shows; a move is also applied locally at once so the
+cursor follows the moved row without waiting for the round trip.
+
+Every user string (run names, paths) goes into the table as a `rich.text.Text`, never as a `str`:
+DataTable parses str cells as markup, and a run called "lora[v2]" must show as "lora[v2]".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+COLUMNS = (("pos", "#"), ("name", "Name"), ("model", "Preset / base"), ("status", "Status"))
+COLUMNS += (("progress", "Progress"), ("eta", "ETA"))
+STATUS_STYLE = {
+    "pending": "",
+    "running": "bold cyan",
+    "done": "green",
+    "failed": "bold red",
+    "stopped": "yellow",
+    "interrupted": "bold yellow",
+}
+
+
+def fmt_eta(seconds: Any) -> str:
+    if not isinstance(seconds, int | float) or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def fmt_progress(entry: dict[str, Any]) -> str:
+    progress = entry.get("progress")
+    pct = f"{100 * float(progress):.0f}%" if isinstance(progress, int | float) else "-"
+    step, total = entry.get("step"), entry.get("total_steps")
+    if isinstance(total, int) and total > 0 and isinstance(step, int):
+        return f"{pct} {step}/{total}"
+    return pct
+
+
+def model_label(entry: dict[str, Any]) -> str:
+    preset, base = entry.get("preset") or "", entry.get("base") or ""
+    base = base.rstrip("/").rsplit("/", 1)[-1]
+    return f"{preset} / {base}" if preset and base else preset or base or "-"
+
+
+class QueueTable(DataTable):
+    """The table itself (its own class so CSS and tests can address it)."""
+
+
+class QueuePanel(Vertical):
+    """The queue: a title line and a row per entry. Feed it with `show_queue` and `handle_event`."""
+
+    DEFAULT_CSS = """
+    QueuePanel { height: auto; max-height: 14; }
+    QueuePanel #queue-title { height: 1; color: $text-muted; }
+    QueuePanel QueueTable { height: auto; max-height: 12; }
+    """
+
+    BINDINGS = [
+        Binding("K,shift+up,ctrl+up,left_square_bracket", "move(-1)", "Move up", id="queue_up"),
+        Binding("J,shift+down,ctrl+down,right_square_bracket", "move(1)", "Move down", id="queue_down"),
+        Binding("delete,x", "remove", "Remove", id="queue_remove"),
+        Binding("s", "stop(True)", "Stop (save)", id="queue_stop"),
+        Binding("S", "stop(False)", "Stop, no save", show=False, id="queue_kill"),
+        Binding("r", "resume", "Resume", id="queue_resume"),
+        Binding("enter,o", "open", "Open chart", id="queue_open"),
+    ]
+
+    @dataclass
+    class MoveRequested(Message):
+        """The user moved a pending entry: put `run` at `position` (1 = first)."""
+
+        run: str
+        position: int
+
+    @dataclass
+    class RemoveRequested(Message):
+        run: str
+
+    @dataclass
+    class StopRequested(Message):
+        run: str
+        save: bool
+
+    @dataclass
+    class ResumeRequested(Message):
+        run: str
+
+    @dataclass
+    class RunOpened(Message):
+        """The user asked for the chart of an entry (a past run or the live one)."""
+
+        run: str
+        name: str
+        run_dir: str
+        status: str
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.entries: list[dict[str, Any]] = []
+        self.paused = False
+        self._eta: dict[str, Any] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Queue: empty"), id="queue-title")
+        table = QueueTable(cursor_type="row", zebra_stripes=True, id="queue-table")
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+
+    @property
+    def table(self) -> QueueTable:
+        return self.query_one(QueueTable)
+
+    # --- feeding ---------------------------------------------------------------------------
+
+    def handle_event(self, event: dict[str, Any]) -> None:
+        """Take any engine event; the panel uses queue, step and run_finished and ignores the rest."""
+        kind = event.get("type")
+        if kind == "queue":
+            self.paused = bool(event.get("paused", False))
+            self.show_queue(event.get("entries") or [])
+        elif kind == "step":
+            self._step(event)
+        elif kind == "run_finished":
+            self._set_fields(str(event.get("run")), status=event.get("status"))
+
+    def show_queue(self, entries: list[dict[str, Any]]) -> None:
+        """Show a whole-queue snapshot, keeping the cursor on the same run."""
+        entries = sorted(
+            (e for e in entries if isinstance(e, dict) and e.get("run")), key=lambda e: e.get("position", 0)
+        )
+        old_order = [e["run"] for e in self.entries]
+        self.entries = [dict(e) for e in entries]
+        if [e["run"] for e in entries] == old_order:
+            for entry in self.entries:
+                self._refresh_row(entry)
+        else:
+            self._rebuild()
+        self._update_title()
+
+    def _rebuild(self, cursor_run: str | None = None) -> None:
+        table = self.table
+        cursor_run = cursor_run or self.selected_run()
+        table.clear()
+        for entry in self.entries:
+            table.add_row(*self._cells(entry), key=entry["run"])
+        runs = [e["run"] for e in self.entries]
+        if cursor_run in runs:
+            table.move_cursor(row=runs.index(cursor_run))
+
+    def _cells(self, entry: dict[str, Any]) -> list[Text]:
+        status = str(entry.get("status", ""))
+        eta = self._eta.get(entry["run"]) if status == "running" else None
+        return [
+            Text(str(entry.get("position", ""))),
+            Text(str(entry.get("name", ""))),
+            Text(model_label(entry)),
+            Text(status, style=STATUS_STYLE.get(status, "")),
+            Text(fmt_progress(entry)),
+            Text(fmt_eta(eta)),
+        ]
+
+    def _refresh_row(self, entry: dict[str, Any]) -> None:
+        table = self.table
+        for (key, _label), cell in zip(COLUMNS, self._cells(entry)):
+            table.update_cell(entry["run"], key, cell)
+
+    def _set_fields(self, run: str, **fields: Any) -> None:
+        for entry in self.entries:
+            if entry["run"] == run:
+                entry.update({k: v for k, v in fields.items() if v is not None})
+                self._refresh_row(entry)
+                self._update_title()
+                return
+
+    def _step(self, event: dict[str, Any]) -> None:
+        run, step, total = str(event.get("run")), event.get("step"), event.get("total_steps")
+        if not isinstance(step, int) or not isinstance(total, int) or total <= 0:
+            return
+        self._eta[run] = event.get("eta_seconds")
+        self._set_fields(run, step=step, total_steps=total, progress=min(1.0, step / total), status="running")
+
+    def _update_title(self) -> None:
+        counts: dict[str, int] = {}
+        for entry in self.entries:
+            counts[entry.get("status", "")] = counts.get(entry.get("status", ""), 0) + 1
+        if not self.entries:
+            text = "Queue: empty"
+        else:
+            parts = [f"{n} {s}" for s, n in counts.items()]
+            text = f"Queue: {len(self.entries)} entries ({', '.join(parts)})"
+        if self.paused:
+            text += "  [paused]"
+        self.query_one("#queue-title", Static).update(Text(text))
+
+    # --- selection and actions ------------------------------------------------------------------
+
+    def selected_entry(self) -> dict[str, Any] | None:
+        table = self.table
+        if not self.entries or table.cursor_row is None or not 0 <= table.cursor_row < len(self.entries):
+            return None
+        return self.entries[table.cursor_row]
+
+    def selected_run(self) -> str | None:
+        entry = self.selected_entry()
+        return entry["run"] if entry else None
+
+    def _refuse(self, text: str) -> None:
+        self.app.notify(text, severity="warning", markup=False)
+
+    def action_move(self, delta: int) -> None:
+        entry = self.selected_entry()
+        if entry is None:
+            return
+        if entry.get("status") != "pending":
+            self._refuse(f"only pending runs can be moved; {entry.get('name')} is {entry.get('status')}")
+            return
+        i = self.entries.index(entry)
+        j = i + delta
+        if not 0 <= j < len(self.entries):
+            return
+        target = self.entries[j]
+        position = int(target.get("position", j + 1))
+        # Local move first, so the cursor follows at once; the engine's next snapshot confirms it.
+        self.entries[i], self.entries[j] = target, entry
+        entry["position"], target["position"] = position, int(entry.get("position", i + 1) or i + 1)
+        self.entries.sort(key=lambda e: e.get("position", 0))
+        self._rebuild(cursor_run=entry["run"])
+        self.post_message(self.MoveRequested(entry["run"], position))
+
+    def action_remove(self) -> None:
+        entry = self.selected_entry()
+        if entry is None:
+            return
+        if entry.get("status") == "running":
+            self._refuse(f"{entry.get('name')} is running: stop it first (s)")
+            return
+        self.post_message(self.RemoveRequested(entry["run"]))
+
+    def action_stop(self, save: bool) -> None:
+        entry = self.selected_entry()
+        if entry is None:
+            return
+        if entry.get("status") != "running":
+            self._refuse(f"{entry.get('name')} is not running")
+            return
+        self.post_message(self.StopRequested(entry["run"], save))
+
+    def action_resume(self) -> None:
+        entry = self.selected_entry()
+        if entry is None:
+            return
+        if entry.get("status") not in ("interrupted", "stopped"):
+            self._refuse(
+                f"only interrupted or stopped runs can be resumed; {entry.get('name')} is {entry.get('status')}"
+            )
+            return
+        self.post_message(self.ResumeRequested(entry["run"]))
+
+    def action_open(self) -> None:
+        entry = self.selected_entry()
+        if entry is None:
+            return
+        self.post_message(
+            self.RunOpened(
+                entry["run"],
+                str(entry.get("name", "")),
+                str(entry.get("run_dir") or ""),
+                str(entry.get("status", "")),
+            )
+        )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        # Enter inside the table arrives as RowSelected (the table binds enter itself).
+        event.stop()
+        self.action_open()
