@@ -297,6 +297,9 @@ def ensure_demo_workspace(workspace: str | os.PathLike) -> dict:
         if is_complete(target):
             result["kept"].append(name)
         else:
+            # Temp folders left by a build that was killed (a clean interrupt removes its own).
+            for stale in target.parent.glob(f".{target.name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             builder(target)
             result["built"].append(name)
         result[name] = target

@@ -148,3 +148,15 @@ def test_report_lists_what_is_wrong(tmp_path, tiny_sd15, demo_dataset):
         {"image": "demo-data/extra/broken.png", "reason": "image file is empty (0 bytes)"}
     ]
     assert d["long_captions"] == [{"image": "demo-data/extra/img08-copy.png", "tokens": 90}]
+
+
+def test_missing_captions_with_auto_tagger(tmp_path, demo_dataset, tiny_sd15):
+    (demo_dataset / "extra" / "img07.txt").unlink()
+    cfg = RunConfig()
+    cfg.workspace = tmp_path
+    cfg.model.base = str(tiny_sd15)
+    cfg.dataset.dirs = [str(demo_dataset)]
+    cfg.dataset.resolution = 64
+    cfg.caption_auto.tagger = "taggers/wd14"
+    report = check(cfg)
+    assert report.warnings == ["1 image(s) have no caption file; the WD14 tagger will caption them first"]

@@ -110,10 +110,13 @@ def test_ensure_demo_workspace_is_idempotent_and_ignores_partial_builds(tmp_path
     partial = tmp_path / "demo" / "models" / "tiny-sd15"
     partial.mkdir(parents=True)
     (partial / "model_index.json").write_text("{}")
+    stale = tmp_path / "demo" / "models" / ".tiny-sd15.tmp-killed"
+    stale.mkdir()
 
     first = demo.ensure_demo_workspace(tmp_path)
     assert sorted(first["built"]) == ["data", "sd15", "sdxl"]
     assert json.loads((partial / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
+    assert sorted(p.name for p in partial.parent.iterdir()) == ["tiny-sd15", "tiny-sdxl"]
 
     calls = []
     monkeypatch.setattr(demo, "build_tiny_sd15", lambda p: calls.append(p))
@@ -140,7 +143,7 @@ def test_demo_cli_prints_what_it_made(tmp_path):
 
     root = __import__("pathlib").Path(__file__).resolve().parent.parent
     r = subprocess.run(
-        [sys.executable, "-m", "engine.demo", "--workspace", str(tmp_path)],
+        [sys.executable, "-m", "engine", "demo", "--workspace", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=root,

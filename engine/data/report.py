@@ -109,7 +109,11 @@ def check(cfg, *, scan: DatasetScan | None = None) -> DatasetReport:
             report.problems.append(f"no images found in dataset.dirs ({dirs})")
     if s.unreadable:
         report.warnings.append(f"{len(s.unreadable)} unreadable image file(s) will be skipped")
-    if s.missing_captions:
+    if s.missing_captions and cfg.caption_auto.tagger:
+        report.warnings.append(
+            f"{len(s.missing_captions)} image(s) have no caption file; the WD14 tagger will caption them first"
+        )
+    elif s.missing_captions:
         fallback = f'the phrase "{ds.phrase}"' if ds.phrase.strip() else "an empty caption"
         if ds.trigger_word.strip():
             fallback += f' with the trigger word "{ds.trigger_word.strip()}"'
