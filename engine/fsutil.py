@@ -23,6 +23,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; give it the permissions a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with _suppress_os_error():
@@ -41,6 +43,7 @@ def atomic_replace_from(tmp_path: str | os.PathLike, path: str | os.PathLike) ->
     """fsync an already written temp file and rename it over `path` (for writers that need a path)."""
     with open(tmp_path, "rb") as fh:
         os.fsync(fh.fileno())
+    os.chmod(tmp_path, 0o666 & ~_umask())
     os.replace(tmp_path, path)
     _fsync_dir(Path(path).parent)
     return Path(path)
@@ -62,6 +65,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

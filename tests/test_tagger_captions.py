@@ -144,8 +144,11 @@ def test_run_caption_auto_before_training(model, data, tmp_path):
     cfg = _cfg(tmp_path, data, model.folder)
     s = run_caption_auto(cfg, events.append)
     assert (s.written, s.skipped) == (4, 1)
-    # The trigger word is not written: the dataset loader puts it first when training.
-    assert read(data / "red.txt") == RED.replace(", looking at viewer", "") + "\n"
+    # The trigger word is not written: the dataset loader puts it first when training. Training
+    # captions are unescaped unless caption_auto.escape asks for A1111 prompt syntax.
+    unescaped = RED.replace(", looking at viewer", "").replace("\\(", "(").replace("\\)", ")")
+    assert "(" in unescaped and "\\" not in unescaped
+    assert read(data / "red.txt") == unescaped + "\n"
     assert read(data / "blue.txt") == "kept\n"
     phases = [e for e in events if e["type"] == protocol.PHASE]
     assert phases[0]["name"] == "caption" and phases[-1]["done"] == phases[-1]["total"] == 4

@@ -141,6 +141,9 @@ class CaptionAutoConfig:
     character_threshold: float = opt(0.85, "Confidence needed for a character tag", **PROB)
     undesired_tags: list = opt([], "Tags never written")
     overwrite: bool = opt(False, "Re-caption images that already have a caption file")
+    escape: bool = opt(
+        False, "Write ( ) as \\( \\) (A1111 prompt syntax); training captions are normally unescaped"
+    )
 
 
 @dataclass

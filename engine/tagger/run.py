@@ -299,6 +299,7 @@ def run_caption_auto(
         general_threshold=float(auto.general_threshold),
         character_threshold=float(auto.character_threshold),
         undesired_tags=parse_tag_list(auto.undesired_tags),
+        escape=bool(auto.escape),
     )
     summary = caption_images(
         model,
