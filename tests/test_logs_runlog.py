@@ -10,7 +10,7 @@ import pytest
 from logs_util import age, make_run
 
 from engine.errors import LoratuiError
-from tui import smoothing
+from tui import runlog, smoothing
 from tui.logs_cli import main as logs_main
 from tui.runlog import config_diff, discover_runs, read_loss_csv, run_config, summarize_run
 
@@ -112,15 +112,19 @@ def test_resumed_log_keeps_last_rows_per_step(tmp_path):
     assert log.step.tolist() == [1, 2, 3, 4] and log.loss.tolist() == [1, 20, 30, 40]
 
 
-def test_fast_and_slow_paths_agree(tmp_path):
+def test_fast_and_slow_paths_agree(tmp_path, monkeypatch):
+    # Small chunks so the damaged-file path splits, halves and falls back to row-by-row several times.
+    monkeypatch.setattr(runlog, "_CHUNK_LINES", 100)
+    monkeypatch.setattr(runlog, "_SLOW_LINES", 8)
     make_run(tmp_path, "r", steps=300, seed=3)
     good = read_loss_csv(tmp_path / "runs/r/loss.csv")
     text = (tmp_path / "runs/r/loss.csv").read_text().splitlines()
-    text.insert(100, "garbage,,,")
+    for at, junk in [(250, "1,2,3"), (180, "9,9,9,9,9,9,9,9"), (100, "garbage,,,"), (40, "x")]:
+        text.insert(at, junk)
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join(text) + "\n")
     slow = read_loss_csv(bad)
-    assert slow.skipped == 1
+    assert slow.skipped == 4 and slow.first_skipped_line == 41
     for a, b in [
         (good.step, slow.step),
         (good.loss, slow.loss),
