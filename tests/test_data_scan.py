@@ -69,12 +69,12 @@ def test_repeats_from_n_folders_and_nesting(tmp_path):
     assert by_rel["data/d.png"].folder == "data"
     assert scan.total_images == 4
     assert scan.total_samples_per_epoch == 10 + 10 + 2 + 2
-    folders = {f.folder: (f.images, f.repeats) for f in scan.folders}
+    folders = {f.folder: (f.images, f.repeats, f.samples) for f in scan.folders}
     assert folders == {
-        "data": (1, 2),
-        "data/10_char": (1, 10),
-        "data/10_char/closeups": (1, 10),
-        "data/plain": (1, 2),
+        "data": (1, 2, 2),
+        "data/10_char": (1, 10, 10),
+        "data/10_char/closeups": (1, 10, 10),
+        "data/plain": (1, 2, 2),
     }
     item = by_rel["data/10_char/a.png"]
     assert item.path == root / "10_char" / "a.png"
@@ -181,6 +181,7 @@ def test_buckets_clamp_and_sub_images(tmp_path):
     assert scan.total_images == 3 and len(scan.items) == 6
     assert scan.bucket_histogram[(128, 128)] == 1 and sum(scan.bucket_histogram.values()) == 6
     assert scan.total_samples_per_epoch == 6
+    assert [(f.folder, f.images, f.samples) for f in scan.folders] == [("d", 3, 6)]
 
 
 def test_exif_rotated_size_used_for_buckets(tmp_path):

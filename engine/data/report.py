@@ -53,7 +53,13 @@ class DatasetReport:
                 total_images=s.total_images,
                 total_samples_per_epoch=s.total_samples_per_epoch,
                 folders=[
-                    {"folder": f.folder, "path": str(f.path), "images": f.images, "repeats": f.repeats}
+                    {
+                        "folder": f.folder,
+                        "path": str(f.path),
+                        "images": f.images,
+                        "repeats": f.repeats,
+                        "samples": f.samples,
+                    }
                     for f in s.folders
                 ],
                 buckets=[list(b) for b in s.buckets],
@@ -165,18 +171,27 @@ def render_text(report: DatasetReport) -> str:
     s = report.scan
     if s is not None:
         lines.append("")
+        subs = len(s.items) - s.total_images
+        sub_note = f" (with {_plural(subs, 'sub-image')})" if subs else ""
         lines.append(
-            f"dataset: {_plural(s.total_images, 'image')}, {s.total_samples_per_epoch} samples per epoch"
+            f"dataset: {_plural(s.total_images, 'image')}, {s.total_samples_per_epoch} samples per epoch{sub_note}"
         )
         width = max([len(f.folder) for f in s.folders] + [6])
         for f in s.folders:
             note = "  (skipped: 0 repeats)" if f.repeats <= 0 else ""
+            if f.samples != f.images * f.repeats and f.repeats > 0:
+                note = "  (with sub-images)"
             lines.append(
                 f"  {f.folder:<{width}}  {f.images:>5} images x {f.repeats:<3} repeats = {f.samples:>6}{note}"
             )
         if s.bucket_histogram:
             lines.append("")
-            lines.append(f"buckets: {len(s.bucket_histogram)} in use of {len(s.buckets)}")
+            standard = sum(1 for b in s.bucket_histogram if b in set(s.buckets))
+            own = len(s.bucket_histogram) - standard
+            note = f", {own} smaller (images never enlarged, sub-images)" if own else ""
+            lines.append(
+                f"buckets: {len(s.bucket_histogram)} in use: {standard} of the {len(s.buckets)} standard sizes{note}"
+            )
             peak = max(s.bucket_histogram.values())
             for (bw, bh), n in s.bucket_histogram.items():
                 bar = "#" * max(1, round(_BAR_WIDTH * n / peak))

@@ -49,12 +49,9 @@ class ImageItem:
 class FolderInfo:
     folder: str
     path: Path
-    images: int
+    images: int  # usable image files directly in this folder
     repeats: int
-
-    @property
-    def samples(self) -> int:
-        return self.images * self.repeats
+    samples: int = 0  # samples per epoch from this folder: items (sub-images included) x repeats
 
 
 @dataclass
@@ -244,10 +241,17 @@ def scan_dataset(
                     )
                 )
 
+    folder_samples = Counter()
+    for item in scan.items:
+        folder_samples[item.folder] += item.repeats
     for (label, path), repeats in folder_repeat.items():
         count = folder_counts.get((label, path), 0)
         if count or repeats <= 0:
-            scan.folders.append(FolderInfo(folder=label, path=path, images=count, repeats=repeats))
+            scan.folders.append(
+                FolderInfo(
+                    folder=label, path=path, images=count, repeats=repeats, samples=folder_samples[label]
+                )
+            )
     scan.duplicates = [group for group in by_hash.values() if len(group) > 1]
     histogram = Counter(item.bucket for item in scan.items)
     scan.bucket_histogram = dict(sorted(histogram.items(), key=lambda kv: (kv[0][0] / kv[0][1], kv[0])))
