@@ -147,6 +147,7 @@ class HistoryScreen(Screen):
         self.filter_text = ""
         self.cursor_step: float | None = None
         self.scan_done = False
+        self._scanned_once = False
         self._overlay_runs: dict[str, overlay.OverlayRun] = {}
 
     @staticmethod
@@ -227,6 +228,10 @@ class HistoryScreen(Screen):
     @on(ScanFinished)
     def _on_scan_finished(self, message: ScanFinished) -> None:
         self.scan_done = True
+        if not self._scanned_once:
+            self._scanned_once = True
+            # Rows arrived in reading order and the cursor followed its run; start at the top instead.
+            self.query_one("#runs", DataTable).move_cursor(row=0)
         self._update_problems()
         bad = [s for s in self.summaries.values() if s.error]
         if bad:
