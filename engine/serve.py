@@ -199,7 +199,7 @@ class QueueServer:
                 self.stdin_closed = not wait
             self._scan(force=True)
             while True:
-                self._start_next()
+                self._safely(self._start_next)
                 if self._should_exit():
                     break
                 try:
@@ -207,17 +207,28 @@ class QueueServer:
                 except stdqueue.Empty:
                     item = None
                 while item is not None:
-                    self._handle(item)
+                    try:
+                        self._handle(item)
+                    except Exception as exc:  # noqa: BLE001 - e.g. an entry file deleted by hand
+                        self.log(f"internal error handling {item[0]}: {exc!r}", level="error")
                     try:
                         item = self.inbox.get_nowait()
                     except stdqueue.Empty:
                         item = None
-                self._tick()
+                self._safely(self._tick)
             return 0
         finally:
             if self.worker is not None:  # only on an unexpected error: leave no orphan behind
                 self.worker.send(protocol.command(protocol.CMD_STOP, save=True))
             self._lock.release()
+
+    def _safely(self, step) -> None:
+        """Run one step of the loop; an unexpected error is reported, never the end of the queue."""
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001
+            self.log(f"internal error in {step.__name__}: {exc!r}", level="error")
+            time.sleep(0.5)  # a persistent fault (disk full) must not spin the CPU
 
     def request_stop(self, signum: int | None = None) -> None:
         """SIGTERM/SIGINT: stop the current run saving its state (resumable), start nothing, exit."""

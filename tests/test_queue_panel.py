@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.app import App, ComposeResult
 
-from tui.widgets.queue_panel import QueuePanel, QueueTable
+from tui.widgets.queue_panel import QueuePanel, QueueTable, queue_command
 
 
 def entry(run: str, name: str, status: str = "pending", position: int = 1, **extra) -> dict:
@@ -125,7 +125,7 @@ async def test_running_entry_cannot_move_or_be_removed_but_can_stop():
         await pilot.press("S")
         await pilot.pause()
         assert app.requests == [("stop", "a", True), ("stop", "a", False)]
-        await pilot.press("down", "delete")
+        await pilot.press("down", "backspace")
         await pilot.pause()
         assert app.requests[-1] == ("remove", "b")
 
@@ -158,3 +158,22 @@ async def test_status_and_progress_follow_engine_events():
         await pilot.pause()
         assert [r[1] for r in cells(app)] == ["b"]
         assert "paused" in str(app.query_one("#queue-title").render())
+
+
+def test_requests_map_to_engine_commands():
+    assert queue_command(QueuePanel.MoveRequested("a", 3)) == {"cmd": "move", "run": "a", "position": 3}
+    assert queue_command(QueuePanel.StopRequested("a", False)) == {"cmd": "stop", "run": "a", "save": False}
+    assert queue_command(QueuePanel.RemoveRequested("a")) == {"cmd": "remove", "run": "a"}
+    assert queue_command(QueuePanel.ResumeRequested("a")) == {"cmd": "resume", "run": "a"}
+    assert queue_command(QueuePanel.RunOpened("a", "a", "/r", "done")) is None
+
+
+class KeptHost(Host):
+    queue_entries = [entry("k", "kept", "done")]
+
+
+async def test_panel_mounted_late_shows_the_kept_queue():
+    app = KeptHost()
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert cells(app) == [["1", "kept", "sdxl / sd_xl_base_1.0.safetensors", "done", "0%", "-"]]

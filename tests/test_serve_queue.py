@@ -272,3 +272,16 @@ def test_queue_folder_edited_by_hand_and_by_the_cli_while_serving(ws, serve):
     assert s.wait_for(
         lambda e: e["type"] == "run_finished" and e["run"].startswith("from-cli") and e["status"] == "done"
     )
+
+
+def test_sigterm_stops_the_run_saving_state_and_leaves_it_resumable(ws, serve):
+    s = serve(env={"FAKE_TRAIN_STEP_S": "0.05"})
+    run = s.send("enqueue", config=str(write_config(ws, "t", steps=200)))["run"]
+    s.wait_for(lambda e: e["type"] == "step" and e["run"] == run and e["step"] >= 2)
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(20) == 0
+    finished = s.finished(run)
+    assert finished["status"] == "interrupted" and "state was saved" in finished["error"]["message"]
+    assert entry_table(ws, run)["status"] == "interrupted"
+    saved = int((ws / "runs" / "t" / "state" / "step.txt").read_text())
+    assert saved >= 2

@@ -22,6 +22,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from engine import protocol
+
 COLUMNS = (("pos", "#"), ("name", "Name"), ("model", "Preset / base"), ("status", "Status"))
 COLUMNS += (("progress", "Progress"), ("eta", "ETA"))
 STATUS_STYLE = {
@@ -76,7 +78,7 @@ class QueuePanel(Vertical):
     BINDINGS = [
         Binding("K,shift+up,ctrl+up,left_square_bracket", "move(-1)", "Move up", id="queue_up"),
         Binding("J,shift+down,ctrl+down,right_square_bracket", "move(1)", "Move down", id="queue_down"),
-        Binding("delete,x", "remove", "Remove", id="queue_remove"),
+        Binding("delete,backspace", "remove", "Remove", id="queue_remove"),
         Binding("s", "stop(True)", "Stop (save)", id="queue_stop"),
         Binding("S", "stop(False)", "Stop, no save", show=False, id="queue_kill"),
         Binding("r", "resume", "Resume", id="queue_resume"),
@@ -117,6 +119,12 @@ class QueuePanel(Vertical):
         self.entries: list[dict[str, Any]] = []
         self.paused = False
         self._eta: dict[str, Any] = {}
+
+    def on_mount(self) -> None:
+        # A panel mounted after the engine's last `queue` event starts from what the app has kept.
+        entries = getattr(self.app, "queue_entries", None)
+        if entries and not self.entries:
+            self.show_queue(list(entries))
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Queue: empty"), id="queue-title")
@@ -292,3 +300,16 @@ class QueuePanel(Vertical):
         # Enter inside the table arrives as RowSelected (the table binds enter itself).
         event.stop()
         self.action_open()
+
+
+def queue_command(message: Message) -> dict[str, Any] | None:
+    """The engine command (PROTOCOL.md) that carries out a panel request; None for RunOpened."""
+    if isinstance(message, QueuePanel.MoveRequested):
+        return protocol.command(protocol.CMD_MOVE, run=message.run, position=message.position)
+    if isinstance(message, QueuePanel.RemoveRequested):
+        return protocol.command(protocol.CMD_REMOVE, run=message.run)
+    if isinstance(message, QueuePanel.StopRequested):
+        return protocol.command(protocol.CMD_STOP, run=message.run, save=message.save)
+    if isinstance(message, QueuePanel.ResumeRequested):
+        return protocol.command(protocol.CMD_RESUME, run=message.run)
+    return None
