@@ -225,8 +225,8 @@ def test_rank_mismatch_and_foreign_file(trained, tmp_path):
 @pytest.mark.parametrize(
     "change", [{"type": "loha"}, {"dora": True}, {"element": "cross_attention"}, {"blocks": ["IN04"]}]
 )
-def test_unsupported_network_settings(change, tiny_sd15):
-    base = load(tiny_sd15)
+def test_unsupported_network_settings(change, trained):
+    base = trained[2]  # settings are checked before anything is injected
     with pytest.raises(LoratuiError) as err:
         attach_lora(base, net_cfg(**change), train_text_encoder=False, dtype=torch.float32)
     assert "not supported yet" in err.value.message

@@ -1,0 +1,71 @@
+"""kohya's default LoRA targets and SDXL LDM names on the full-size SD1.5 / SDXL UNet architectures
+(built on the meta device: no memory, no weights)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from engine.models.ldm_names import LdmNameMap
+from engine.networks.targets import unet_targets
+
+SD15 = dict(
+    block_out_channels=(320, 640, 1280, 1280),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+)
+SDXL = dict(
+    block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+
+
+@functools.lru_cache(maxsize=2)
+def _unet_cached(kind: str):
+    return _make(SD15 if kind == "sd15" else SDXL)
+
+
+def _unet(config):
+    return _unet_cached("sd15" if config is SD15 else "sdxl")
+
+
+def _make(config):
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        return UNet2DConditionModel(**config)
+
+
+def test_full_size_target_counts_match_kohya():
+    assert len(unet_targets(_unet(SD15), None)) == 192
+    assert len(unet_targets(_unet(SDXL), None)) == 722
+
+
+def test_full_size_sdxl_ldm_names():
+    names = LdmNameMap(_unet(SDXL))
+    assert names.to_ldm("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q") == (
+        "input_blocks.4.1.transformer_blocks.0.attn1.to_q"
+    )
+    assert names.to_ldm("down_blocks.2.attentions.1.proj_out") == "input_blocks.8.1.proj_out"
+    assert names.to_ldm("down_blocks.1.downsamplers.0.conv") == "input_blocks.6.0.op"
+    assert names.to_ldm("mid_block.attentions.0.transformer_blocks.9.ff.net.2") == (
+        "middle_block.1.transformer_blocks.9.ff.net.2"
+    )
+    assert names.to_ldm("mid_block.resnets.1.conv1.weight") == "middle_block.2.in_layers.2.weight"
+    assert names.to_ldm("up_blocks.0.attentions.2.proj_in") == "output_blocks.2.1.proj_in"
+    assert names.to_ldm("up_blocks.0.upsamplers.0.conv") == "output_blocks.2.2.conv"
+    assert names.to_ldm("up_blocks.1.resnets.0.conv_shortcut") == "output_blocks.3.0.skip_connection"
+    assert names.to_ldm("up_blocks.2.resnets.2.time_emb_proj") == "output_blocks.8.0.emb_layers.1"
+    assert names.to_ldm("add_embedding.linear_2.weight") == "label_emb.0.2.weight"
+    # every SDXL LoRA target maps to a unique LDM name
+    targets = unet_targets(_unet(SDXL), None)
+    assert len({names.to_ldm(t) for t in targets}) == 722
