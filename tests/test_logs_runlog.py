@@ -185,3 +185,18 @@ def test_summary_cli_text_and_json(tmp_path, capsys):
     assert data["two"]["steps"] == 150 and data["two"]["status"] == "stopped"
     assert data["broken"]["status"] == "error" and "empty" in data["broken"]["error"]
     assert data["one"]["best_val_loss"] is not None and data["one"]["base_model"] == "demo/models/tiny-sd15"
+
+
+def test_summary_cli_targets(tmp_path, capsys):
+    make_run(tmp_path, "one", steps=100, seed=1)
+    other = tmp_path / "elsewhere.csv"
+    other.write_text("global_step,train_loss\n1,0.5\n2,0.25\n")
+    assert logs_main(["--summary", "--json", "--only", "--workspace", str(tmp_path), "one", str(other)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(d["name"], d["steps"], d["status"]) for d in data] == [
+        ("one", 100, "done"),
+        ("elsewhere", 2, "imported"),
+    ]
+    assert logs_main(["--summary", "--workspace", str(tmp_path), "nosuchrun"]) == 2
+    err = capsys.readouterr().err
+    assert "not found: nosuchrun" in err and "hint:" in err

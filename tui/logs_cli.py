@@ -83,12 +83,16 @@ def format_table(summaries) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     workspace = Path(args.workspace)
-    targets = [Path(t) for t in args.targets]
+    # A bare run name means that run of the workspace (`loratui logs mychar-v1`).
+    targets = [
+        workspace / "runs" / t if not Path(t).exists() and (workspace / "runs" / t).is_dir() else Path(t)
+        for t in args.targets
+    ]
     missing = [t for t in targets if not t.exists()]
     if missing:
         err = LoratuiError(
             f"not found: {missing[0]}",
-            hint="give a run folder (runs/<name>) or a loss CSV file",
+            hint="give a run name, a run folder (runs/<name>) or a loss CSV file",
             where=str(missing[0]),
         )
         print(err.render(), file=sys.stderr)
