@@ -9,6 +9,7 @@ character-level vocabulary, so nothing is ever downloaded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -114,6 +115,20 @@ def _finish(tmp: Path, final: Path) -> Path:
     return final
 
 
+@contextlib.contextmanager
+def _quiet():
+    """No "Writing model shards" progress bars from transformers while saving toy models."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _build_dir(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -154,7 +169,8 @@ def build_tiny_sd15(path: str | os.PathLike) -> Path:
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        with _quiet():
+            pipe.save_pretrained(str(tmp), safe_serialization=True)
         return _finish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -205,7 +221,8 @@ def build_tiny_sdxl(path: str | os.PathLike) -> Path:
             unet=unet,
             scheduler=EulerDiscreteScheduler(**_SCHEDULER_CONFIG),
         )
-        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        with _quiet():
+            pipe.save_pretrained(str(tmp), safe_serialization=True)
         return _finish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -315,7 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("sd15", "sdxl", "data"):
         state = "built" if name in result["built"] else "already there"
         print(f"{name:5} {result[name]}  ({state})")
-    print("Try: python -m engine check presets/demo.toml")
+    preset = Path(__file__).resolve().parent.parent / "presets" / "demo.toml"
+    if Path(args.workspace).resolve() == Path.cwd().resolve():
+        where = ""
+    else:
+        where = f" --workspace {args.workspace}"
+    if preset.is_file():
+        print(f"Try: python -m engine check {preset}{where}")
     return 0
 
 
