@@ -84,8 +84,10 @@ class Worker:
     """The training process of the running entry."""
 
     entry: Entry
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None
+    """None for a worker left running by an engine that died: followed through its events.jsonl."""
     argv: list[str]
+    pid: int = 0
     finished: dict[str, Any] | None = None
     """The worker's own run_finished event, once it wrote one."""
     stop_requested: bool = False
@@ -98,6 +100,14 @@ class Worker:
     write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, command: dict[str, Any]) -> bool:
+        if self.proc is None:
+            # An adopted worker has no stdin for us; the trainer takes SIGTERM as "stop after saving".
+            if command.get("cmd") != protocol.CMD_STOP:
+                return False
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGTERM)
+                return True
+            return False
         stdin = self.proc.stdin
         if stdin is None or self.proc.poll() is not None:
             return False
@@ -111,7 +121,35 @@ class Worker:
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (dead, not reaped) counts as gone.
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields and fields[0] == "Z":
+            return False
+    return True
+
+
+def is_worker_of(pid: int, entry_path: Path) -> bool:
+    """Whether process `pid` is alive and is a trainer working on this entry file (pids get reused)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return str(entry_path).encode() in cmdline
 
 
 class QueueServer:
@@ -190,7 +228,8 @@ class QueueServer:
                     engine_version=ENGINE_VERSION, workspace=str(self.workspace), device=detect_device()
                 )
             )
-            for entry in self.store.recover():
+            self._adopt_orphan()
+            for entry in self.store.recover(keep=self.worker.entry.run if self.worker else None):
                 self._finish_events_file(entry.run_dir, entry.run, protocol.INTERRUPTED, entry.error)
                 self.log(f"{entry.name} ({entry.run}) was running when the engine stopped: interrupted")
             if stdin is not None:
@@ -309,6 +348,48 @@ class QueueServer:
         returncode = worker.proc.wait()
         self.inbox.put(("exit", worker, returncode))
 
+    def _adopt_orphan(self) -> None:
+        """A worker of a previous engine that is still training: follow it instead of calling it
+        interrupted (and instead of starting a second training beside it)."""
+        for entry in self.store.entries():
+            if entry.adopted and entry.status == protocol.RUNNING and is_worker_of(entry.pid, entry.path):
+                worker = Worker(entry=entry, proc=None, argv=[], pid=entry.pid, run_dir=entry.run_dir)
+                self.worker = worker
+                threading.Thread(target=self._follow_orphan, args=(worker,), daemon=True).start()
+                self.log(
+                    f"{entry.name} ({entry.run}) is still training in process {entry.pid}: following it",
+                    run=entry.run,
+                )
+                return
+
+    def _follow_orphan(self, worker: Worker) -> None:
+        """Relay what an adopted worker appends to its events.jsonl until the process ends."""
+        path = Path(worker.run_dir) / "events.jsonl"
+        try:
+            offset = path.stat().st_size
+        except OSError:
+            offset = 0
+        pending = b""
+        while True:
+            alive = pid_alive(worker.pid)
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except OSError:
+                chunk = b""
+            offset += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                event = protocol.decode(raw)
+                if event is not None and "type" in event:
+                    self.inbox.put(("event", worker, event))
+            if not alive:
+                break
+            time.sleep(0.3)
+        self.inbox.put(("exit", worker, None))
+
     def _read_worker_stderr(self, worker: Worker) -> None:
         stream = worker.proc.stderr
         assert stream is not None
@@ -358,11 +439,11 @@ class QueueServer:
                 protocol.ack(id=cid, ok=False, error={"message": f"{cmd}: {exc}", "hint": "", "where": ""})
             )
             return
+        self.snapshot()  # before the ack: whoever waits for the ack then sees the new queue
         ack = protocol.ack(id=cid, ok=True)
         if result:
             ack.update(result)
         self.emit(ack)
-        self.snapshot()
 
     def _running(self, run: Any) -> Worker:
         worker = self.worker
@@ -476,8 +557,10 @@ class QueueServer:
             self.emit(protocol.run_finished(run=entry.run, status=protocol.FAILED, error=error))
             self.snapshot()
             return
-        worker = Worker(entry=entry, proc=proc, argv=argv, run_dir=entry.run_dir)
+        worker = Worker(entry=entry, proc=proc, argv=argv, pid=proc.pid, run_dir=entry.run_dir)
         self.worker = worker
+        # Recorded so that an engine restarted while this worker still trains can follow it.
+        self.store.update(entry.run, pid=proc.pid)
         threading.Thread(target=self._read_worker_stdout, args=(worker,), daemon=True).start()
         threading.Thread(target=self._read_worker_stderr, args=(worker,), daemon=True).start()
         self.log(
@@ -516,7 +599,7 @@ class QueueServer:
         elif kind == protocol.CHECKPOINT and isinstance(event.get("step"), int):
             self.store.update(run, step=event["step"])
 
-    def _worker_exited(self, worker: Worker, returncode: int) -> None:
+    def _worker_exited(self, worker: Worker, returncode: int | None) -> None:
         if worker is not self.worker:
             return
         self.worker = None
@@ -535,15 +618,18 @@ class QueueServer:
                 }
         elif worker.stop_requested and not worker.shutdown:
             status = protocol.STOPPED
-        elif returncode is not None and returncode < 0:
+        elif returncode is None or returncode < 0:
+            # Killed by a signal (the OOM killer, kill -9), or an adopted worker whose exit we
+            # cannot see: the run can go on from its last saved state.
             status = protocol.INTERRUPTED
-            name = (
-                signal.Signals(-returncode).name
-                if -returncode in signal.Signals._value2member_map_
-                else str(-returncode)
-            )
+            if returncode is None:
+                how = "ended"
+            elif -returncode in signal.Signals._value2member_map_:
+                how = f"was killed ({signal.Signals(-returncode).name})"
+            else:
+                how = f"was killed (signal {-returncode})"
             error = {
-                "message": f"the training process was killed ({name}) before it finished",
+                "message": f"the training process {how} before it finished",
                 "hint": "out of memory? `resume` continues from the last saved state (save.every_steps)",
                 "where": entry.run_dir,
             }

@@ -25,6 +25,10 @@ from engine import protocol
 pytestmark = pytest.mark.slow
 
 STEPS = 4
+# One CPU thread per worker: multi-threaded CPU kernels sum in a varying order, which Adam amplifies
+# (two identical 4-thread runs differ at step 2); one thread is exactly reproducible, and on a busy
+# 2-core machine it is also far faster.
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @pytest.fixture
@@ -93,7 +97,7 @@ def wait_until(pred, timeout: float, what: str) -> None:
 
 def test_real_engine_queue_kill_resume_and_failures(demo_ws):
     ws = demo_ws
-    s = Serve(ws, train_cmd=None)
+    s = Serve(ws, train_cmd=None, env=ENV)
     try:
         s.wait_for(lambda e: e["type"] == "hello")
         s.send("pause_queue")
@@ -134,7 +138,7 @@ def test_real_engine_queue_kill_resume_and_failures(demo_ws):
         s.stop()
 
     # A restarted engine still knows the run was interrupted; resume finishes it exactly.
-    s2 = Serve(ws, train_cmd=None)
+    s2 = Serve(ws, train_cmd=None, env=ENV)
     try:
         entries = s2.wait_for(lambda e: e["type"] == "queue")["entries"]
         assert {e["run"]: e["status"] for e in entries}[cut] == "interrupted"

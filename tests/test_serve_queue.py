@@ -285,3 +285,24 @@ def test_sigterm_stops_the_run_saving_state_and_leaves_it_resumable(ws, serve):
     assert entry_table(ws, run)["status"] == "interrupted"
     saved = int((ws / "runs" / "t" / "state" / "step.txt").read_text())
     assert saved >= 2
+
+
+def test_restarted_engine_follows_a_worker_that_is_still_training(ws, serve):
+    s = serve(env={"FAKE_TRAIN_STEP_S": "0.05"})
+    s.send("pause_queue")
+    run = s.send("enqueue", config=str(write_config(ws, "o", steps=80)))["run"]
+    nxt = s.send("enqueue", config=str(write_config(ws, "next", steps=3)))["run"]
+    s.send("resume_queue")
+    s.wait_for(lambda e: e["type"] == "step" and e["run"] == run and e["step"] >= 3)
+    os.killpg(s.proc.pid, signal.SIGKILL)  # only the engine dies; its worker trains on
+    s.proc.wait(5)
+    s2 = serve()
+    queue = s2.wait_for(lambda e: e["type"] == "queue")["entries"]
+    assert {e["run"]: e["status"] for e in queue} == {run: "running", nxt: "pending"}
+    # its progress reaches us through events.jsonl, with the run id
+    s2.wait_for(lambda e: e["type"] == "step" and e.get("run") == run and e["step"] > 10)
+    assert s2.finished(run)["status"] == "done"
+    assert s2.finished(nxt)["status"] == "done"
+    starts = [e["run"] for e in s2.of_type("run_started")]
+    assert starts == [nxt]  # nothing was started beside the adopted worker
+    assert entry_table(ws, run)["status"] == "done"

@@ -79,6 +79,8 @@ class Entry:
     total_steps: int = 0
     resume: bool = False
     lora: str = ""
+    pid: int = 0
+    """The worker process of a running entry (lets a restarted engine find a trainer still at work)."""
     adopted: bool = True
     """False for a file a user dropped into queue/ that the engine has not taken in yet."""
     mtime: float = 0.0
@@ -125,6 +127,7 @@ QUEUE_KEYS: dict[str, type] = {
     "total_steps": int,
     "resume": bool,
     "lora": str,
+    "pid": int,
 }
 
 
@@ -399,12 +402,13 @@ class QueueStore:
 
     # --- owner-only operations ----------------------------------------------------------------
 
-    def recover(self) -> list[Entry]:
-        """Entries left `running` by an engine that died become `interrupted` (called with the lock)."""
+    def recover(self, keep: str | None = None) -> list[Entry]:
+        """Entries left `running` by an engine that died become `interrupted` (called with the lock);
+        `keep` is one whose worker is still alive and followed."""
         fixed = []
         with edit_lock(self.folder):
             for e in self.entries():
-                if e.adopted and e.status == protocol.RUNNING:
+                if e.adopted and e.status == protocol.RUNNING and e.run != keep:
                     fixed.append(
                         self._update(
                             e.run,
