@@ -114,7 +114,7 @@ def test_resumed_log_keeps_last_rows_per_step(tmp_path):
 
 def test_fast_and_slow_paths_agree(tmp_path, monkeypatch):
     # Small chunks so the damaged-file path splits, halves and falls back to row-by-row several times.
-    monkeypatch.setattr(runlog, "_CHUNK_LINES", 100)
+    monkeypatch.setattr(runlog, "_CHUNK_BYTES", 3000)
     monkeypatch.setattr(runlog, "_SLOW_LINES", 8)
     make_run(tmp_path, "r", steps=300, seed=3)
     good = read_loss_csv(tmp_path / "runs/r/loss.csv")

@@ -232,10 +232,7 @@ def read_loss_csv(path: str | os.PathLike) -> LossLog:
     ncols = len(header)
     wanted = ["step", "loss"] + [r for r in ("epoch", "lr", "val_loss") if r in roles]
     usecols = [roles[r] for r in wanted]
-    arr = _parse_fast(body, usecols, ncols)
-    skipped, first_skipped = 0, 0
-    if arr is None:
-        arr, skipped, first_skipped = _parse_damaged(body, usecols, ncols, body_first_line)
+    arr, skipped, first_skipped = _parse_body(body, usecols, ncols, body_first_line)
     if tail:
         # A torn last line is the normal state of a log being written: use it only when complete.
         row = _parse_row(tail.decode("utf-8", errors="replace"), usecols, ncols)
@@ -333,17 +330,42 @@ def _parse_row(line: str, usecols: list[int], ncols: int) -> list[float] | None:
     return row
 
 
-_CHUNK_LINES = 65536
+_CHUNK_BYTES = 4 << 20  # ~80k rows of our format per numpy call
 _SLOW_LINES = 64
+
+
+def _parse_body(body: bytes, usecols: list[int], ncols: int, first_line: int) -> tuple[np.ndarray, int, int]:
+    """All data rows -> (array, rows skipped, line of the first skipped row).
+
+    The body goes to numpy in chunks of whole lines, so a damaged row costs re-reading its own chunk
+    (by halves, down to a few lines read row by row), never the whole file.
+    """
+    parts: list[np.ndarray] = []
+    skipped, first_skipped = 0, 0
+    start, line = 0, first_line
+    while start < len(body):
+        end = body.find(b"\n", start + _CHUNK_BYTES)
+        end = len(body) if end < 0 else end + 1
+        chunk = body[start:end]
+        arr = _parse_fast(chunk, usecols, ncols)
+        if arr is None:
+            arr, n_bad, first_bad = _parse_damaged(chunk, usecols, ncols, line)
+            if n_bad and not first_skipped:
+                first_skipped = first_bad
+            skipped += n_bad
+        parts.append(arr)
+        line += chunk.count(b"\n")
+        start = end
+    arr = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.empty((0, len(usecols)))
+    return arr, skipped, first_skipped
 
 
 def _parse_damaged(
     body: bytes, usecols: list[int], ncols: int, first_line: int
 ) -> tuple[np.ndarray, int, int]:
-    """A file with damaged rows: fast-parse it in chunks and halve only the chunks that fail.
+    """A chunk with damaged rows: halve it until the halves parse fast or are small enough to go row by row.
 
-    A few bad rows in a million cost a few extra numpy calls each instead of a row-by-row pass over
-    the whole file (seconds vs. tens of seconds); only slices of at most _SLOW_LINES lines go row by row.
+    A few bad rows cost a few extra numpy calls each instead of a row-by-row pass over the chunk.
     """
     lines = body.split(b"\n")
     if lines and lines[-1] == b"":
@@ -369,8 +391,7 @@ def _parse_damaged(
         if n_bad and not first_skipped:
             first_skipped = first_bad
 
-    for start in range(0, len(lines), _CHUNK_LINES):
-        parse(start, min(start + _CHUNK_LINES, len(lines)))
+    parse(0, len(lines))
     arr = np.concatenate(parts) if parts else np.empty((0, len(usecols)))
     return arr, skipped, first_skipped
 
