@@ -198,3 +198,27 @@ async def test_open_csv_directly_and_exports(tmp_path):
         await pilot.press("enter")
         await wait_until(pilot, lambda: len(screen.selected) == 2)
         assert [x.label for x in smoothed(screen)] == ["traintrain", "more"]
+
+
+async def test_running_run_is_followed_and_header_click_sorts(tmp_path, monkeypatch):
+    monkeypatch.setattr(HistoryScreen, "FOLLOW_INTERVAL", 0.1)
+    live = make_run(tmp_path, "live", steps=100, seed=5, status=None)  # no run_finished, fresh files
+    make_run(tmp_path, "old", steps=300, seed=6, start_time=1_600_000_000)
+    app = logs_app(tmp_path, [live])
+    async with app.run_test(size=SIZE) as pilot:
+        screen = screen_of(app)
+        await wait_until(pilot, lambda: screen.scan_done and screen.selected)
+        assert {s.name: s.status for s in screen.summaries.values()} == {"live": "running", "old": "done"}
+        assert max(smoothed(screen)[0].xs) == 100
+        with open(live / "loss.csv", "a") as fh:
+            fh.writelines(f"{i},2,0.2,0.2,1e-5,,{i * 0.5}\n" for i in range(101, 161))
+        await wait_until(pilot, lambda: smoothed(screen) and max(smoothed(screen)[0].xs) == 160)
+        assert next(s for s in screen.summaries.values() if s.name == "live").steps == 160
+
+        # Clicking the "steps" header sorts by steps (largest first), clicking again reverses.
+        table = screen.query_one("#runs", DataTable)
+        x = sum(col.get_render_width(table) for col in list(table.columns.values())[:4]) + 2
+        await pilot.click("#runs", offset=(x, 0))
+        assert screen.sort_column == "steps" and table_names(screen) == ["old", "live"]
+        await pilot.click("#runs", offset=(x, 0))
+        assert table_names(screen) == ["live", "old"]

@@ -78,6 +78,8 @@ class HistoryScreen(Screen):
     """Runs of a workspace and opened loss CSVs: table, overlay chart, lr chart, diff and exports."""
 
     CSS_PATH = "history.tcss"
+    FOLLOW_INTERVAL = 5.0
+    """Seconds between checks of running runs' logs."""
 
     BINDINGS = [
         Binding(
@@ -89,6 +91,7 @@ class HistoryScreen(Screen):
         Binding("left_square_bracket", "smooth(-1)", "Less smooth", show=False),
         Binding("right_square_bracket", "smooth(1)", "More smooth", show=False),
         Binding("x", "toggle_x", "Steps/epochs"),
+        Binding("g", "toggle_log", "Log y", show=False, tooltip="Logarithmic loss axis"),
         Binding("plus,equals_sign", "zoom(0.5)", "Zoom in"),
         Binding("minus", "zoom(2.0)", "Zoom out", show=False),
         Binding("0", "zoom_reset", "Reset zoom", show=False),
@@ -149,6 +152,7 @@ class HistoryScreen(Screen):
         self.scan_done = False
         self._scanned_once = False
         self._overlay_runs: dict[str, overlay.OverlayRun] = {}
+        self._stamps: dict[str, tuple[int, int] | None] = {}
 
     @staticmethod
     def _key(target: str | os.PathLike) -> str:
@@ -182,6 +186,19 @@ class HistoryScreen(Screen):
         self._update_status()
         self.scan()
         table.focus()
+        self.set_interval(self.FOLLOW_INTERVAL, self._follow_running)
+
+    def _follow_running(self) -> None:
+        """Re-read the logs of running runs whose file changed, so their curves keep growing."""
+        if not self.scan_done:
+            return
+        changed = [
+            self.summaries[k].run_dir or self.summaries[k].csv_path
+            for k, s in self.summaries.items()
+            if s.status == "running" and self._stamps.get(k) != _stamp(s.csv_path)
+        ]
+        if changed:
+            self._read_logs(changed)
 
     # --- reading logs ---------------------------------------------------------------------------------
 
@@ -200,12 +217,23 @@ class HistoryScreen(Screen):
             if key in seen:
                 continue
             seen.add(key)
+            csv_path = resolve_log_path(target)[0]
             log: LossLog | None = None
             try:
-                log = read_loss_csv(resolve_log_path(target)[0])
+                stamp = _stamp(csv_path)
+                log = read_loss_csv(csv_path)
+                summary = summarize_run(target, log=log)
             except LoratuiError:
-                pass  # summarize_run reports the reason in the summary
-            summary = summarize_run(target, log=log)
+                summary = summarize_run(target)  # reports the reason in the summary
+            except Exception as exc:  # noqa: BLE001 - one odd file must not stop the scan of the others
+                log = None
+                summary = RunSummary(
+                    name=Path(target).name,
+                    csv_path=csv_path,
+                    status="error",
+                    error=f"unexpected {type(exc).__name__}: {exc}",
+                )
+            self._stamps[key] = stamp if log is not None else None
             self.post_message(self.RunRead(key, summary, log))
         if final:
             self.post_message(self.ScanFinished(len(seen)))
@@ -475,6 +503,11 @@ class HistoryScreen(Screen):
         self.view.x_axis = overlay.EPOCH if self.view.x_axis == overlay.STEP else overlay.STEP
         self._refresh_charts()
 
+    def action_toggle_log(self) -> None:
+        chart = self.query_one("#loss-chart", LossChart)
+        chart.log_y = not chart.log_y
+        chart.mark_dirty()
+
     def action_zoom(self, factor: float) -> None:
         overlay.zoom(self.view, self.overlay_runs(), factor, centre=self.cursor_step if factor < 1 else None)
         self._refresh_charts()
@@ -588,6 +621,15 @@ class HistoryScreen(Screen):
 
     def on_resize(self) -> None:
         self._refresh_charts()
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(size, mtime) of a file, None when it is missing: tells whether a log changed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _short(value: object, limit: int = 60) -> str:
