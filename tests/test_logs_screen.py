@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -160,6 +161,17 @@ async def test_selecting_a_malformed_log_explains_and_list_still_works(workspace
         table.move_cursor(row=table.get_row_index(keys["beta"]))
         await pilot.press("enter")
         assert [r.name for r in screen.overlay_runs()] == ["garbage", "beta"]
+        assert len(smoothed(screen)) == 2
+
+        # Fix the empty log, delete a run, rescan: the table follows the disk.
+        (workspace / "runs" / "empty" / "loss.csv").write_text("step,loss\n1,0.9\n2,0.8\n")
+        shutil.rmtree(workspace / "runs" / "gamma")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: screen.scan_done)
+        names = {x.name: x for x in screen.summaries.values()}
+        assert "gamma" not in names and "gamma" not in table_names(screen)
+        assert names["empty"].steps == 2 and not names["empty"].error
+        assert "runs/empty" not in str(screen.query_one("#problems", Static).render())
         assert len(smoothed(screen)) == 2
 
 

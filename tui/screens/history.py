@@ -206,6 +206,16 @@ class HistoryScreen(Screen):
         """(Re)read every run of the workspace plus the extra paths, in a thread."""
         targets: list[Path] = list(discover_runs(self.workspace)) if self.scan_workspace else []
         targets += self.extra
+        # Runs deleted since the last scan leave the table and the chart.
+        keep = {self._key(t) for t in targets}
+        for key in [k for k in self.summaries if k not in keep]:
+            self.summaries.pop(key)
+            self.logs.pop(key, None)
+            if key in self.selected:
+                self.selected.remove(key)
+        if self.is_mounted:
+            self._rebuild_table()
+            self._refresh_charts()
         self.scan_done = False
         self._read_logs(targets, final=True)
 
@@ -250,6 +260,7 @@ class HistoryScreen(Screen):
             self._show_error(message.summary)
             self._preselect.discard(message.key)
         self._rebuild_table()
+        self._update_problems()
         if message.key in self.selected:
             self._refresh_charts()
 
