@@ -1,5 +1,5 @@
 """LoRA adapters: kohya/diffusers export loads in diffusers' own loader and reproduces the engine's
-adapted model; key names, alphas, metadata; import back (init_from / resume); unsupported settings."""
+adapted model; key names, alphas, metadata; import back (init_from / resume); invalid settings."""
 
 from __future__ import annotations
 
@@ -223,10 +223,17 @@ def test_rank_mismatch_and_foreign_file(trained, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "change", [{"type": "loha"}, {"dora": True}, {"element": "cross_attention"}, {"blocks": ["IN04"]}]
+    "change, where",
+    [
+        ({"type": "oft"}, "network.type"),
+        ({"type": "loha", "dora": True}, "network.dora"),
+        ({"element": "feed_forward"}, "network.element"),
+        ({"blocks": ["IN99"]}, "network.blocks"),
+        ({"rank": 0}, "network.rank"),
+    ],
 )
-def test_unsupported_network_settings(change, trained):
+def test_invalid_network_settings(change, where, trained):
     base = trained[2]  # settings are checked before anything is injected
     with pytest.raises(LoratuiError) as err:
         attach_lora(base, net_cfg(**change), train_text_encoder=False, dtype=torch.float32)
-    assert "not supported yet" in err.value.message
+    assert err.value.where == where and err.value.message

@@ -18,6 +18,9 @@ import torch
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_bytes
 
+# Keys that mark a file as holding adapters: LoRA/LoCon (kohya, diffusers), LoHa, LoKr.
+_ADAPTER_KEYS = (".lora_down.weight", ".lora_A.weight", ".hada_w1_a", ".lokr_w1", ".lokr_w1_a")
+
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -98,10 +101,10 @@ def load_lora_file(path: str | os.PathLike, *, where: str = "network.init_from")
             hint="LoRA files must be .safetensors",
             where=where,
         ) from exc
-    if not any(k.endswith((".lora_down.weight", ".lora_A.weight")) for k in sd):
+    if not any(k.endswith(_ADAPTER_KEYS) for k in sd):
         raise LoratuiError(
-            f"{p} holds no LoRA weights (no lora_down / lora_A keys)",
-            hint="LoHa/LoKr files and full checkpoints cannot be used here",
+            f"{p} holds no LoRA weights (no lora_down / lora_A / hada_w1_a / lokr_w1 keys)",
+            hint="full checkpoints and embeddings cannot be used here",
             where=where,
         )
     return sd, metadata
@@ -116,5 +119,6 @@ def steps_from_metadata(metadata: dict[str, str]) -> int:
 
 
 def file_format(sd: dict) -> str:
-    """ "kohya" or "diffusers" for a LoRA state dict."""
-    return "kohya" if any(k.endswith(".lora_down.weight") for k in sd) else "diffusers"
+    """ "kohya" or "diffusers" for a LoRA state dict (LoHa/LoKr files are kohya/LyCORIS layout)."""
+    kohya = (".lora_down.weight", ".hada_w1_a", ".lokr_w1", ".lokr_w1_a")
+    return "kohya" if any(k.endswith(kohya) for k in sd) else "diffusers"

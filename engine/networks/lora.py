@@ -1,39 +1,52 @@
-"""peft LoRA adapters on a `BaseModel`, with kohya-named export and import.
+"""peft adapters (LoRA/LoCon, DoRA, LoHa, LoKr) on a `BaseModel`, with kohya-named export and import.
 
-`attach_lora` injects peft LoRA layers (adapter "default") into the UNet and, optionally, the text
+`attach_lora` injects peft layers (adapter "default") into the UNet and, optionally, the text
 encoders. `LoraNetwork` knows, for every adapted module, its kohya key (what ComfyUI, A1111 and
 diffusers load) and its diffusers/peft key, so export never goes through diffusers'
 `convert_state_dict_to_kohya` (it writes alpha = rank and names diffusers itself refuses).
 
 Key rules (formats.md §0): SD1.5/SD2 UNet = `lora_unet_` + diffusers path; SDXL UNet = `lora_unet_` +
 LDM path; text encoders `lora_te_` (one encoder) or `lora_te1_`/`lora_te2_`, always with the
-`text_model_` level. Each module writes `.lora_down.weight` (lora_A), `.lora_up.weight` (lora_B) and
-`.alpha` = scaling x rank.
+`text_model_` level. The tensors each module writes depend on the network type (engine.networks.lycoris):
+LoRA/LoCon `.lora_down.weight`, `.lora_up.weight`, `.alpha` (+ `.dora_scale`), LoHa `.hada_*`, LoKr
+`.lokr_*`. 3x3 convs (locon/loha/lokr) get conv_rank/conv_alpha through peft's rank/alpha patterns.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 
 from engine.errors import LoratuiError
 from engine.models.ldm_names import LdmNameMap, kohya_flat
-from engine.networks.targets import check_supported, text_encoder_targets, unet_targets
+from engine.networks import lycoris
+from engine.networks.blocks import BASE, BlockMap
+from engine.networks.targets import (
+    blocks_of,
+    check_supported,
+    is_conv_kxk,
+    network_type,
+    text_encoder_targets,
+    unet_targets,
+)
 
 ADAPTER = "default"
+_PEFT_KIND = {"lora": "lora", "locon": "lora", "loha": "loha", "lokr": "lokr"}
 
 
 @dataclass
 class AdaptedModule:
-    """One LoRA-adapted module: where it lives and how it is named in files."""
+    """One adapted module: where it lives and how it is named in files."""
 
     component: str  # "unet" | "text_encoder" | "text_encoder_2"
     name: str  # module path inside its component
-    module: torch.nn.Module  # the peft LoraLayer
+    module: torch.nn.Module  # the peft layer (LoraLayer / LoHaLayer / LoKrLayer)
     kohya_key: str  # e.g. lora_unet_down_blocks_0_..._to_q
     diffusers_key: str  # e.g. unet.down_blocks.0....to_q
     aliases: tuple[str, ...] = ()  # other kohya spellings accepted on import
+    kind: str = "lora"  # peft adapter kind: "lora" (also LoCon / DoRA) | "loha" | "lokr"
 
     @property
     def down(self) -> torch.nn.Module:
@@ -51,9 +64,12 @@ class AdaptedModule:
     def scaling(self) -> float:
         return float(self.module.scaling[ADAPTER])
 
+    def tensors(self) -> dict[str, torch.nn.Parameter]:
+        """The trainable tensors by name (down/up/magnitude, hada_*, lokr_*)."""
+        return lycoris.adapter_params(self.module, self.kind)
+
     def parameters(self):
-        yield from self.down.parameters()
-        yield from self.up.parameters()
+        yield from self.tensors().values()
 
 
 def _te_path(name: str) -> str:
@@ -61,21 +77,65 @@ def _te_path(name: str) -> str:
     return name if name.startswith("text_model.") else "text_model." + name
 
 
-def _inject(model: torch.nn.Module, targets: list[str], net_cfg, dtype: torch.dtype) -> None:
-    from peft import LoraConfig, inject_adapter_in_model
+def _conv_rank_alpha(net_cfg) -> tuple[int, float]:
+    rank = int(getattr(net_cfg, "conv_rank", 0) or 0) or int(net_cfg.rank)
+    alpha = float(getattr(net_cfg, "conv_alpha", 0) or 0) or float(net_cfg.alpha)
+    return rank, alpha
 
-    config = LoraConfig(
-        r=int(net_cfg.rank),
-        lora_alpha=float(net_cfg.alpha),
-        lora_dropout=float(getattr(net_cfg, "dropout", 0.0) or 0.0),
+
+def _peft_config(net_cfg, targets: list[str], conv_names: list[str]):
+    """The peft config for this network type; 3x3 convs get conv_rank/conv_alpha via patterns."""
+    kind = network_type(net_cfg)
+    rank, alpha = int(net_cfg.rank), float(net_cfg.alpha)
+    conv_rank, conv_alpha = _conv_rank_alpha(net_cfg)
+    rank_pattern, alpha_pattern = {}, {}
+    if conv_names and (conv_rank, conv_alpha) != (rank, alpha):
+        # One alternation regex: peft fullmatches "(.*\.)?(<key>)$" against each module name.
+        key = "|".join(re.escape(n) for n in conv_names)
+        rank_pattern[key], alpha_pattern[key] = conv_rank, conv_alpha
+    dropout = float(getattr(net_cfg, "dropout", 0.0) or 0.0)
+    if kind in ("lora", "locon"):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=targets,
+            rank_pattern=rank_pattern,
+            alpha_pattern=alpha_pattern,
+            use_dora=bool(getattr(net_cfg, "dora", False)),
+            init_lora_weights=True,  # kaiming-uniform down, zero up: same start as kohya
+        )
+    common = dict(
+        r=rank,
+        alpha=alpha,
+        rank_dropout=dropout,  # LyCORIS-style dropout over the rank dimension, training only
         target_modules=targets,
-        init_lora_weights=True,  # kaiming-uniform down, zero up: same start as kohya
+        rank_pattern=rank_pattern,
+        alpha_pattern=alpha_pattern,
+        use_effective_conv2d=False,  # no Tucker form: ComfyUI can skip Tucker LoKr layers (formats.md §8)
+        init_weights=True,  # one factor zero: the adapter starts as a no-op
     )
-    inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    if kind == "loha":
+        from peft import LoHaConfig
+
+        return LoHaConfig(**common)
+    from peft import LoKrConfig
+
+    return LoKrConfig(**common)
+
+
+def _inject(model: torch.nn.Module, targets: list[str], net_cfg, dtype: torch.dtype) -> None:
+    from peft import inject_adapter_in_model
+
+    lookup = dict(model.named_modules())
+    conv_names = [n for n in targets if is_conv_kxk(lookup[n])]
+    inject_adapter_in_model(_peft_config(net_cfg, targets, conv_names), model, adapter_name=ADAPTER)
 
 
 class LoraNetwork:
-    """The trainable LoRA adapters attached to a base model."""
+    """The trainable adapters (LoRA, LoCon, DoRA, LoHa or LoKr) attached to a base model."""
 
     def __init__(self, base, modules: list[AdaptedModule], net_cfg, train_text_encoder: bool, dtype) -> None:
         self.base = base
@@ -85,11 +145,17 @@ class LoraNetwork:
         self.dtype = dtype
         self.rank = int(net_cfg.rank)
         self.alpha = float(net_cfg.alpha)
-        self.network_type = "lora"
+        self.conv_rank, self.conv_alpha = _conv_rank_alpha(net_cfg)
+        self.network_type = network_type(net_cfg)  # lora | locon | loha | lokr
+        self.dora = bool(getattr(net_cfg, "dora", False))
 
     @property
     def num_modules(self) -> int:
         return len(self.modules)
+
+    @property
+    def has_conv(self) -> bool:
+        return self.network_type != "lora"
 
     def unet_modules(self) -> list[AdaptedModule]:
         return [m for m in self.modules if m.component == "unet"]
@@ -115,17 +181,21 @@ class LoraNetwork:
     def train(self, mode: bool = True) -> None:
         """Dropout on/off in the adapters (the frozen base stays in eval mode)."""
         for m in self.modules:
-            for d in m.module.lora_dropout.values():
-                d.train(mode)
+            if m.kind == "lora":
+                for d in m.module.lora_dropout.values():
+                    d.train(mode)
+            else:
+                # LoHa/LoKr apply rank dropout when the layer itself is in training mode; setting the
+                # flag without recursing keeps the wrapped base layer as it is.
+                m.module.training = mode
 
     # ---- export -------------------------------------------------------------------------------
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
-        """kohya-format tensors (detached, adapter dtype; alpha float32 0-dim)."""
+        """kohya/LyCORIS-format tensors (detached, adapter dtype; alpha float32 0-dim)."""
         sd: dict[str, torch.Tensor] = {}
         for m in self.modules:
-            sd[f"{m.kohya_key}.lora_down.weight"] = m.down.weight.detach()
-            sd[f"{m.kohya_key}.lora_up.weight"] = m.up.weight.detach()
-            sd[f"{m.kohya_key}.alpha"] = torch.tensor(m.scaling * m.rank, dtype=torch.float32)
+            for suffix, value in lycoris.export_module(m.module, m.kind, m.rank, m.scaling).items():
+                sd[f"{m.kohya_key}.{suffix}"] = value
         return sd
 
     def diffusers_state_dict(self) -> dict[str, torch.Tensor]:
@@ -134,6 +204,18 @@ class LoraNetwork:
         The format has no per-module alpha (diffusers then assumes alpha = rank), so the scaling is
         baked into lora_B: the loaded model computes exactly what this network computes.
         """
+        if self.network_type in ("loha", "lokr"):
+            raise LoratuiError(
+                f"diffusers cannot load {self.network_type} networks",
+                hint='use save.format = "kohya" (ComfyUI and A1111 load it)',
+                where="save.format",
+            )
+        if self.dora:
+            raise LoratuiError(
+                "DoRA networks are saved in the kohya format only (diffusers drops the DoRA magnitude)",
+                hint='use save.format = "kohya"',
+                where="save.format",
+            )
         sd: dict[str, torch.Tensor] = {}
         for m in self.modules:
             sd[f"{m.diffusers_key}.lora_A.weight"] = m.down.weight.detach()
@@ -142,9 +224,9 @@ class LoraNetwork:
 
     # ---- import -------------------------------------------------------------------------------
     def load_kohya_state_dict(self, sd: dict[str, torch.Tensor], *, where: str = "network.init_from") -> dict:
-        """Load a kohya- or diffusers-format LoRA state dict into these adapters.
+        """Load a kohya/LyCORIS- or diffusers-format state dict into these adapters.
 
-        The file's alpha/rank scale is kept exactly: lora_up is rescaled to this network's alpha.
+        The file's alpha/rank scale is kept exactly: the first factor is rescaled to this network's alpha.
         Returns {"loaded": n, "missing": [kohya keys not in the file], "unexpected": [file keys unused]}.
         """
         by_key: dict[str, AdaptedModule] = {}
@@ -159,46 +241,35 @@ class LoraNetwork:
 
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in sd.items():
-            for suffix, part in (
-                (".lora_down.weight", "down"),
-                (".lora_up.weight", "up"),
-                (".alpha", "alpha"),
-                (".lora_A.weight", "down"),
-                (".lora_B.weight", "up"),
-            ):
+            for suffix, part in lycoris.SUFFIXES:
                 if key.endswith(suffix):
-                    stem = key[: -len(suffix)]
-                    if suffix.startswith(".lora_A") or suffix.startswith(".lora_B"):
-                        stem = "diffusers:" + stem
-                    groups.setdefault(stem, {})[part] = value
+                    groups.setdefault(key[: -len(suffix)], {})[part] = value
                     break
             else:
-                groups.setdefault(key, {})["other"] = value
+                for suffix, part in lycoris.DIFFUSERS_SUFFIXES:
+                    if key.endswith(suffix):
+                        groups.setdefault("diffusers:" + key[: -len(suffix)], {})[part] = value
+                        break
+                else:
+                    groups.setdefault(key, {})["other"] = value
 
         loaded: set[int] = set()
         unexpected: list[str] = []
         for stem, parts in groups.items():
             m = by_key.get(stem)
-            if m is None or "down" not in parts or "up" not in parts:
+            if m is None or lycoris.file_kind(parts) == "unknown":
                 unexpected.append(stem.removeprefix("diffusers:"))
                 continue
-            down, up = parts["down"], parts["up"]
-            if tuple(down.shape) != tuple(m.down.weight.shape) or tuple(up.shape) != tuple(m.up.weight.shape):
-                raise LoratuiError(
-                    f"LoRA file does not fit this network at {m.kohya_key}: "
-                    f"file rank {down.shape[0]}, network rank {m.rank}",
-                    hint="set network.rank (and the base model) to what the file was trained with",
-                    where=where,
-                )
-            rank = down.shape[0]
-            if stem.startswith("diffusers:"):
-                file_scale = 1.0  # diffusers format: alpha = rank (our writer bakes the scale into lora_B)
-            else:
-                alpha = parts.get("alpha")
-                file_scale = (float(alpha) / rank) if alpha is not None else 1.0
-            with torch.no_grad():
-                m.down.weight.copy_(down.to(m.down.weight.dtype))
-                m.up.weight.copy_((up.float() * (file_scale / m.scaling)).to(m.up.weight.dtype))
+            unused = lycoris.import_module(
+                m.module,
+                m.kind,
+                m.scaling,
+                m.kohya_key,
+                parts,
+                from_diffusers=stem.startswith("diffusers:"),
+                where=where,
+            )
+            unexpected += [f"{stem.removeprefix('diffusers:')}.{u}" for u in unused]
             loaded.add(id(m))
         if not loaded:
             raise LoratuiError(
@@ -210,16 +281,47 @@ class LoraNetwork:
         return {"loaded": len(loaded), "missing": missing, "unexpected": unexpected}
 
 
+def _check_text_encoder_blocks(net_cfg, train_text_encoder: bool, chosen: set[str]) -> None:
+    if not chosen:
+        return
+    if train_text_encoder and BASE not in chosen:
+        raise LoratuiError(
+            'network.train_text_encoder is true but network.blocks does not list "BASE" (the text encoder)',
+            hint='add "BASE" to network.blocks, or set network.train_text_encoder = false',
+            where="network.blocks",
+        )
+    if BASE in chosen and not train_text_encoder:
+        raise LoratuiError(
+            'network.blocks lists "BASE" (the text encoder) but network.train_text_encoder is false',
+            hint='set network.train_text_encoder = true, or remove "BASE" from network.blocks',
+            where="network.blocks",
+        )
+
+
 def attach_lora(
     base, net_cfg, *, train_text_encoder: bool, dtype: torch.dtype = torch.float32
 ) -> LoraNetwork:
-    """Inject LoRA adapters (kohya's default targets) into base.unet (and the text encoders)."""
+    """Inject adapters of net_cfg.type (lora | locon | loha | lokr) into base.unet (and the text encoders).
+
+    Targets follow kohya (engine.networks.targets), filtered by net_cfg.element and net_cfg.blocks.
+    """
     check_supported(net_cfg)
+    kind = _PEFT_KIND[network_type(net_cfg)]
     modules: list[AdaptedModule] = []
 
     unet = base.unet
-    names = unet_targets(unet, net_cfg)
-    _inject(unet, names, net_cfg, dtype)
+    block_map = BlockMap(unet)
+    chosen = block_map.parse(blocks_of(net_cfg))  # errors before anything is injected
+    _check_text_encoder_blocks(net_cfg, train_text_encoder, chosen)
+    names = unet_targets(unet, net_cfg, block_map)
+    if not names and not (train_text_encoder and (not chosen or BASE in chosen)):
+        raise LoratuiError(
+            "network.element / network.blocks select no layer of this model",
+            hint="valid block ids: " + ", ".join(block_map.valid) + "; or use network.blocks = []",
+            where="network.blocks",
+        )
+    if names:
+        _inject(unet, names, net_cfg, dtype)
     ldm = LdmNameMap(unet) if base.family == "sdxl" else None
     lookup = dict(unet.named_modules())
     for name in names:
@@ -229,7 +331,7 @@ def attach_lora(
             aliases = (diffusers_flat,)
         else:
             key, aliases = diffusers_flat, ()
-        modules.append(AdaptedModule("unet", name, lookup[name], key, "unet." + name, aliases))
+        modules.append(AdaptedModule("unet", name, lookup[name], key, "unet." + name, aliases, kind))
 
     if train_text_encoder:
         encoders = base.text_encoders
@@ -246,13 +348,14 @@ def attach_lora(
                     aliases.append("lora_te1_" + kohya_flat(_te_path(name)))
                 aliases.append(prefix + kohya_flat(name))  # without text_model_
                 modules.append(
-                    AdaptedModule(component, name, lookup[name], key, f"{component}.{name}", tuple(aliases))
+                    AdaptedModule(
+                        component, name, lookup[name], key, f"{component}.{name}", tuple(aliases), kind
+                    )
                 )
 
     for m in modules:
         # peft may create adapters in the base weight's dtype; the adapters train in `dtype`.
-        m.down.to(dtype=dtype)
-        m.up.to(dtype=dtype)
         for p in m.parameters():
+            p.data = p.data.to(dtype)
             p.requires_grad_(True)
     return LoraNetwork(base, modules, net_cfg, train_text_encoder, dtype)

@@ -41,6 +41,35 @@ def _s(value) -> str:
     return str(value)
 
 
+def network_module_metadata(network) -> dict[str, str]:
+    """`ss_network_module` / `ss_network_args` as sd-scripts writes them, plus loratui's own markers.
+
+    Plain LoRA and LoCon (sd-scripts' LoRA-C3Lier: `conv_dim`/`conv_alpha`) are `networks.lora`;
+    LoHa, LoKr and DoRA are LyCORIS networks (`lycoris.kohya` with `algo`, and `dora_wd` for DoRA),
+    which tells readers (and people) that diffusers will not load them as written.
+    """
+    kind = getattr(network, "network_type", "lora")
+    dora = bool(getattr(network, "dora", False))
+    args: dict[str, str] = {}
+    if kind != "lora":
+        args["conv_dim"] = _s(network.conv_rank)
+        args["conv_alpha"] = _s(float(network.conv_alpha))
+    if kind in ("loha", "lokr") or dora:
+        module = "lycoris.kohya"
+        args = {"algo": "lora" if kind == "lora" else kind, **args}
+        if dora:
+            args["dora_wd"] = "True"
+            args["wd_on_out"] = "True"  # dora_scale holds one magnitude per output row
+    else:
+        module = "networks.lora"
+    return {
+        "ss_network_module": module,
+        "ss_network_args": json.dumps(args),
+        "loratui_network_type": kind,
+        "loratui_dora": "true" if dora else "false",
+    }
+
+
 def _resolved_toml(cfg) -> str:
     try:
         from engine.config import dump_resolved
@@ -95,11 +124,10 @@ def kohya_metadata(
         "ss_gradient_accumulation_steps": _s(train.grad_accum),
         "ss_lr_warmup_steps": _s(train.warmup_steps),
         "ss_lr_scheduler": _s(train.scheduler),
-        "ss_network_module": "networks.lora",
+        **network_module_metadata(network),
         "ss_network_dim": _s(network.rank),
         "ss_network_alpha": _s(float(network.alpha)),
         "ss_network_dropout": _s(net.dropout),
-        "ss_network_args": json.dumps({}),
         "ss_network_train_unet_only": _s(not network.train_text_encoder),
         "ss_network_train_text_encoder_only": "False",
         "ss_mixed_precision": _s(train.precision),

@@ -6,7 +6,13 @@ text encoders' attention and MLP blocks (q/k/v/out_proj, fc1, fc2). That gives 1
 SD1.5 and 722 on SDXL. Selecting by the *container class* (like kohya) instead of by leaf names keeps
 the count identical to kohya's on any UNet size.
 
-`element`/`blocks` selection and conv targets (locon/loha/lokr) plug in here later.
+locon / loha / lokr add kohya's conv containers (`ResnetBlock2D`, `Downsample2D`, `Upsample2D`, what
+sd-scripts' LoRA-C3Lier and LyCORIS target): resnet conv1/conv2 and the sampler convs (3x3, they get
+conv_rank/conv_alpha), time_emb_proj and the 1x1 conv_shortcut (rank/alpha).
+
+`element` keeps only attn1 (self_attention) or attn2 (cross_attention) projections of the UNet, like
+sd-webui-traintrain; `blocks` keeps the UNet modules of the listed kohya block ids (engine.networks.
+blocks) and, with "BASE", the text encoders.
 """
 
 from __future__ import annotations
@@ -16,39 +22,61 @@ import torch
 from engine.errors import LoratuiError
 
 UNET_CONTAINERS = ("Transformer2DModel",)
+UNET_CONV_CONTAINERS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 TEXT_CONTAINERS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
 _LEAF_TYPES = (torch.nn.Linear, torch.nn.Conv2d)
 
+NETWORK_TYPES = ("lora", "locon", "loha", "lokr")
+ELEMENTS = ("full", "cross_attention", "self_attention")
+
+
+def network_type(net_cfg) -> str:
+    return str(getattr(net_cfg, "type", "lora") or "lora").lower()
+
+
+def element_of(net_cfg) -> str:
+    return str(getattr(net_cfg, "element", "full") or "full").lower()
+
+
+def blocks_of(net_cfg) -> list:
+    return list(getattr(net_cfg, "blocks", []) or [])
+
 
 def check_supported(net_cfg) -> None:
-    """Raise a clear error for [network] settings this version cannot train yet."""
-    kind = (getattr(net_cfg, "type", "lora") or "lora").lower()
-    if kind != "lora":
+    """Raise a clear error for [network] settings that cannot be trained."""
+    kind = network_type(net_cfg)
+    if kind not in NETWORK_TYPES:
         raise LoratuiError(
-            f"network.type = {kind!r} is not supported yet",
-            hint='use network.type = "lora"',
+            f"network.type = {kind!r} is not a known network type",
+            hint="use one of: " + ", ".join(NETWORK_TYPES),
             where="network.type",
         )
-    if getattr(net_cfg, "dora", False):
+    if getattr(net_cfg, "dora", False) and kind not in ("lora", "locon"):
         raise LoratuiError(
-            "network.dora = true is not supported yet", hint="set network.dora = false", where="network.dora"
+            f"network.dora = true works with lora and locon only, not {kind}",
+            hint='set network.dora = false or network.type = "lora" / "locon"',
+            where="network.dora",
         )
-    element = getattr(net_cfg, "element", "full") or "full"
-    if element != "full":
+    element = element_of(net_cfg)
+    if element not in ELEMENTS:
         raise LoratuiError(
-            f"network.element = {element!r} is not supported yet",
-            hint='use network.element = "full"',
+            f"network.element = {element!r} is not known",
+            hint="use one of: " + ", ".join(ELEMENTS),
             where="network.element",
-        )
-    if list(getattr(net_cfg, "blocks", []) or []):
-        raise LoratuiError(
-            "network.blocks (block selection) is not supported yet",
-            hint="use network.blocks = []",
-            where="network.blocks",
         )
     rank = int(getattr(net_cfg, "rank", 16))
     if rank < 1:
         raise LoratuiError(f"network.rank must be >= 1, got {rank}", where="network.rank")
+    conv_rank = int(getattr(net_cfg, "conv_rank", 0) or 0)
+    if conv_rank < 0:
+        raise LoratuiError(
+            f"network.conv_rank must be >= 0 (0 = use rank), got {conv_rank}", where="network.conv_rank"
+        )
+
+
+def is_conv_kxk(module: torch.nn.Module) -> bool:
+    """A Conv2d with a kernel larger than 1x1 (gets conv_rank / conv_alpha)."""
+    return isinstance(module, torch.nn.Conv2d) and tuple(module.kernel_size) != (1, 1)
 
 
 def _targets_in(model: torch.nn.Module, containers: tuple[str, ...]) -> list[str]:
@@ -66,9 +94,27 @@ def _targets_in(model: torch.nn.Module, containers: tuple[str, ...]) -> list[str
     return found
 
 
-def unet_targets(unet: torch.nn.Module, net_cfg) -> list[str]:
-    """Full module names in the UNet that get an adapter."""
-    return _targets_in(unet, UNET_CONTAINERS)
+def unet_targets(unet: torch.nn.Module, net_cfg, block_map=None) -> list[str]:
+    """Full module names in the UNet that get an adapter (net_cfg None = plain LoRA, everything).
+
+    `block_map` (engine.networks.blocks.BlockMap) is needed when net_cfg.blocks is not empty.
+    """
+    kind = network_type(net_cfg) if net_cfg is not None else "lora"
+    containers = UNET_CONTAINERS + (UNET_CONV_CONTAINERS if kind != "lora" else ())
+    names = _targets_in(unet, containers)
+    element = element_of(net_cfg) if net_cfg is not None else "full"
+    if element != "full":
+        part = ".attn2." if element == "cross_attention" else ".attn1."
+        names = [n for n in names if part in f".{n}."]
+    blocks = blocks_of(net_cfg) if net_cfg is not None else []
+    if blocks:
+        if block_map is None:
+            from engine.networks.blocks import BlockMap
+
+            block_map = BlockMap(unet)
+        chosen = block_map.parse(blocks)
+        names = [n for n in names if block_map.block_of(n) in chosen]
+    return names
 
 
 def text_encoder_targets(encoder: torch.nn.Module, net_cfg) -> list[str]:
