@@ -146,7 +146,8 @@ def import_module(
             params["up"].copy_((up.float() * (file_scale / scaling)).to(params["up"].dtype))
             if "dora_scale" in parts:
                 if "magnitude" in params and parts["dora_scale"].numel() == params["magnitude"].numel():
-                    params["magnitude"].copy_(parts["dora_scale"].reshape(-1).to(params["magnitude"].dtype))
+                    mag = params["magnitude"]  # peft: [out] for Linear, [1, out, 1, 1] for Conv2d
+                    mag.copy_(parts["dora_scale"].reshape(mag.shape).to(mag.dtype))
                 else:
                     unused.append("dora_scale")
             unused += [p for p in parts if p not in ("down", "up", "alpha", "dora_scale")]
