@@ -177,3 +177,24 @@ async def test_panel_mounted_late_shows_the_kept_queue():
     async with app.run_test() as pilot:
         await pilot.pause()
         assert cells(app) == [["1", "kept", "sdxl / sd_xl_base_1.0.safetensors", "done", "0%", "-"]]
+
+
+class _State:
+    def __init__(self, step: int, total: int, eta: float) -> None:
+        self.step, self.total_steps, self.eta_seconds = step, total, eta
+
+
+async def test_sync_from_app_state():
+    app = Host()
+    async with app.run_test() as pilot:
+        panel = app.query_one(QueuePanel)
+        entries = [entry("a", "a", "running"), entry("b", "b", position=2)]
+        panel.sync(entries, {"a": _State(5, 20, 61.0)})
+        await pilot.pause()
+        assert cells(app)[0][3:] == ["running", "25% 5/20", "1m01s"]
+        panel.sync(entries, {"a": _State(10, 20, 30.0)})
+        await pilot.pause()
+        assert cells(app)[0][4:] == ["50% 10/20", "30s"]
+        panel.sync([entry("a", "a", "done", progress=1.0, step=20, total_steps=20)], {})
+        await pilot.pause()
+        assert cells(app) == [["1", "a", "sdxl / sd_xl_base_1.0.safetensors", "done", "100% 20/20", "-"]]

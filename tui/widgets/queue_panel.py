@@ -119,12 +119,11 @@ class QueuePanel(Vertical):
         self.entries: list[dict[str, Any]] = []
         self.paused = False
         self._eta: dict[str, Any] = {}
+        self._synced: list[dict[str, Any]] | None = None
 
     def on_mount(self) -> None:
         # A panel mounted after the engine's last `queue` event starts from what the app has kept.
-        entries = getattr(self.app, "queue_entries", None)
-        if entries and not self.entries:
-            self.show_queue(list(entries))
+        self.sync(getattr(self.app, "queue_entries", None), getattr(self.app, "runs", None))
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Queue: empty"), id="queue-title")
@@ -149,6 +148,27 @@ class QueuePanel(Vertical):
             self._step(event)
         elif kind == "run_finished":
             self._set_fields(str(event.get("run")), status=event.get("status"))
+
+    def sync(self, entries: list[dict[str, Any]] | None, runs: dict[str, Any] | None = None) -> None:
+        """Catch up with what the app keeps: its latest queue list (replaced on every `queue` event)
+        and its live run states (objects with step, total_steps, eta_seconds), cheap when unchanged."""
+        if entries is not None and entries is not self._synced:
+            self._synced = entries
+            self.show_queue(list(entries))
+        for entry in self.entries:
+            state = (runs or {}).get(entry["run"])
+            if entry.get("status") != "running" or state is None:
+                continue
+            step, total = getattr(state, "step", None), getattr(state, "total_steps", None)
+            if isinstance(step, int) and step != entry.get("step"):
+                self._step(
+                    {
+                        "run": entry["run"],
+                        "step": step,
+                        "total_steps": total,
+                        "eta_seconds": state.eta_seconds,
+                    }
+                )
 
     def show_queue(self, entries: list[dict[str, Any]]) -> None:
         """Show a whole-queue snapshot, keeping the cursor on the same run."""
