@@ -221,10 +221,14 @@ def test_lycoris_metadata_and_no_diffusers_format(folders, kind, tmp_path):
     args = json.loads(meta["ss_network_args"])
     assert args["algo"] == kind and args["conv_dim"] == "2" and args["conv_alpha"] == "1.0"
     assert meta["loratui_network_type"] == kind and meta["loratui_dora"] == "false"
-    with pytest.raises(LoratuiError) as err:
-        save_lora(network, tmp_path / "d.safetensors", metadata={}, fmt="diffusers")
+    with pytest.raises(LoratuiError) as err:  # checked before training...
+        network.check_save_format("diffusers")
     assert err.value.where == "save.format"
-    assert not list(tmp_path.iterdir())
+    network.check_save_format("kohya")
+    # ...and a save never loses the network: it falls back to the kohya/LyCORIS layout
+    path = save_lora(network, tmp_path / "d.safetensors", metadata={}, fmt="diffusers", precision="fp32")
+    sd, _ = load_lora_file(path)
+    assert set(sd) == set(network.kohya_state_dict())
 
 
 def test_locon_metadata_is_kohya_c3lier(folders):

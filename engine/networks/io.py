@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import torch
 
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 # Keys that mark a file as holding adapters: LoRA/LoCon (kohya, diffusers), LoHa, LoKr.
 _ADAPTER_KEYS = (".lora_down.weight", ".lora_A.weight", ".hada_w1_a", ".lokr_w1", ".lokr_w1_a")
@@ -62,6 +65,11 @@ def save_lora(
             hint="use fp16, bf16 or fp32",
             where="save.precision",
         )
+    problem = network.save_format_problem(fmt) if hasattr(network, "save_format_problem") else None
+    if problem:
+        # Never lose a trained network over the layout: write kohya (ComfyUI/A1111 load it) instead.
+        log.warning("%s: saving %s in the kohya layout instead", problem, Path(path).name)
+        fmt = "kohya"
     if fmt == "kohya":
         sd = network.kohya_state_dict()
     elif fmt == "diffusers":

@@ -198,24 +198,31 @@ class LoraNetwork:
                 sd[f"{m.kohya_key}.{suffix}"] = value
         return sd
 
+    def save_format_problem(self, fmt: str) -> str | None:
+        """Why this network cannot be written in `fmt` ("kohya" | "diffusers"), None when it can."""
+        if fmt != "diffusers":
+            return None
+        if self.network_type in ("loha", "lokr"):
+            return f"diffusers cannot load {self.network_type} networks"
+        if self.dora:
+            return "DoRA networks are saved in the kohya format only (diffusers drops the DoRA magnitude)"
+        return None
+
+    def check_save_format(self, fmt: str) -> None:
+        """Raise a LoratuiError (where="save.format") before training when `fmt` cannot hold this network."""
+        problem = self.save_format_problem(fmt)
+        if problem:
+            raise LoratuiError(
+                problem, hint='use save.format = "kohya" (ComfyUI and A1111 load it)', where="save.format"
+            )
+
     def diffusers_state_dict(self) -> dict[str, torch.Tensor]:
         """peft-style keys (`unet.<path>.lora_A.weight`) as diffusers' load_lora_weights reads them.
 
         The format has no per-module alpha (diffusers then assumes alpha = rank), so the scaling is
         baked into lora_B: the loaded model computes exactly what this network computes.
         """
-        if self.network_type in ("loha", "lokr"):
-            raise LoratuiError(
-                f"diffusers cannot load {self.network_type} networks",
-                hint='use save.format = "kohya" (ComfyUI and A1111 load it)',
-                where="save.format",
-            )
-        if self.dora:
-            raise LoratuiError(
-                "DoRA networks are saved in the kohya format only (diffusers drops the DoRA magnitude)",
-                hint='use save.format = "kohya"',
-                where="save.format",
-            )
+        self.check_save_format("diffusers")
         sd: dict[str, torch.Tensor] = {}
         for m in self.modules:
             sd[f"{m.diffusers_key}.lora_A.weight"] = m.down.weight.detach()
