@@ -69,3 +69,17 @@ def test_full_size_sdxl_ldm_names():
     # every SDXL LoRA target maps to a unique LDM name
     targets = unet_targets(_unet(SDXL), None)
     assert len({names.to_ldm(t) for t in targets}) == 722
+
+
+def test_full_size_locon_and_element_counts():
+    from types import SimpleNamespace
+
+    def cfg(**kw):
+        return SimpleNamespace(**{"type": "lora", "element": "full", "blocks": [], **kw})
+
+    # LoCon adds resnet conv1/conv2/time_emb_proj/conv_shortcut and the sampler convs (kohya C3Lier)
+    assert len(unet_targets(_unet(SD15), cfg(type="locon"))) == 278
+    assert len(unet_targets(_unet(SDXL), cfg(type="locon"))) == 788
+    # cross_attention: to_q/k/v/out.0 of every attn2 (16 transformer blocks on SD1.5, 70 on SDXL)
+    assert len(unet_targets(_unet(SD15), cfg(element="cross_attention"))) == 64
+    assert len(unet_targets(_unet(SDXL), cfg(element="self_attention"))) == 280

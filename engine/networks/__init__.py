@@ -1,4 +1,5 @@
-"""Trainable networks on a base model: LoRA adapters (peft), kohya/diffusers export and import."""
+"""Trainable networks on a base model: LoRA / LoCon / LoHa / LoKr / DoRA adapters (peft), layer selection,
+kohya/LyCORIS/diffusers export and import."""
 
 from engine.networks.io import load_lora_file, save_lora, steps_from_metadata
 from engine.networks.lora import AdaptedModule, LoraNetwork, attach_lora

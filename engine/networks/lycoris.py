@@ -128,6 +128,8 @@ def import_module(
     unused: list[str] = []
     with torch.no_grad():
         if kind == "lora":
+            if "mid" in parts:
+                raise _mismatch(key, "Tucker LoCon (lora_mid) files cannot be imported", where)
             if "down" not in parts or "up" not in parts:
                 raise _mismatch(key, "lora_down or lora_up is missing", where)
             down, up = parts["down"], parts["up"]
