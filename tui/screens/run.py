@@ -7,6 +7,9 @@ burst of step events costs one widget update per tick, and the chart rebuilds on
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -16,6 +19,7 @@ from tui.runstate import RunState
 from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import MARKERS, RAW, SMOOTHED, ChartSeries, LossChart
 from tui.widgets.progress import RunProgress
+from tui.widgets.queue_panel import QueuePanel, queue_command
 
 
 def series_of(state: RunState, show_lr: bool = False) -> list[ChartSeries]:
@@ -56,6 +60,7 @@ class RunScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield RunProgress(id="progress")
+        yield QueuePanel(id="queue")
         yield LossChart(title="loss", id="chart")
         yield LogTail(id="log")
         yield Static("", id="no-run")
@@ -75,6 +80,9 @@ class RunScreen(Screen):
             self._shown_version = -1
             self.query_one(LogTail).clear()
         self.query_one(RunProgress).show(state)
+        self.query_one(QueuePanel).sync(
+            getattr(self.app, "queue_entries", None), getattr(self.app, "runs", None)
+        )
         log = self.query_one(LogTail)
         for line in state.new_log_lines(self._shown_logs):
             log.add(line)
@@ -104,3 +112,32 @@ class RunScreen(Screen):
 
     def action_back(self) -> None:
         self.app.show_form()
+
+    # --- queue panel requests -> engine commands (serve mode) ---------------------------------
+
+    @on(QueuePanel.MoveRequested)
+    @on(QueuePanel.RemoveRequested)
+    @on(QueuePanel.StopRequested)
+    @on(QueuePanel.ResumeRequested)
+    def _queue_request(self, message) -> None:
+        client, command = getattr(self.app, "client", None), queue_command(message)
+        if (
+            command is None
+            or client is None
+            or not client.running
+            or getattr(self.app, "mode", "") != "serve"
+        ):
+            self.notify("The queue needs the engine (serve mode) running", severity="warning")
+            return
+        client.send({**command, "id": next(self.app._ids)})
+
+    @on(QueuePanel.RunOpened)
+    def _queue_open(self, message: QueuePanel.RunOpened) -> None:
+        if message.status == "running":
+            return  # this screen already shows the live run
+        if not message.run_dir or not (Path(message.run_dir) / "loss.csv").is_file():
+            self.notify(f"{message.name} has no loss log yet", severity="warning", markup=False)
+            return
+        from tui.screens.history import HistoryScreen
+
+        self.app.push_screen(HistoryScreen(self.app.workspace, select=[message.run_dir]))
