@@ -413,6 +413,10 @@ class TrainingRun:
         base = load_base_model(
             cfg.model, dtype=_torch_dtype(precision), device=device, workspace=cfg.workspace
         )
+        # Adapter initialisation (peft's kaiming init of lora_down) draws from the global stream.
+        from engine.train.rng import seed_global
+
+        seed_global(cfg.train.seed, "init")
         network = attach_lora(
             base,
             cfg.network,
