@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         events.emit(
             protocol.run_finished(run=args.run_id, status=protocol.FAILED, lora=None, error=exc.to_dict())
         )
-        return 2
+        return 1
     from engine.train.run import Controls, TrainingRun
 
     controls = Controls()

@@ -87,9 +87,9 @@ def training_scheduler(noise_scheduler, zero_terminal_snr: bool, prediction: str
     """A DDPMScheduler for training: the model's schedule, the chosen prediction type, optional ZTSNR."""
     from diffusers import DDPMScheduler
 
-    config = dict(noise_scheduler.config)
-    config["prediction_type"] = prediction
-    sched = DDPMScheduler.from_config(config)
+    # Override through kwargs: a copied config dict keeps `_use_default_values`, which would silently
+    # put prediction_type back to its default.
+    sched = DDPMScheduler.from_config(noise_scheduler.config, prediction_type=prediction)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(sched.betas)
         sched.betas = betas
