@@ -192,3 +192,25 @@ def test_copy_to_and_overwrite_true(tmp_path, tiny_sd15, demo_dataset):
     assert (target / "cp.safetensors").is_file()
     assert run_in_process(tmp_path, text)[0] == 0  # overwrite = true: a second run replaces it
     shutil.rmtree(target)
+
+
+def test_text_encoder_training_and_uncached_latents(tmp_path, tiny_sdxl, demo_dataset):
+    # Random crop + colour jitter: latents are encoded at every step (no cache phase), and the text
+    # encoders train (te keys in the file, no text cache).
+    text = config_text(
+        tiny_sdxl,
+        demo_dataset,
+        name="te",
+        train={"steps": 3, "text_encoder_lr": 1e-3},
+        network={"train_text_encoder": True},
+        dataset={"crop": "random", "color_aug": True},
+    )
+    rc, events, run_dir = run_in_process(tmp_path, text)
+    assert rc == 0, finished(events)
+    names = {e["name"] for e in of_type(events, "phase")}
+    assert "cache_latents" not in names and "cache_text" not in names
+    assert any("encoded at every step" in e["message"] for e in of_type(events, "log"))
+    sd = load_file(str(run_dir / "te.safetensors"))
+    assert any(k.startswith("lora_te1_") for k in sd) and any(k.startswith("lora_te2_") for k in sd)
+    # the text-encoder adapters moved away from their zero-initialised up weights
+    assert any(k.startswith("lora_te") and k.endswith("lora_up.weight") and sd[k].abs().max() > 0 for k in sd)

@@ -508,6 +508,8 @@ class TrainingRun:
             raise LoratuiError(
                 f"mode {cfg.mode!r} is not implemented yet", hint='use mode = "lora"', where="mode"
             )
+        if cfg.log.tensorboard:
+            log.warning("log.tensorboard is not implemented yet; loss.csv and events.jsonl hold the curves")
         if cfg.sample.prompts:
             log.warning("sample images during training are not implemented yet; [sample] prompts are ignored")
 
