@@ -82,7 +82,13 @@ def build_sd15_full(path: Path) -> Path:
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(str(tok_dir)),
         unet=unet,
-        scheduler=DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+        scheduler=DDPMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            steps_offset=1,
+            clip_sample=False,
+        ),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -101,7 +107,9 @@ def write_images(folder: Path, size: int, count: int = 4) -> Path:
     return folder
 
 
-def engine_seconds_per_step(workspace: Path, model: Path, data: Path, res: int, steps: int, rank: int) -> float:
+def engine_seconds_per_step(
+    workspace: Path, model: Path, data: Path, res: int, steps: int, rank: int
+) -> float:
     cfg = workspace / f"bench-{res}.toml"
     cfg.write_text(
         f"""name = "bench-{res}"
@@ -148,7 +156,9 @@ def bare_seconds_per_step(model: Path, res: int, steps: int, rank: int) -> float
 
     unet = UNet2DConditionModel.from_pretrained(str(model), subfolder="unet")
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS, init_lora_weights="gaussian"))
+    unet.add_adapter(
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS, init_lora_weights="gaussian")
+    )
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     text_dim = unet.config.cross_attention_dim

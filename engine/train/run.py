@@ -339,9 +339,6 @@ class TrainingRun:
         )
         if self.resume and fresh:
             log.warning("no saved training state in %s: starting from the beginning", self.state_root)
-        if fresh and self.state_root.exists():
-            # A fresh start makes older resumable state meaningless (it belongs to an abandoned attempt).
-            shutil.rmtree(self.state_root, ignore_errors=True)
         atomic_write_text(self.run_dir / "config.toml", dump_resolved(cfg))
         self._preflight()
 
@@ -463,6 +460,12 @@ class TrainingRun:
             training_started_at=time.time(),
             digest=_resume_digest(cfg),
         )
+        if fresh and self.state_root.exists():
+            # Training starts over: older resumable state belongs to an abandoned attempt and would
+            # otherwise be picked up by a later --resume. Removed only now, so a run that fails
+            # before training (bad setting, missing model) leaves it intact.
+            log.info("starting fresh: removing the old training state in %s", self.state_root)
+            shutil.rmtree(self.state_root, ignore_errors=True)
         if not fresh:
             state = load_state(self._state_dir_to_resume, params, trainer.optimizer)
             if state.digest and state.digest != _resume_digest(cfg):
