@@ -129,7 +129,12 @@ def test_same_seed_twice_is_identical(tmp_path, tiny_sd15, demo_dataset):
 
 def test_sdxl_run_finishes_with_ldm_names(tmp_path, tiny_sdxl, demo_dataset):
     text = config_text(
-        tiny_sdxl, demo_dataset, name="xl", train={"steps": 4}, validation={"every_steps": 2, "images": 2}
+        tiny_sdxl,
+        demo_dataset,
+        name="xl",
+        train={"steps": 4},
+        validation={"every_steps": 2, "images": 2},
+        sample={"prompts": ["shapes, red circle"], "every_steps": 4, "steps": 2},
     )
     rc, events, run_dir = run_in_process(tmp_path, text)
     assert rc == 0, finished(events)
@@ -139,6 +144,7 @@ def test_sdxl_run_finishes_with_ldm_names(tmp_path, tiny_sdxl, demo_dataset):
         for k in sd
     )
     assert len(of_type(events, "validation")) == 3  # step 0, 2, 4
+    assert [len(e["paths"]) for e in of_type(events, "sample")] == [1]
 
 
 def test_epochs_override_steps_and_every_epochs_checkpoints(tmp_path, tiny_sd15, demo_dataset):
@@ -244,3 +250,30 @@ def test_trained_lora_loads_in_diffusers_and_matches_engine(tmp_path, tiny_sd15,
         ours = run.base.unet(x, t, encoder_hidden_states=text).sample
     assert (loaded - before).abs().max() > 1e-4  # the LoRA changes the output...
     assert (loaded - ours).abs().max() < 1e-5  # ...exactly as the engine's adapted UNet does
+
+
+def test_sample_images_during_training(tmp_path, tiny_sd15, demo_dataset):
+    from PIL import Image
+
+    text = config_text(
+        tiny_sd15,
+        demo_dataset,
+        name="smp",
+        train={"steps": 4},
+        sample={"prompts": ["shapes, red circle", "shapes, blue square"], "every_steps": 2, "steps": 3},
+    )
+    rc, events, run_dir = run_in_process(tmp_path, text)
+    assert rc == 0, finished(events)
+    samples = of_type(events, "sample")
+    assert [e["step"] for e in samples] == [2, 4]
+    for e in samples:
+        assert len(e["paths"]) == 2
+        for p in e["paths"]:
+            with Image.open(p) as img:
+                assert img.size == (64, 64)
+    assert sorted(p.name for p in (run_dir / "samples").iterdir())[0] == "smp-step000002-00.png"
+    # sampling does not change training: same loss curve as a run without samples
+    rc, _, plain_dir = run_in_process(
+        tmp_path, config_text(tiny_sd15, demo_dataset, name="nosmp", train={"steps": 4})
+    )
+    assert csv_rows(plain_dir) == csv_rows(run_dir)

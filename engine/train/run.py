@@ -513,8 +513,8 @@ class TrainingRun:
             )
         if cfg.log.tensorboard:
             log.warning("log.tensorboard is not implemented yet; loss.csv and events.jsonl hold the curves")
-        if cfg.sample.prompts:
-            log.warning("sample images during training are not implemented yet; [sample] prompts are ignored")
+        if cfg.sample.prompts and not cfg.sample.every_steps:
+            log.info("[sample] prompts are set but sample.every_steps = 0: samples only on sample_now")
 
     def _read_init_from(self) -> tuple[int, dict | None]:
         if not self.cfg.network.init_from:
@@ -682,7 +682,6 @@ class TrainingRun:
                 log.info("validation loss at step %d: %.6f", state.step, val)
             durations: deque = deque(maxlen=20)
             log_every = max(1, run_steps // _LOG_STEP_LINES)
-            sample_warned = False
             while state.steps_done < run_steps:
                 if self.controls.stop.is_set():
                     break
@@ -741,11 +740,7 @@ class TrainingRun:
                         f" val {val:.5f}" if val is not None else "",
                         extra={"no_event": True},
                     )
-                if self.controls.sample_now.is_set() and not sample_warned:
-                    log.warning("sample_now: sample images are not implemented yet")
-                    sample_warned = True
-                if self.controls.sample_now.is_set():
-                    self.controls.sample_now.clear()
+                self._maybe_sample(state, last)
                 if self.stop_after_step is not None and state.step >= self.stop_after_step:
                     self.controls.request_stop(True)
                 if not last and not self.controls.stop.is_set() and self._checkpoint_due(before, state):
@@ -761,6 +756,32 @@ class TrainingRun:
         finally:
             csv.close()
         return protocol.DONE, self._save_final(state)
+
+    def _maybe_sample(self, state, last: bool) -> None:
+        sample = self.cfg.sample
+        asked = self.controls.sample_now.is_set()
+        self.controls.sample_now.clear()
+        every = int(sample.every_steps)
+        due = asked or (every > 0 and (state.step % every == 0 or last))
+        if not due:
+            return
+        if not sample.prompts:
+            if asked:
+                log.warning("sample_now: there are no [sample] prompts in the config")
+            return
+        from engine.train.samples import generate_samples
+
+        t0 = time.time()
+        paths = generate_samples(
+            self.cfg,
+            self.base,
+            self.network,
+            self.run_dir / "samples",
+            state.step,
+            self.trainer.autocast_dtype,
+        )
+        self.emit(protocol.sample(run=self.run_id, step=state.step, paths=paths))
+        log.info("%d sample image(s) at step %d (%.1fs)", len(paths), state.step, time.time() - t0)
 
     def _checkpoint_due(self, before: int, state) -> bool:
         save = self.cfg.save
