@@ -209,10 +209,15 @@ def test_text_encoder_training_and_uncached_latents(tmp_path, tiny_sdxl, demo_da
         name="te",
         train={"steps": 3, "text_encoder_lr": 1e-3},
         network={"train_text_encoder": True},
-        dataset={"crop": "random", "color_aug": True},
+        dataset={"crop": "random", "color_aug": True, "workers": 2},
     )
     rc, events, run_dir = run_in_process(tmp_path, text)
     assert rc == 0, finished(events)
+    # background image loading (workers = 2) gives exactly what loading in the loop gives
+    rc, _, serial_dir = run_in_process(
+        tmp_path, text.replace('name = "te"', 'name = "te0"').replace("workers = 2", "workers = 0")
+    )
+    assert rc == 0 and csv_rows(serial_dir) == csv_rows(run_dir)
     names = {e["name"] for e in of_type(events, "phase")}
     assert "cache_latents" not in names and "cache_text" not in names
     assert any("encoded at every step" in e["message"] for e in of_type(events, "log"))

@@ -175,6 +175,29 @@ class LatentSource:
         self.ds = ds_cfg
         self.cache = cache  # LatentCache or None (not cacheable)
         self.pixels = pixels
+        # Uncached latents: `dataset.workers` threads open and fit the next batch's images while the
+        # current step runs (PIL decodes and resizes outside the GIL). Results depend only on the
+        # batch spec, so prefetching changes nothing but speed.
+        self._pool = None
+        self._pending: dict[int, object] = {}
+        workers = int(getattr(ds_cfg, "workers", 0) or 0)
+        if cache is None and workers > 0:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="images")
+
+    def _fit_batch(self, batch: BatchSpec):
+        return [self.pixels.fitted(s.item_index, s.flip, s.aug_seed) for s in batch.samples]
+
+    def prefetch(self, batch: BatchSpec) -> None:
+        """Start preparing a later batch's pixels in the background (uncached latents only)."""
+        if self._pool is not None and batch.global_index not in self._pending:
+            self._pending[batch.global_index] = self._pool.submit(self._fit_batch, batch)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _key(self, item_index: int, flip: bool) -> str:
         item = self.items[item_index]
@@ -224,7 +247,8 @@ class LatentSource:
                 lats.append(hit[0])
                 metas.append(hit[1])
             return torch.stack(lats).float(), metas
-        fitted = [self.pixels.fitted(s.item_index, s.flip, s.aug_seed) for s in batch.samples]
+        future = self._pending.pop(batch.global_index, None)
+        fitted = future.result() if future is not None else self._fit_batch(batch)
         latents = self.base.encode_images(torch.stack([p for p, _ in fitted]), sample=False)
         return latents.float().cpu(), [m for _, m in fitted]
 

@@ -180,6 +180,10 @@ class Trainer:
         epoch = self.plan.epoch_of(global_batch)
         for _ in range(accum):
             batch = self.plan.batch(global_batch, self.cfg.dataset, self.augment_caption)
+            if self.latents.cache is None:
+                self.latents.prefetch(
+                    self.plan.batch(global_batch + 1, self.cfg.dataset, self.augment_caption)
+                )
             values.append(self.micro_step(batch, accum))
             epoch = batch.epoch
             global_batch += 1

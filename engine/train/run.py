@@ -755,6 +755,7 @@ class TrainingRun:
                 return protocol.STOPPED, lora
         finally:
             csv.close()
+            trainer.latents.close()
         return protocol.DONE, self._save_final(state)
 
     def _maybe_sample(self, state, last: bool) -> None:
