@@ -84,7 +84,9 @@ class LoratuiApp(App):
         super().__init__()
         self.workspace = Path(workspace or Path.cwd()).resolve()
         self.mode = mode or ("serve" if serve_command or engine_has("serve") else "train")
-        self.train_command: TrainCommand = train_command or (lambda cfg: engine_argv("train", str(cfg)))
+        self.train_command: TrainCommand = train_command or (
+            lambda cfg: engine_argv("train", str(cfg), "--workspace", str(self.workspace))
+        )
         self.serve_command = list(serve_command or engine_argv("serve", "--workspace", str(self.workspace)))
         self.check_command: TrainCommand = check_command or (
             lambda cfg: engine_argv("check", str(cfg), "--json")

@@ -129,8 +129,8 @@ class RunState:
             self.seconds_per_step = _num(event.get("seconds_per_step"))
             self.eta_seconds = _num(event.get("eta_seconds"))
             self.samples_per_second = _num(event.get("samples_per_second"))
-            if self.phase != "train":
-                self.phase, self.phase_done, self.phase_total = "train", 0, 0
+            # The train phase counts steps: "training 120/1000".
+            self.phase, self.phase_done, self.phase_total = "train", self.step, self.total_steps
             if self.status in ("idle", "starting"):
                 self.status = "running"
             if self.started_at is None:

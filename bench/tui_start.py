@@ -1,0 +1,125 @@
+"""Benchmark: TUI start to first frame (in a real pseudo-terminal) and LossChart redraw at 100k points.
+
+    .venv/bin/python bench/tui_start.py [--runs 3]
+
+Start: `loratui --workspace <tmp>` is spawned on a pty (80x24, TERM=xterm-256color) and timed from
+spawn until the form's first frame is on the terminal (the "Preset" label drawn), then quit with
+ctrl+q. Chart: the time to rebuild a 100x30 chart of 100k steps (raw min/max envelope, EMA, 1000
+validation markers), which is what the run view does at most every 0.4 s while data arrives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import pty
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def first_frame_seconds(workspace: Path, timeout: float = 30.0) -> float:
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the TUI on the pty
+        os.environ.update({"TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"})
+        os.chdir(ROOT)
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "tui.cli", "--workspace", str(workspace), "--engine", "train"],
+        )
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    start = time.perf_counter()
+    seen = b""
+    elapsed = None
+    while time.perf_counter() - start < timeout:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        seen += chunk
+        if b"Preset" in seen:
+            elapsed = time.perf_counter() - start
+            break
+    os.write(fd, b"\x11")  # ctrl+q
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        try:
+            if select.select([fd], [], [], 0.1)[0]:
+                os.read(fd, 65536)
+        except OSError:
+            pass
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    os.close(fd)
+    if elapsed is None:
+        raise RuntimeError("no first frame seen")
+    return elapsed
+
+
+def chart_redraw_seconds(points: int = 100_000, runs: int = 5) -> tuple[float, float]:
+    from tui.runstate import RunState
+    from tui.screens.run import series_of
+    from tui.widgets.loss_chart import LossChart
+
+    state = RunState()
+    for step in range(1, points + 1):
+        loss = 1 / math.sqrt(step) + 0.05 * math.sin(step)
+        state.apply({"type": "step", "step": step, "total_steps": points, "loss": loss, "loss_ema": loss})
+        if step % 100 == 0:
+            state.apply({"type": "validation", "step": step, "val_loss": loss * 1.1})
+    chart = LossChart(title="loss")
+    chart.set_series(series_of(state))
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        chart.build_plot(100, 30)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), max(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    torch_loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, tui.app; print('torch' in sys.modules)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    print(f"torch imported by tui.app: {torch_loaded}")
+    with tempfile.TemporaryDirectory() as tmp:
+        starts = [first_frame_seconds(Path(tmp)) for _ in range(args.runs)]
+    print(
+        f"TUI start to first frame (pty 80x24): median {statistics.median(starts):.3f} s, "
+        f"min {min(starts):.3f} s, max {max(starts):.3f} s over {args.runs} runs"
+    )
+    median, worst = chart_redraw_seconds()
+    print(
+        f"LossChart redraw, 100k steps + 1k val markers, 100x30: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms"
+    )
+    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
