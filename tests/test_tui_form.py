@@ -54,11 +54,15 @@ async def test_invalid_value_shows_error_and_blocks_run(tmp_path):
         rank = app.main_screen.query_one("#f-network--rank", Input)
         rank.value = "0"
         await pilot.pause()
-        assert "at least 1" in str(app.main_screen.query_one("#row-f-network--rank").query_one(".field-error").render())
+        assert "at least 1" in str(
+            app.main_screen.query_one("#row-f-network--rank").query_one(".field-error").render()
+        )
         base = app.main_screen.query_one("#f-model--base", Input)
         base.value = "models/missing"
         await pilot.pause()
-        assert "not found" in str(app.main_screen.query_one("#row-f-model--base").query_one(".field-error").render())
+        assert "not found" in str(
+            app.main_screen.query_one("#row-f-model--base").query_one(".field-error").render()
+        )
         await pilot.press("f5")
         await pilot.pause()
         assert app.client is None, "an invalid form must not start a run"

@@ -41,7 +41,14 @@ def fake_train(ws: Path, *extra: str):
     """A train_command for LoratuiApp that runs the fake engine, writing runs/<name> in `ws`."""
 
     def command(config: Path) -> list[str]:
-        return [sys.executable, str(FAKE_ENGINE), str(config), "--run-dir", str(ws / "runs" / config.stem), *extra]
+        return [
+            sys.executable,
+            str(FAKE_ENGINE),
+            str(config),
+            "--run-dir",
+            str(ws / "runs" / config.stem),
+            *extra,
+        ]
 
     return command
 

@@ -276,6 +276,7 @@ class ConfigForm(Widget):
     def load(self, values: dict[str, Any]) -> None:
         """Show `values` (dotted key -> value); missing keys get their schema default."""
         self._values = {s.dotted: values.get(s.dotted, s.default) for s in self.specs}
+        missed: list[FieldSpec] = []
         with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
             for spec in self.specs:
                 widget = self._widget(spec)
@@ -284,6 +285,7 @@ class ConfigForm(Widget):
                     row = self._rows.get(spec.dotted)
                     if row is not None:
                         row.initial = value  # composed later with this value
+                        missed.append(spec)
                     continue
                 if isinstance(widget, Switch):
                     widget.value = bool(value)
@@ -295,6 +297,26 @@ class ConfigForm(Widget):
         for row in self._rows.values():
             if row.is_mounted:
                 self._show_error(row, None)
+        # Rows still being mounted missed the assignments above: apply the values again once the
+        # screen has settled (a preset can arrive from a worker while the form is being built).
+        if missed:
+            self.call_after_refresh(self._resync, missed)
+
+    def _resync(self, specs: list[FieldSpec]) -> None:
+        with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
+            for spec in specs:
+                widget = self._widget(spec)
+                value = self._values[spec.dotted]
+                if isinstance(widget, Switch):
+                    if widget.value != bool(value):
+                        widget.value = bool(value)
+                elif isinstance(widget, Select):
+                    if value in spec.choices and widget.value != value:
+                        widget.value = value
+                elif isinstance(widget, Input):
+                    text = format_value(spec, value)
+                    if parse_value(spec, widget.value) != (value, None) and widget.value != text:
+                        widget.value = text
 
     def read(self, spec: FieldSpec) -> tuple[Any, str | None]:
         """The current value of one field and its error (None when valid)."""
