@@ -50,8 +50,8 @@ class MainScreen(Screen):
     CSS_PATH = "main.tcss"
 
     BINDINGS = [
-        Binding("f5,ctrl+r", "run", "Run", tooltip="Validate the form and start the run", id="run"),
-        Binding("f6,ctrl+g", "check", "Check data", tooltip="Check the config and dataset", id="check"),
+        Binding("f5,ctrl+r,r", "run", "Run", tooltip="Validate the form and start the run", id="run"),
+        Binding("f6,ctrl+g,c", "check", "Check data", tooltip="Check the config and dataset", id="check"),
         Binding(
             "f2,ctrl+s", "save", "Save", tooltip="Save over the loaded preset (comments kept)", id="save"
         ),
