@@ -41,7 +41,7 @@ def histogram(buckets: dict[str, int], width: int = 40) -> Text:
 
 def _buckets_of(report: dict[str, Any]) -> dict[str, int]:
     """Bucket -> image count, from the shapes a report may use ({"512x768": 3} or a list of rows)."""
-    raw = report.get("buckets") or report.get("bucket_histogram") or {}
+    raw = report.get("bucket_histogram") or report.get("buckets") or {}
     out: dict[str, int] = {}
     if isinstance(raw, dict):
         for key, value in raw.items():
@@ -75,6 +75,15 @@ def render_report(report: dict[str, Any]) -> Text:
             continue
         text.append(f"{key}: ", style="bold")
         text.append(f"{value}\n")
+    folders = report.get("folders")
+    if isinstance(folders, list) and folders:
+        text.append("\nFolders\n", style="bold underline")
+        for f in folders:
+            if isinstance(f, dict):
+                text.append(
+                    f"  {f.get('folder', f.get('path', '?'))}: {f.get('images', '?')} images"
+                    f" x {f.get('repeats', 1)} repeats\n"
+                )
     buckets = _buckets_of(report)
     if buckets:
         text.append("\nBuckets (images per bucket)\n", style="bold underline")
