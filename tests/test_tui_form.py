@@ -137,3 +137,21 @@ async def test_form_usable_at_80x24_with_basic_fields(tmp_path):
         await pilot.press("tab")
         await pilot.pause()
         assert app.focused is not None
+
+
+async def test_history_screen_one_key_away(tmp_path):
+    from textual.widgets import DataTable
+
+    from tests.logs_util import make_run
+    from tui.screens.history import HistoryScreen
+
+    ws = make_workspace(tmp_path)
+    make_run(ws, "earlier", steps=50)
+    app = _app(ws)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None, what="preset loaded")
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), what="history screen")
+        table = app.screen.query_one("#runs", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1, what="the earlier run listed")
+        assert "earlier" in str(table.get_row_at(0))

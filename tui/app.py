@@ -67,6 +67,13 @@ class LoratuiApp(App):
 
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
+        Binding(
+            "f10",
+            "history",
+            "History",
+            tooltip="Past runs: overlay loss curves, compare configs",
+            id="history",
+        ),
     ]
 
     def __init__(
@@ -383,6 +390,13 @@ class LoratuiApp(App):
             )
         )
 
+    def action_history(self) -> None:
+        """The loss-log history of the workspace (overlay, smoothing, config diff)."""
+        from tui.screens.history import HistoryScreen
+
+        if not isinstance(self.screen, HistoryScreen):
+            self.push_screen(HistoryScreen(self.workspace))
+
     def _update_status(self) -> None:
         state = self.run_state
         text = Text()
@@ -411,6 +425,9 @@ class LoratuiApp(App):
         yield SystemCommand("Show form", "The run form", self.show_form)
         yield SystemCommand(
             "Caption images (WD14)", "Tag a dataset folder with a WD14 tagger", self.show_caption
+        )
+        yield SystemCommand(
+            "Run history", "Past runs: overlay loss curves, smoothing, config diff (F10)", self.action_history
         )
         yield SystemCommand("Stop run", "Stop the run, saving a checkpoint first (x)", self.stop_run)
         yield SystemCommand("Save checkpoint now", "Write a checkpoint at the next step (n)", self.save_now)

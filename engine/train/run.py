@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import sys
@@ -351,6 +352,7 @@ class TrainingRun:
                 config=str(self.run_dir / "config.toml"),
                 total_steps=start_step + run_steps_estimate if run_steps_estimate else 0,
                 run_dir=str(self.run_dir),
+                pid=os.getpid(),
             )
         )
 
@@ -420,6 +422,8 @@ class TrainingRun:
             train_text_encoder=bool(cfg.network.train_text_encoder),
             dtype=_torch_dtype(lora_precision),
         )
+        # A network the chosen file format cannot hold fails now, not after hours of training.
+        network.check_save_format(cfg.save.format)
         log.info(
             "model: %s (%s, %s) loaded in %.1fs; %d LoRA modules, %d trainable parameters",
             base.source or cfg.model.base,
