@@ -118,8 +118,17 @@ class FieldRow(Widget):
 
     DEFAULT_CSS = """
     FieldRow { layout: grid; grid-size: 2; grid-columns: 24 1fr; grid-rows: auto; height: auto; }
-    FieldRow > .field-label { padding: 1 1 0 1; width: 100%; }
+    FieldRow > .field-label { padding: 0 1 0 1; width: 100%; }
     FieldRow > .field-error { column-span: 2; color: $error; padding: 0 1 0 25; height: auto; }
+    /* One line per field, so a newcomer sees the whole basic form on an 80x24 SSH terminal. */
+    FieldRow > Input { height: 1; border: none; padding: 0 1; background: $boost; }
+    FieldRow > Input:focus { border: none; background: $primary 30%; }
+    FieldRow.-invalid > Input { background: $error 25%; }
+    FieldRow > Select { height: 1; }
+    FieldRow > Select > SelectCurrent { height: 1; border: none; padding: 0 1; background: $boost; }
+    FieldRow > Select:focus > SelectCurrent { border: none; background: $primary 30%; }
+    FieldRow > Select > SelectOverlay { border: tall $border; }
+    FieldRow > Switch { height: 1; border: none; padding: 0; }
     """
 
     def __init__(self, spec: FieldSpec, value: Any) -> None:
@@ -281,7 +290,9 @@ class ConfigForm(Widget):
             for spec in self.specs:
                 widget = self._widget(spec)
                 value = self._values[spec.dotted]
-                if widget is None:
+                if widget is None or not widget.is_mounted:
+                    # An input that is not mounted yet can still take its constructor value over
+                    # ours when it mounts: treat it as missed and assign again once it is there.
                     row = self._rows.get(spec.dotted)
                     if row is not None:
                         row.initial = value  # composed later with this value
@@ -302,10 +313,14 @@ class ConfigForm(Widget):
         if missed:
             self.call_after_refresh(self._resync, missed)
 
-    def _resync(self, specs: list[FieldSpec]) -> None:
+    def _resync(self, specs: list[FieldSpec], attempts: int = 50) -> None:
+        later = []
         with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
             for spec in specs:
                 widget = self._widget(spec)
+                if widget is None or not widget.is_mounted:
+                    later.append(spec)
+                    continue
                 value = self._values[spec.dotted]
                 if isinstance(widget, Switch):
                     if widget.value != bool(value):
@@ -317,6 +332,8 @@ class ConfigForm(Widget):
                     text = format_value(spec, value)
                     if parse_value(spec, widget.value) != (value, None) and widget.value != text:
                         widget.value = text
+        if later and attempts > 0:
+            self.set_timer(0.05, lambda: self._resync(later, attempts - 1))
 
     def read(self, spec: FieldSpec) -> tuple[Any, str | None]:
         """The current value of one field and its error (None when valid)."""
