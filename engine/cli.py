@@ -7,6 +7,7 @@ importing torch.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from engine.errors import LoratuiError
@@ -20,12 +21,33 @@ COMMANDS = {
     "keys": ("engine.config.docs", "print the run config reference (every key, default, meaning)"),
 }
 
+# Third-party libraries talk on stderr (transformers' "requires torchvision" fallbacks, tqdm "Loading
+# weights" bars, diffusers' "kept in float32" notes): harmless, and they bury our own log lines. They
+# must also never reach for the network: every model is a local folder. setdefault, so a user who
+# wants the chatter back can still export the variables.
+QUIET_ENV = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def quiet_third_party(environ=None) -> None:
+    """Set the QUIET_ENV defaults before any third-party library is imported."""
+    environ = os.environ if environ is None else environ
+    for key, value in QUIET_ENV.items():
+        environ.setdefault(key, value)
+
+
 USAGE = "usage: python -m engine <command> [args]\n\ncommands:\n" + "\n".join(
     f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()
 )
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_third_party()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
