@@ -354,6 +354,23 @@ class LoratuiApp(App):
 
     # --- errors ----------------------------------------------------------------------------
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification is plain text, whatever the caller asks.
+
+        Messages carry run names, paths and engine text: as markup, a run called "x[bold]y" showed
+        as "xy" and its LoRA path was wrong. Widgets' `notify` pass markup=True explicitly, so the
+        flag is ignored here rather than defaulted.
+        """
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     def report_error(self, exc: BaseException, *, title: str = "Error") -> None:
         """Show an error (message + hint) as a notification and in the log; never raise."""
         if isinstance(exc, LoratuiError):

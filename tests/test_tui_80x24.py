@@ -1,0 +1,23 @@
+"""The TUI as a user over SSH sees it: 80x24, keyboard only. Regression tests from driving the real
+app in tmux: user strings shown literally, dialogs readable, one coherent set of keys per view."""
+
+from __future__ import annotations
+
+from textual.widgets._toast import Toast
+
+from tests.tui_support import make_workspace, wait_until
+from tui.app import LoratuiApp
+from tui.runstate import RunState
+
+
+async def test_notifications_show_run_names_and_paths_literally(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = LoratuiApp(ws, mode="train", attach=False)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        lora = "/ws/runs/x[bold]y/x[bold]y.safetensors"
+        app._run_finished(RunState(name="x[bold]y", status="done", lora=lora))
+        app.main_screen.notify("Loaded preset [red]p[/red]")  # a screen's notify passes markup=True
+        await wait_until(pilot, lambda: len(app.screen.query(Toast)) == 2, what="toasts")
+        shown = [str(toast.render()) for toast in app.screen.query(Toast)]
+        assert any(f"Run x[bold]y done: {lora}" in text for text in shown), shown
+        assert any("Loaded preset [red]p[/red]" in text for text in shown), shown
