@@ -163,3 +163,31 @@ def test_missing_captions_with_auto_tagger(tmp_path, demo_dataset, tiny_sd15):
     cfg.caption_auto.tagger = "taggers/wd14"
     report = check(cfg)
     assert report.warnings == ["1 image(s) have no caption file; the WD14 tagger will caption them first"]
+
+
+def test_model_path_that_is_not_a_model_is_a_problem(tmp_path, demo_dataset):
+    """A random file, a folder without model_index.json and a .safetensors with a garbage header fail
+    the check (before: "ready to train", then the run failed after loading the dataset)."""
+    import struct
+
+    (tmp_path / "random.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "random.safetensors").write_bytes(b"\xff" * 1024)
+    (tmp_path / "empty-folder").mkdir()
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    (tmp_path / "ok.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    cfg = RunConfig()
+    cfg.workspace = tmp_path
+    cfg.dataset.dirs = [str(demo_dataset)]
+    expected = {
+        "random.bin": "is not a model file",
+        "random.safetensors": "is not a readable .safetensors file",
+        "empty-folder": "is a folder without model_index.json",
+    }
+    for name, why in expected.items():
+        cfg.model.base = name
+        report = check(cfg)
+        assert len(report.problems) == 1 and not report.trainable, report.problems
+        assert report.problems[0].startswith(f"model.base: {tmp_path / name} {why}")
+        assert "diffusers folder" in report.problems[0]  # the hint
+    cfg.model.base = "ok.safetensors"
+    assert check(cfg).problems == []  # a well-formed header passes; the loader checks the tensors

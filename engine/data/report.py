@@ -152,6 +152,41 @@ def _check_model(cfg, report: DatasetReport) -> None:
         if Path(cfg.model.base).parts[:2] == ("demo", "models"):
             hint = " (build the demo models with: python -m engine demo)"
         report.problems.append(f"model.base not found: {path}{hint}")
+        return
+    why = _model_path_problem(path)
+    if why:
+        report.problems.append(
+            f"model.base: {path} {why}; point it at a diffusers folder (with model_index.json) "
+            "or an SD1.5 / SD2 / SDXL .safetensors checkpoint"
+        )
+
+
+# The loader's accepted single files (engine/models/loader.py); repeated here because that module
+# imports torch and a check must stay cheap.
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+
+
+def _model_path_problem(path: Path) -> str:
+    """Cheap, torch-free look at model.base: what the loader would refuse later, or "" if it looks right.
+    Only the .safetensors header is read (8-byte length + JSON), never the tensors."""
+    if path.is_dir():
+        return "" if (path / "model_index.json").is_file() else "is a folder without model_index.json"
+    if path.suffix.lower() not in _SINGLE_FILE_SUFFIXES:
+        return "is not a model file (expected a diffusers folder, .safetensors or .ckpt)"
+    if path.suffix.lower() != ".safetensors":
+        return ""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n <= 0 or n > size - 8:
+                return "is not a readable .safetensors file (bad header)"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError) as exc:
+        return f"is not a readable .safetensors file ({exc.__class__.__name__})"
+    if not isinstance(header, dict) or not any(k != "__metadata__" for k in header):
+        return "is a .safetensors file without tensors"
+    return ""
 
 
 # --- text rendering ---------------------------------------------------------------------------------
