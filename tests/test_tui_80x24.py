@@ -21,3 +21,21 @@ async def test_notifications_show_run_names_and_paths_literally(tmp_path):
         shown = [str(toast.render()) for toast in app.screen.query(Toast)]
         assert any(f"Run x[bold]y done: {lora}" in text for text in shown), shown
         assert any("Loaded preset [red]p[/red]" in text for text in shown), shown
+
+
+async def test_quit_dialog_text_wraps_inside_the_dialog_at_80_columns():
+    from textual.app import App
+    from textual.widgets import Label
+
+    from tui.screens.dialogs import QuitModal
+
+    app = App()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(QuitModal("a-long-run-name-v2"))
+        await pilot.pause()
+        dialog = app.screen.query_one(".dialog")
+        body = app.screen.query_one(".body", Label)
+        # Before: the label was as wide as its longest line and cut at the dialog's edge.
+        assert body.region.right <= dialog.content_region.right
+        assert body.size.height >= 3  # wrapped: nothing of the two sentences is lost
+        assert "checkpoint is saved" in str(body.render())

@@ -29,7 +29,8 @@ class QuitModal(ModalScreen[str]):
         with Vertical(classes="dialog"):
             yield Label(f"The run {self.run_name!r} is still going.", classes="title", markup=False)
             yield Label(
-                "Leave it going: training continues without the UI; run loratui again to watch it.",
+                "Leave it going: training continues without the UI; run loratui again to watch it.\n"
+                "Stop it: a checkpoint is saved, then the run ends.",
                 classes="body",
             )
             with Horizontal(classes="buttons"):
