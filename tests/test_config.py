@@ -116,6 +116,12 @@ def test_error_names_the_file_the_value_came_from(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={"LORATUI_TRAIN__STEPS": "0"}, workspace=tmp_path)
     assert exc.value.where == "environment LORATUI_TRAIN__STEPS: train.steps"
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, sets=["train.steps=abc"], env={}, workspace=tmp_path)
+    assert exc.value.where == "--set train.steps"  # not "--set train.steps: train.steps"
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, sets=["train.stepz=5"], env={}, workspace=tmp_path)
+    assert exc.value.where == "--set train.stepz" and exc.value.hint == 'did you mean "train.steps"?'
 
 
 def test_extends_cycle_detected(tmp_path):

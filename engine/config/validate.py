@@ -109,6 +109,8 @@ def did_you_mean(word: str, options) -> str:
 
 
 def _where(source: str, dotted: str) -> str:
+    if source == f"--set {dotted}":
+        return source  # "--set train.steps" already names the key
     return f"{source}: {dotted}" if source else dotted
 
 
