@@ -120,7 +120,7 @@ def test_error_names_the_file_the_value_came_from(tmp_path):
         load_config(path, sets=["train.steps=abc"], env={}, workspace=tmp_path)
     assert exc.value.where == "--set train.steps"  # not "--set train.steps: train.steps"
     with pytest.raises(ConfigError) as exc:
-        load_config(path, sets=["train.stepz=5"], env={}, workspace=tmp_path)
+        load_config(path, sets=["train.steps=5", "train.stepz=5"], env={}, workspace=tmp_path)
     assert exc.value.where == "--set train.stepz" and exc.value.hint == 'did you mean "train.steps"?'
 
 
