@@ -72,6 +72,17 @@ def test_add_ls_rm_and_duplicates(ws):
     assert bad.returncode == 2 and "config file not found" in bad.stderr
 
 
+def test_bad_arguments_print_a_clean_usage(ws):
+    bad = loratui(ws, "add", str(write_config(ws, "one")), "--position", "abc")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "loratui queue add: error: argument --position: invalid int value: 'abc'" in bad.stderr
+    assert "usage: usage:" not in bad.stderr
+    assert not list((ws / "queue").glob("*.toml"))  # nothing was queued
+    unknown = loratui(ws, "frob")
+    assert unknown.returncode == 2 and "usage: loratui queue add CONFIG" in unknown.stderr
+    assert "usage: usage:" not in unknown.stderr
+
+
 def test_run_in_the_foreground_prints_progress_and_empties_the_queue(ws):
     (ws / "empty").mkdir()
     for name, data in (("a", "data"), ("bad", "empty"), ("b", "data")):

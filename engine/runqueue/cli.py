@@ -165,9 +165,11 @@ def cmd_run(workspace: Path, watch: bool, train_cmd: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="loratui queue", usage=USAGE)
+    # argparse prints "usage: " itself; prog on the subparsers keeps their errors readable
+    # ("loratui queue add: error: ...", not the whole usage text as a prefix).
+    parser = argparse.ArgumentParser(prog="loratui queue", usage=USAGE.removeprefix("usage: "))
     parser.add_argument("--workspace", default=os.environ.get("LORATUI_WORKSPACE", "."))
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", prog="loratui queue")
     p_add = sub.add_parser("add")
     p_add.add_argument("config")
     p_add.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE")
