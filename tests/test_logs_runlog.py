@@ -200,3 +200,14 @@ def test_summary_cli_targets(tmp_path, capsys):
     assert logs_main(["--summary", "--workspace", str(tmp_path), "nosuchrun"]) == 2
     err = capsys.readouterr().err
     assert "not found: nosuchrun" in err and "hint:" in err
+
+
+def test_run_name_wins_over_a_folder_without_a_loss_log(tmp_path, capsys, monkeypatch):
+    """The demo workspace has demo/ (models, data) and runs/demo/: `loratui logs demo` means the run
+    (before: "loss log not found: demo/loss.csv")."""
+    make_run(tmp_path, "demo", steps=50, seed=1)
+    (tmp_path / "demo" / "models").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert logs_main(["--summary", "--json", "--only", "--workspace", str(tmp_path), "demo"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(d["name"], d["steps"], d["status"]) for d in data] == [("demo", 50, "done")]

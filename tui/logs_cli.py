@@ -80,14 +80,20 @@ def format_table(summaries) -> str:
     return "\n".join(lines)
 
 
+def _target(workspace: Path, name: str) -> Path:
+    """A bare run name means that run of the workspace (`loratui logs mychar-v1`), also when a folder
+    of that name without a loss log sits in the current folder (the demo workspace has both demo/
+    and runs/demo/)."""
+    path, run = Path(name), workspace / "runs" / name
+    if run.is_dir() and (not path.exists() or (path.is_dir() and not (path / "loss.csv").exists())):
+        return run
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     workspace = Path(args.workspace)
-    # A bare run name means that run of the workspace (`loratui logs mychar-v1`).
-    targets = [
-        workspace / "runs" / t if not Path(t).exists() and (workspace / "runs" / t).is_dir() else Path(t)
-        for t in args.targets
-    ]
+    targets = [_target(workspace, t) for t in args.targets]
     missing = [t for t in targets if not t.exists()]
     if missing:
         err = LoratuiError(
