@@ -109,6 +109,18 @@ def test_missing_tagger_is_a_clear_error(tmp_path):
     assert not list(data.rglob("*.txt"))
 
 
+def test_workspace_option_like_check_and_train(tmp_path, tagger):
+    """`--workspace` is accepted (it was "unrecognized arguments"); relative paths start there."""
+    make_images(tmp_path / "data")
+    r = run("data", "--tagger", "wd14", "--workspace", tmp_path)  # the tagger folder is missing
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "error: the tagger folder does not exist" in r.stderr
+    assert f"where: {tmp_path / 'wd14'}" in r.stderr
+    r = run("data", "--tagger", tagger, "--workspace", tmp_path)  # an absolute tagger path stays
+    assert r.returncode == 0, r.stderr
+    assert read(tmp_path / "data" / "red.txt")
+
+
 def test_bad_arguments(tmp_path, tagger):
     r = run(tmp_path / "nothing-here", "--tagger", tagger)
     assert r.returncode == 1 and "dataset folder does not exist" in r.stderr

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from engine import protocol
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--preview", type=int, default=0, metavar="N", help="print the tags of N images, write nothing"
     )
     p.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    p.add_argument(
+        "--workspace",
+        default="",
+        metavar="DIR",
+        help="relative DIR and MODEL_DIR paths start here (default: the current folder), as in check/train",
+    )
     return p
 
 
@@ -94,6 +101,11 @@ class _Counter:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.workspace:
+        # Path joins keep absolute paths as they are.
+        ws = Path(args.workspace).expanduser()
+        args.dirs = [str(ws / d) for d in args.dirs]
+        args.tagger = str(ws / args.tagger)
     writer = protocol.EventWriter(sys.stdout) if args.json else None
 
     def emit(event: dict[str, Any]) -> None:
