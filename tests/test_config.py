@@ -260,3 +260,14 @@ def test_reference_docs_list_every_key():
     text = reference_markdown()
     for spec in SCHEMA:
         assert f"| `{spec.key}`" in text
+
+
+def test_missing_workspace_is_an_error_before_anything_is_written(tmp_path):
+    path = write(tmp_path / "run.toml", 'name = "x"\n')
+    for ws in (tmp_path / "nope", path):  # missing, or a file
+        with pytest.raises(ConfigError) as exc:
+            load_config(path, env={}, workspace=ws)
+        assert exc.value.message == f"workspace folder not found: {ws}"
+        assert exc.value.where == "--workspace" and "loratui demo" in exc.value.hint
+    assert not (tmp_path / "nope").exists()
+    assert load_config(path, env={}, workspace=tmp_path).workspace == tmp_path.resolve()

@@ -229,6 +229,14 @@ def load_config(
     workspace: str | os.PathLike | None = None,
 ) -> RunConfig:
     """Load, merge and validate a run config file. `env` defaults to os.environ."""
+    if workspace and not Path(workspace).expanduser().is_dir():
+        # Checked here, before anything is written: a mistyped --workspace would otherwise get a
+        # fresh runs/ tree of its own.
+        raise ConfigError(
+            f"workspace folder not found: {workspace}",
+            hint="check the --workspace path (`loratui demo --workspace DIR` makes a demo workspace)",
+            where="--workspace",
+        )
     p = Path(path).expanduser()
     data = read_toml(p)
     return load_config_data(
