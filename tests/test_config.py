@@ -92,6 +92,25 @@ def test_unknown_key_says_did_you_mean(tmp_path):
     assert exc.value.message == 'unknown key "trian"' and exc.value.hint == 'did you mean "train"?'
 
 
+@pytest.mark.parametrize(
+    "line, hint",
+    [
+        # flat kohya sd-scripts keys at top level name our section and key (before: "see CONFIG.md")
+        ("learning_rate = 1e-4", 'put it under [train] (as "train.lr")'),
+        ("save_precision = 'fp16'", 'put it under [save] (as "save.precision")'),
+        ("mixed_precision = 'bf16'", 'put it under [train] (as "train.precision")'),
+        # before: 'did you mean "network"?' and 'did you mean "train"?'
+        ("network_dim = 8", 'put it under [network] (as "network.rank")'),
+        ("rank = 8", 'put it under [network] (as "network.rank")'),
+        ("nmae = 'x'", 'did you mean "name"?'),
+    ],
+)
+def test_top_level_section_keys_name_their_section(line, hint):
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(line + "\n", source="x.toml")
+    assert exc.value.hint == hint
+
+
 def test_wrong_type_and_bad_enum_messages():
     with pytest.raises(ConfigError) as exc:
         load_config_text('[train]\nlr = "fast"\nbatch_size = 1.5\noptimizer = "adamx"\n', source="run.toml")

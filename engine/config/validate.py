@@ -92,6 +92,12 @@ ALIASES = {
     "train_text_encoder": "train_text_encoder",
 }
 
+# Aliases whose loratui key exists in more than one section.
+_SECTION_OF_ALIAS = {
+    "mixed_precision": ("train", "precision"),
+    "save_precision": ("save", "precision"),
+}
+
 
 def did_you_mean(word: str, options) -> str:
     options = list(options)
@@ -227,12 +233,17 @@ def build_config(
             else:
                 setattr(cfg, key, coerced)
         else:
-            hint = did_you_mean(key, list(TOP_LEVEL_KEYS) + list(SECTION_TYPES))
-            if not hint:
-                # A key of a section written at top level is a common slip.
-                owners = [s.section for s in SCHEMA if s.key == key and s.section]
-                if owners:
-                    hint = f'put it under [{owners[0]}] (as "{owners[0]}.{key}")'
+            # A key of a section written at top level is a common slip, and so is a flat kohya
+            # sd-scripts config ("learning_rate = 1e-4"): name the section and our key name. Checked
+            # before spelling, which would offer "train" for "rank" and "network" for "network_dim".
+            hint = ""
+            name = ALIASES.get(key.lower(), key)
+            owners = [s.section for s in SCHEMA if s.key == name and s.section]
+            if key.lower() in _SECTION_OF_ALIAS:
+                owners, name = [_SECTION_OF_ALIAS[key.lower()][0]], _SECTION_OF_ALIAS[key.lower()][1]
+            if owners:
+                hint = f'put it under [{owners[0]}] (as "{owners[0]}.{name}")'
+            hint = hint or did_you_mean(key, list(TOP_LEVEL_KEYS) + list(SECTION_TYPES))
             fail(key, f'unknown key "{key}"', hint or "see CONFIG.md for the keys a run config has")
 
     if not errors:
