@@ -39,3 +39,31 @@ async def test_quit_dialog_text_wraps_inside_the_dialog_at_80_columns():
         assert body.region.right <= dialog.content_region.right
         assert body.size.height >= 3  # wrapped: nothing of the two sentences is lost
         assert "checkpoint is saved" in str(body.render())
+
+
+async def test_a_refused_engine_does_not_mark_a_re_attached_run_interrupted(tmp_path):
+    """A second loratui on a workspace whose queue an earlier one's engine still runs: its own
+    `serve` is refused, and that must not be reported as a crash of the run it re-attached to."""
+    import json
+    import sys
+
+    from engine import protocol
+
+    ws = make_workspace(tmp_path)
+    run_dir = ws / "runs" / "old"
+    run_dir.mkdir(parents=True)
+    started = protocol.run_started(run="old-1", name="old", config="", total_steps=10, run_dir=str(run_dir))
+    (run_dir / "events.jsonl").write_text(json.dumps(started) + "\n")
+    refused = (
+        "import sys; print('error: the queue is owned by engine pid 4650', file=sys.stderr); sys.exit(2)"
+    )
+    app = LoratuiApp(ws, mode="serve", serve_command=[sys.executable, "-c", refused])
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await wait_until(
+            pilot, lambda: any("exited with code 2" in n.message for n in app._notifications), what="exit"
+        )
+        assert app.run_state.name == "old"
+        assert app.run_state.status == "running"  # still going in the other engine
+        assert not any(n.title == "Engine crashed" for n in app._notifications)
+        text = next(n.message for n in app._notifications if "exited with code 2" in n.message)
+        assert "owned by engine pid 4650" in text  # the reason, not just a code

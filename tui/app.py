@@ -287,6 +287,9 @@ class LoratuiApp(App):
             state.apply(event)
             self._set_run(state)
             if message.source == "engine":
+                # The shown run is now our engine's own: stop following a re-attached one, so stop,
+                # save and crash reports apply to this run.
+                self._stop_following()
                 self.show_run()
             return
         state = self.runs.get(run, self.run_state) if run is not None else self.run_state
@@ -306,8 +309,12 @@ class LoratuiApp(App):
         else:
             text = format_error(state.error) if state.error else f"run {state.status}"
             self.notify(text, title=f"Run {state.name} {state.status}", severity="error", timeout=15)
+        self._stop_following()
+
+    def _stop_following(self) -> None:
         if self.follower is not None:
             self.follower.stop()
+            self.follower = None
 
     @on(EngineLineSkipped)
     def _line_skipped(self, message: EngineLineSkipped) -> None:
@@ -325,9 +332,13 @@ class LoratuiApp(App):
     def _engine_exited(self, message: EngineExited) -> None:
         state = self.run_state
         code = message.returncode
-        if state.active and not self._stop_sent:
+        tail = " | ".join(line for line in message.stderr_tail[-3:] if line.strip())
+        # A run followed from its folder (re-attached) belongs to an engine that is not our child:
+        # our engine exiting (e.g. a second `serve` refused because that one owns the queue) says
+        # nothing about that run, which goes on.
+        ours = self.follower is None
+        if state.active and ours and not self._stop_sent:
             # The run did not report its end: the engine died under it.
-            tail = " | ".join(line for line in message.stderr_tail[-3:] if line.strip())
             state.status = "interrupted"
             state.error = {
                 "message": f"the engine exited unexpectedly (exit code {code})",
@@ -338,12 +349,12 @@ class LoratuiApp(App):
             state.version += 1
             state.add_log("error", format_error(state.error))
             self.notify(format_error(state.error), title="Engine crashed", severity="error", timeout=15)
-        elif state.active:
+        elif state.active and ours:
             state.status = "stopped"
             state.finished_at = time.time()
             state.version += 1
-        elif not message.expected and code not in (0, None) and not state.finished:
-            text = f"the engine exited with code {code}"
+        elif not message.expected and code not in (0, None) and (not state.finished or not ours):
+            text = f"the engine exited with code {code}" + (f": {tail}" if tail else "")
             state.add_log("error", text)
             self.notify(text, title="Engine exited", severity="error", timeout=10)
         elif code is None:
