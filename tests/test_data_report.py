@@ -191,3 +191,19 @@ def test_model_path_that_is_not_a_model_is_a_problem(tmp_path, demo_dataset):
         assert "diffusers folder" in report.problems[0]  # the hint
     cfg.model.base = "ok.safetensors"
     assert check(cfg).problems == []  # a well-formed header passes; the loader checks the tensors
+
+
+def test_missing_vae_is_a_problem(tmp_path, tiny_sd15, demo_dataset):
+    """Before: "ready to train", and the run failed after loading the model."""
+    cfg = RunConfig()
+    cfg.workspace = tmp_path
+    cfg.model.base = str(tiny_sd15)
+    cfg.model.vae = "vae/nope.safetensors"
+    cfg.dataset.dirs = [str(demo_dataset)]
+    report = check(cfg)
+    assert report.problems == [
+        f"model.vae not found: {tmp_path / 'vae/nope.safetensors'} (a VAE .safetensors file or a "
+        "diffusers VAE folder; leave it empty to use the model's own VAE)"
+    ]
+    cfg.model.vae = str(tiny_sd15 / "vae")
+    assert check(cfg).problems == []

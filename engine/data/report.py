@@ -143,6 +143,12 @@ def check(cfg, *, scan: DatasetScan | None = None) -> DatasetReport:
 
 
 def _check_model(cfg, report: DatasetReport) -> None:
+    vae = str(cfg.model.vae or "").strip()
+    if vae and not cfg.resolve_path(vae).exists():
+        report.problems.append(
+            f"model.vae not found: {cfg.resolve_path(vae)} (a VAE .safetensors file or a diffusers VAE "
+            "folder; leave it empty to use the model's own VAE)"
+        )
     if not cfg.model.base:
         report.problems.append("model.base is empty: set it to a diffusers folder or a .safetensors file")
         return
