@@ -207,3 +207,8 @@ def test_missing_vae_is_a_problem(tmp_path, tiny_sd15, demo_dataset):
     ]
     cfg.model.vae = str(tiny_sd15 / "vae")
     assert check(cfg).problems == []
+    cfg.network.init_from = "old.safetensors"
+    assert check(cfg).problems == [
+        f"network.init_from not found: {tmp_path / 'old.safetensors'} (a LoRA .safetensors file "
+        "to start from; leave it empty to start fresh)"
+    ]

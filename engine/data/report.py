@@ -149,6 +149,12 @@ def _check_model(cfg, report: DatasetReport) -> None:
             f"model.vae not found: {cfg.resolve_path(vae)} (a VAE .safetensors file or a diffusers VAE "
             "folder; leave it empty to use the model's own VAE)"
         )
+    init_from = str(cfg.network.init_from or "").strip()
+    if init_from and not cfg.resolve_path(init_from).exists():
+        report.problems.append(
+            f"network.init_from not found: {cfg.resolve_path(init_from)} (a LoRA .safetensors file "
+            "to start from; leave it empty to start fresh)"
+        )
     if not cfg.model.base:
         report.problems.append("model.base is empty: set it to a diffusers folder or a .safetensors file")
         return
