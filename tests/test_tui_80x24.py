@@ -67,3 +67,61 @@ async def test_a_refused_engine_does_not_mark_a_re_attached_run_interrupted(tmp_
         assert not any(n.title == "Engine crashed" for n in app._notifications)
         text = next(n.message for n in app._notifications if "exited with code 2" in n.message)
         assert "owned by engine pid 4650" in text  # the reason, not just a code
+
+
+def footer_keys(screen) -> list[tuple[str, str]]:
+    """(action, description) of each key the footer shows, in order, and that they fit 80 columns."""
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    footer = screen.query_one(Footer)
+    keys = [key for key in footer.query(FooterKey) if not key.has_class("-command-palette")]
+    palette = len(" ^p palette ")
+    for key in keys:
+        assert key.region.right <= footer.region.right - palette, f"{key.description!r} is cut off"
+    return [(key.action, key.description) for key in keys]
+
+
+async def test_run_view_footer_has_one_stop_and_keys_for_the_selected_queue_row(tmp_path):
+    from tui.screens.run import RunScreen
+    from tui.widgets.queue_panel import QueueTable
+
+    ws = make_workspace(tmp_path)
+    app = LoratuiApp(ws, mode="train", attach=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.queue_entries = [
+            {"run": "a", "name": "a", "status": "done", "position": 1, "run_dir": str(ws / "runs" / "a")},
+            {"run": "b", "name": "b", "status": "running", "position": 2},
+            {"run": "c", "name": "c", "status": "pending", "position": 3},
+        ]
+        app.show_run()
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query(QueueTable), what="run view"
+        )
+        table = app.screen.query_one(QueueTable)
+        table.focus()
+        await pilot.pause(0.3)
+        await wait_until(pilot, lambda: footer_keys(app.screen), what="footer")
+        descriptions = [d for _, d in footer_keys(app.screen)]
+        assert descriptions.count("Quit") == 1  # q and ^q: one entry
+        assert "Stop (save)" not in descriptions  # the run view's x Stop is the one stop key
+        assert {"Remove", "Open chart", "Loss/LR", "Form", "History"} <= set(descriptions)
+        assert "Resume" not in descriptions and "Stop" not in descriptions  # nothing to resume or stop
+        table.move_cursor(row=1)  # the running entry: no remove, no open (it is on screen already)
+        await pilot.pause(0.3)
+        descriptions = [d for _, d in footer_keys(app.screen)]
+        assert "Remove" not in descriptions and "Open chart" not in descriptions
+        table.move_cursor(row=2)  # pending: can be moved and removed
+        await pilot.pause(0.3)
+        descriptions = [d for _, d in footer_keys(app.screen)]
+        assert "Remove" in descriptions and "Move" in [label for label in _group_labels(app.screen)]
+        await pilot.press("K")  # a move is still refused for a running row, allowed here
+        await pilot.pause()
+        assert [e["run"] for e in app.screen.query_one("QueuePanel").entries] == ["a", "c", "b"]
+
+
+def _group_labels(screen) -> list[str]:
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterLabel
+
+    return [str(label.render()).strip() for label in screen.query_one(Footer).query(FooterLabel)]

@@ -47,7 +47,8 @@ class RunScreen(Screen):
             "l", "toggle_lr", "Loss/LR", tooltip="Chart the learning rate instead of the loss", id="toggle_lr"
         ),
         Binding("b,escape,f7", "back", "Form", tooltip="Back to the run form", id="back"),
-        Binding("q", "app.quit", "Quit", id="quit_run"),
+        # The app's ^q Quit is in the footer already; q is a shorter alternate.
+        Binding("q", "app.quit", "Quit", show=False, id="quit_run"),
     ]
 
     def __init__(self, state: RunState | None = None) -> None:
@@ -96,7 +97,8 @@ class RunScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("stop_run", "save_now"):
-            return True if self.app.can_control_run() else None
+            # Left out of the footer (not dimmed) when there is nothing to stop: room for the rest.
+            return self.app.can_control_run()
         return True
 
     def action_stop_run(self) -> None:

@@ -75,11 +75,17 @@ class QueuePanel(Vertical):
     QueuePanel QueueTable { height: auto; max-height: 12; }
     """
 
+    # The footer has 80 columns to share with the run view's own keys: the two moves show as one
+    # "K J Move" group, and `s` (stop the selected run) stays a hidden alternate of the run view's
+    # `x Stop`, so the footer offers one stop key, not two.
+    MOVE = Binding.Group("Move")
     BINDINGS = [
-        Binding("K,shift+up,ctrl+up,left_square_bracket", "move(-1)", "Move up", id="queue_up"),
-        Binding("J,shift+down,ctrl+down,right_square_bracket", "move(1)", "Move down", id="queue_down"),
+        Binding("K,shift+up,ctrl+up,left_square_bracket", "move(-1)", "Move up", id="queue_up", group=MOVE),
+        Binding(
+            "J,shift+down,ctrl+down,right_square_bracket", "move(1)", "Move down", id="queue_down", group=MOVE
+        ),
         Binding("delete,backspace", "remove", "Remove", id="queue_remove"),
-        Binding("s", "stop(True)", "Stop (save)", id="queue_stop"),
+        Binding("s", "stop(True)", "Stop (save)", show=False, id="queue_stop"),
         Binding("S", "stop(False)", "Stop, no save", show=False, id="queue_kill"),
         Binding("r", "resume", "Resume", id="queue_resume"),
         Binding("enter,o", "open", "Open chart", id="queue_open"),
@@ -183,6 +189,7 @@ class QueuePanel(Vertical):
         else:
             self._rebuild()
         self._update_title()
+        self.refresh_bindings()
 
     def _rebuild(self, cursor_run: str | None = None) -> None:
         table = self.table
@@ -240,6 +247,30 @@ class QueuePanel(Vertical):
         self.query_one("#queue-title", Static).update(Text(text))
 
     # --- selection and actions ------------------------------------------------------------------
+
+    # What each key can act on, by the status of the selected entry. Keys that cannot act on it are
+    # left out of the footer (and do nothing): at 80 columns the footer has room for the run view's
+    # own keys plus the ones that apply to the selected row, not for all of them.
+    APPLIES = {
+        "move": lambda e, n: e.get("status") == "pending" and n > 1,
+        "remove": lambda e, n: e.get("status") != "running",
+        "stop": lambda e, n: e.get("status") == "running",
+        "resume": lambda e, n: e.get("status") in ("interrupted", "stopped"),
+        # The live run is on screen already; a pending one has no loss log yet.
+        "open": lambda e, n: e.get("status") not in ("running", "pending"),
+    }
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        applies = self.APPLIES.get(action)
+        if applies is None:
+            return True
+        if not self.entries or not self.query(QueueTable):  # asked before the table is composed
+            return False
+        entry = self.selected_entry()
+        return entry is not None and applies(entry, len(self.entries))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_bindings()  # the footer follows the selected row
 
     def selected_entry(self) -> dict[str, Any] | None:
         table = self.table
