@@ -325,7 +325,7 @@ def ensure_demo_workspace(workspace: str | os.PathLike) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m engine demo [--workspace DIR]`: build the demo models and data."""
-    parser = argparse.ArgumentParser(prog="engine demo", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="loratui demo", description=main.__doc__)
     parser.add_argument("--workspace", default=".", help="workspace folder (default: current directory)")
     args = parser.parse_args(argv)
     result = ensure_demo_workspace(args.workspace)

@@ -694,7 +694,7 @@ def _started_after_finish(events: list[dict[str, Any]]) -> bool:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="engine serve", description="Own the queue folder and run its entries."
+        prog="loratui serve", description="Own the queue folder and run its entries."
     )
     parser.add_argument("--workspace", default=".", help="the workspace folder (default: the current folder)")
     parser.add_argument("--foreground-log", action="store_true", help="also copy the workers' logs to stderr")

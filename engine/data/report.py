@@ -286,7 +286,7 @@ def _render_error(exc: LoratuiError) -> str:
 def main(argv: list[str] | None = None) -> int:
     """`python -m engine check CONFIG [--set k=v]... [--workspace DIR] [--json]`."""
     parser = argparse.ArgumentParser(
-        prog="python -m engine check", description="Check a run config and its dataset before training."
+        prog="loratui check", description="Check a run config and its dataset before training."
     )
     parser.add_argument("config", help="run config TOML file")
     parser.add_argument(

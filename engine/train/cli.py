@@ -15,7 +15,7 @@ from engine.errors import LoratuiError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="engine train", description="Train one LoRA run headless.")
+    p = argparse.ArgumentParser(prog="loratui train", description="Train one LoRA run headless.")
     p.add_argument("config", help="run config (.toml)")
     p.add_argument(
         "--set",
