@@ -125,3 +125,33 @@ def _group_labels(screen) -> list[str]:
     from textual.widgets._footer import FooterLabel
 
     return [str(label.render()).strip() for label in screen.query_one(Footer).query(FooterLabel)]
+
+
+async def test_run_view_fits_24_rows_with_a_long_queue(tmp_path):
+    from textual.widgets import Static
+
+    from tui.screens.run import RunScreen
+    from tui.widgets.log_tail import LogTail
+
+    ws = make_workspace(tmp_path)
+    app = LoratuiApp(ws, mode="train", attach=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        state = RunState(name="demo", status="running", phase="train", step=30, total_steps=60)
+        state.loss, state.loss_ema, state.lr, state.seconds_per_step = 0.91, 0.95, 1.6e-4, 0.1
+        state.samples_per_second, state.eta_seconds, state.started_at = 20.9, 3.0, 1.0
+        app._set_run(state)
+        app.queue_entries = [
+            {"run": f"r{i}", "name": f"run-{i}", "status": "pending", "position": i} for i in range(1, 9)
+        ]
+        app.show_run()
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query(LogTail), what="run view"
+        )
+        await pilot.pause(0.4)
+        screen = app.screen
+        phase = screen.query_one("#phase", Static)
+        figures = screen.query_one("#figures", Static)
+        assert screen.scroll_offset.y == 0 and phase.region.y == 0  # the phase line stays on screen
+        assert screen.query_one(LogTail).region.bottom <= 23  # above the footer, not pushed out
+        assert "samples/s" in str(figures.render()) and figures.size.height == 2  # wrapped, not cut
+        assert str(figures.render()).startswith("step 30/60  ETA")  # what matters most comes first

@@ -56,7 +56,10 @@ async def test_chart_and_progress_follow_the_engine(tmp_path):
         await wait_until(
             pilot, lambda: chart.redraws > 0 and "┤" in chart._rendered.plain, what="chart drawn"
         )
-        figures = str(app.run_screen.query_one("#figures", Static).render())
+        # The chart series share the state's lists; the figures line follows on the view's next tick.
+        figures_line = app.run_screen.query_one("#figures", Static)
+        await wait_until(pilot, lambda: "step 40/40" in str(figures_line.render()), what="figures")
+        figures = str(figures_line.render())
         assert "step 40/40" in figures and "s/step" in figures and "samples/s" in figures
         phase = str(app.run_screen.query_one("#phase", Static).render())
         assert "done" in phase and str(ws / "runs" / "mine" / "mine.safetensors") in phase

@@ -39,6 +39,9 @@ class RunScreen(Screen):
     """The run view."""
 
     CSS_PATH = "run.tcss"
+    # At 24 rows (an SSH session's default) the full-size panes overflowed and scrolled the phase
+    # line off the top: run.tcss shrinks the queue and the log under the "-short" class.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
     BINDINGS = [
         Binding("x,f8", "stop_run", "Stop", tooltip="Stop the run (a checkpoint is saved first)", id="stop"),

@@ -21,7 +21,7 @@ class RunProgress(Vertical):
     DEFAULT_CSS = """
     RunProgress { height: auto; }
     RunProgress #phase { height: 1; }
-    RunProgress #figures { height: 1; color: $text-muted; }
+    RunProgress #figures { height: auto; color: $text-muted; }
     RunProgress ProgressBar { height: 1; }
     RunProgress ProgressBar Bar { width: 1fr; }
     """
@@ -55,12 +55,14 @@ class RunProgress(Vertical):
             bar.update(total=None)
 
         total = state.total_steps or "?"
+        # Step, ETA and loss first: at 80 columns the line wraps and these stay on the first row.
         figures = (
-            f"step {state.step}/{total}  ep {state.epoch}  "
-            f"loss {_fmt(state.loss, '.4f')} (ema {_fmt(state.loss_ema, '.4f')})  "
-            f"lr {_fmt(state.lr, '.2e')}  {_fmt(state.seconds_per_step, '.2f')} s/step  "
-            f"{_fmt(state.samples_per_second, '.1f')} samples/s  "
+            f"step {state.step}/{total}  "
             f"ETA {format_duration(state.eta_seconds if state.active else 0)}  "
-            f"elapsed {format_duration(state.elapsed())}"
+            f"elapsed {format_duration(state.elapsed())}  "
+            f"loss {_fmt(state.loss, '.4f')} (ema {_fmt(state.loss_ema, '.4f')})  "
+            f"ep {state.epoch}  lr {_fmt(state.lr, '.2e')}  "
+            f"{_fmt(state.seconds_per_step, '.2f')} s/step  "
+            f"{_fmt(state.samples_per_second, '.1f')} samples/s"
         )
         self.query_one("#figures", Static).update(Text(figures))
