@@ -155,3 +155,22 @@ async def test_run_view_fits_24_rows_with_a_long_queue(tmp_path):
         assert screen.query_one(LogTail).region.bottom <= 23  # above the footer, not pushed out
         assert "samples/s" in str(figures.render()) and figures.size.height == 2  # wrapped, not cut
         assert str(figures.render()).startswith("step 30/60  ETA")  # what matters most comes first
+
+
+async def test_run_view_without_a_run_says_so(tmp_path):
+    from textual.widgets import Static
+
+    from tui.screens.run import RunScreen
+
+    ws = make_workspace(tmp_path)
+    app = LoratuiApp(ws, mode="train", attach=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f7")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query("#phase"), what="run view"
+        )
+        await pilot.pause(0.3)
+        phase = str(app.screen.query_one("#phase", Static).render())
+        figures = str(app.screen.query_one("#figures", Static).render())
+        assert phase.startswith("No run yet") and "F5" in phase
+        assert "starting" not in phase and "ETA" not in figures  # no phantom run

@@ -33,6 +33,14 @@ class RunProgress(Vertical):
 
     def show(self, state: RunState) -> None:
         """Update from the state (cheap: three small widgets)."""
+        if state.status == "idle":
+            # Nothing has run in this session: say so instead of a phantom "run starting, ETA 00:00".
+            self.query_one("#phase", Static).update(
+                Text("No run yet: back to the form (b), then F5 starts one.", style="bold")
+            )
+            self.query_one("#bar", ProgressBar).update(total=None)
+            self.query_one("#figures", Static).update("")
+            return
         phase = Text()
         phase.append(state.name or "run", style="bold")
         phase.append("  ")
