@@ -83,6 +83,15 @@ def test_bad_arguments_print_a_clean_usage(ws):
     assert "usage: usage:" not in unknown.stderr
 
 
+def test_add_warns_at_once_about_a_model_path_that_is_not_a_model(ws):
+    (ws / "random.bin").write_bytes(b"\x00garbage" * 100)
+    r = loratui(ws, "add", str(write_config(ws, "m")), "--set", "model.base=random.bin")
+    assert r.returncode == 0, r.stderr  # queued all the same: the file may still be on its way
+    assert "queued m as m-" in r.stdout and statuses(ws) == {"m": "pending"}
+    assert f"warning: model.base: {ws / 'random.bin'} is not a model file" in r.stderr
+    assert "the run fails when it starts unless this is fixed" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_run_in_the_foreground_prints_progress_and_empties_the_queue(ws):
     (ws / "empty").mkdir()
     for name, data in (("a", "data"), ("bad", "empty"), ("b", "data")):

@@ -142,6 +142,14 @@ def check(cfg, *, scan: DatasetScan | None = None) -> DatasetReport:
     return report
 
 
+def model_problems(cfg) -> list[str]:
+    """What `check` says about the model paths alone (model.base, model.vae, network.init_from):
+    cheap, no dataset scan, no torch."""
+    report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
+    _check_model(cfg, report)
+    return report.problems
+
+
 def _check_model(cfg, report: DatasetReport) -> None:
     vae = str(cfg.model.vae or "").strip()
     if vae and not cfg.resolve_path(vae).exists():

@@ -140,6 +140,20 @@ def cmd_ls(store: QueueStore, as_json: bool) -> int:
     return 0
 
 
+def _model_warnings(entry_path: Path, workspace: Path) -> None:
+    """A model path that is already wrong is said at once, not when the run starts hours later. Only a
+    warning: the file may still be on its way (a copy or a download running beside the queue)."""
+    from engine.config import load_config
+    from engine.data.report import model_problems
+
+    try:
+        cfg = load_config(entry_path, env={}, workspace=workspace)
+    except LoratuiError:
+        return  # the entry is queued; the engine reports an entry it cannot read
+    for problem in model_problems(cfg):
+        print(f"warning: {problem}; the run fails when it starts unless this is fixed", file=sys.stderr)
+
+
 def _not_running_note(store: QueueStore) -> None:
     if not owner_pid(store.folder):
         print("no engine is running this queue: `loratui queue run` (or the TUI) runs it")
@@ -195,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         if opts.command == "add":
             entry = store.add_file(opts.config, sets=opts.sets, position=opts.position)
             print(f"queued {entry.name} as {entry.run} at position {entry.position}")
+            _model_warnings(entry.path, workspace)
             _not_running_note(store)
         elif opts.command == "ls":
             return cmd_ls(store, opts.json)
