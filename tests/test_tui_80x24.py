@@ -174,3 +174,19 @@ async def test_run_view_without_a_run_says_so(tmp_path):
         figures = str(app.screen.query_one("#figures", Static).render())
         assert phase.startswith("No run yet") and "F5" in phase
         assert "starting" not in phase and "ETA" not in figures  # no phantom run
+
+
+async def test_form_footer_fits_80_columns_and_the_status_names_f7(tmp_path):
+    ws = make_workspace(tmp_path)
+    app = LoratuiApp(ws, mode="train", preset="mine", attach=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None, what="preset")
+        await wait_until(pilot, lambda: footer_keys(app.screen), what="footer")
+        descriptions = [d for _, d in footer_keys(app.screen)]  # asserts none is cut off
+        assert descriptions == ["Run", "Check", "Save", "Advanced", "Quit", "History"]
+        app._set_run(RunState(name="old", status="done", step=60, total_steps=60))
+        await pilot.pause(0.7)
+        status = str(app.main_screen.query_one("#run-status").render())
+        assert "old: done" in status and "F7" in status
+        await pilot.press("f7")  # works without a footer entry
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunScreen", what="run view")

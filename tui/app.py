@@ -433,8 +433,8 @@ class LoratuiApp(App):
             text.append(state.phase_text())
             if state.total_steps and state.step:
                 text.append(f" {state.step}/{state.total_steps}")
-            if state.active:
-                text.append("  F7 to watch", style="dim")
+            # F7 has no footer entry (80 columns): this line is where it is named.
+            text.append("  F7 to watch" if state.active else "  F7 to view", style="dim")
         self.main_screen.show_status(text) if self.main_screen.is_mounted else None
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

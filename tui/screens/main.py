@@ -49,17 +49,20 @@ class MainScreen(Screen):
 
     CSS_PATH = "main.tcss"
 
+    # The footer must fit 80 columns with the app's ^q Quit, f10 History and ^p palette: Save as
+    # (F3) is in the palette and is what F2 does before a preset is loaded, and the run status at
+    # the top right names F7, so those two keys work without a footer entry.
     BINDINGS = [
         Binding("f5,ctrl+r,r", "run", "Run", tooltip="Validate the form and start the run", id="run"),
-        Binding("f6,ctrl+g,c", "check", "Check data", tooltip="Check the config and dataset", id="check"),
+        Binding("f6,ctrl+g,c", "check", "Check", tooltip="Check the config and dataset", id="check"),
         Binding(
             "f2,ctrl+s", "save", "Save", tooltip="Save over the loaded preset (comments kept)", id="save"
         ),
-        Binding("f3,ctrl+n", "save_as", "Save as", tooltip="Save as a new preset", id="save_as"),
+        Binding("f3,ctrl+n", "save_as", "Save as", tooltip="Save as a new preset", show=False, id="save_as"),
         Binding(
             "f4,ctrl+t", "toggle_advanced", "Advanced", tooltip="Show or hide advanced fields", id="advanced"
         ),
-        Binding("f7,ctrl+o", "show_run", "Run view", tooltip="Show the live run", id="show_run"),
+        Binding("f7,ctrl+o", "show_run", "Run view", tooltip="Show the live run", show=False, id="show_run"),
     ]
 
     def __init__(self, workspace: Path) -> None:
