@@ -92,6 +92,16 @@ def test_unknown_key_says_did_you_mean(tmp_path):
     assert exc.value.message == 'unknown key "trian"' and exc.value.hint == 'did you mean "train"?'
 
 
+def test_foreign_table_lists_our_sections_and_where_its_keys_go():
+    """kohya sd-scripts' sectioned configs (before: "see CONFIG.md for the keys a run config has")."""
+    text = "[training_arguments]\nlearning_rate = 1e-4\nmax_train_steps = 10\nfoo = 1\n"
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(text, source="x.toml")
+    assert exc.value.message == 'unknown key "training_arguments"'
+    assert exc.value.hint.startswith("the sections are [model], [dataset], ")
+    assert exc.value.hint.endswith("(learning_rate -> train.lr, max_train_steps -> train.steps)")
+
+
 @pytest.mark.parametrize(
     "line, hint",
     [

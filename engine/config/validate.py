@@ -244,6 +244,8 @@ def build_config(
             if owners:
                 hint = f'put it under [{owners[0]}] (as "{owners[0]}.{name}")'
             hint = hint or did_you_mean(key, list(TOP_LEVEL_KEYS) + list(SECTION_TYPES))
+            if not hint and isinstance(value, dict):
+                hint = _foreign_table_hint(value)
             fail(key, f'unknown key "{key}"', hint or "see CONFIG.md for the keys a run config has")
 
     if not errors:
@@ -252,6 +254,21 @@ def build_config(
         first = errors[0]
         raise ConfigError(first.message, hint=first.hint, where=first.where, errors=errors)
     return cfg
+
+
+def _foreign_table_hint(table: dict) -> str:
+    """An unknown [table], e.g. kohya sd-scripts' [training_arguments]: our sections, and where the
+    table's keys go."""
+    moves = []
+    for sub in table:
+        name = ALIASES.get(str(sub).lower(), str(sub))
+        section = _SECTION_OF_ALIAS.get(str(sub).lower(), ("",))[0] or next(
+            (s.section for s in SCHEMA if s.key == name and s.section), ""
+        )
+        if section:
+            moves.append(f"{sub} -> {section}.{name}")
+    hint = "the sections are " + ", ".join(f"[{s}]" for s in SECTION_TYPES)
+    return hint + (" (" + ", ".join(moves[:4]) + ")" if moves else "")
 
 
 def _hint_for(spec: FieldSpec) -> str:
