@@ -190,3 +190,25 @@ async def test_form_footer_fits_80_columns_and_the_status_names_f7(tmp_path):
         assert "old: done" in status and "F7" in status
         await pilot.press("f7")  # works without a footer entry
         await wait_until(pilot, lambda: type(app.screen).__name__ == "RunScreen", what="run view")
+
+
+async def test_queue_progress_column_widens_as_the_run_goes():
+    from textual.app import App, ComposeResult
+
+    from tui.widgets.queue_panel import QueuePanel, QueueTable
+
+    class Host(App):
+        def compose(self) -> ComposeResult:
+            yield QueuePanel(id="queue")
+
+    app = Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.query_one(QueuePanel)
+        entry = {"run": "a", "name": "a", "status": "running", "position": 1, "progress": 0.0}
+        panel.handle_event({"type": "queue", "entries": [{**entry, "step": 0, "total_steps": 60}]})
+        await pilot.pause()
+        panel.handle_event({"type": "step", "run": "a", "step": 60, "total_steps": 60, "eta_seconds": 0})
+        await pilot.pause()
+        table = app.query_one(QueueTable)
+        assert table.columns["progress"].get_render_width(table) >= len("100% 60/60") + 2  # shown whole
+        assert "Queue: 1 entry (1 running)" in str(app.query_one("#queue-title").render())

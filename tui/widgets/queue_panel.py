@@ -216,7 +216,8 @@ class QueuePanel(Vertical):
     def _refresh_row(self, entry: dict[str, Any]) -> None:
         table = self.table
         for (key, _label), cell in zip(COLUMNS, self._cells(entry)):
-            table.update_cell(entry["run"], key, cell)
+            # Widen the column as needed: "0% 0/60" became "100% 60/" in a column sized for it.
+            table.update_cell(entry["run"], key, cell, update_width=True)
 
     def _set_fields(self, run: str, **fields: Any) -> None:
         for entry in self.entries:
@@ -241,7 +242,8 @@ class QueuePanel(Vertical):
             text = "Queue: empty"
         else:
             parts = [f"{n} {s}" for s, n in counts.items()]
-            text = f"Queue: {len(self.entries)} entries ({', '.join(parts)})"
+            count = len(self.entries)
+            text = f"Queue: {count} {'entry' if count == 1 else 'entries'} ({', '.join(parts)})"
         if self.paused:
             text += "  [paused]"
         self.query_one("#queue-title", Static).update(Text(text))
