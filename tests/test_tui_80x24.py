@@ -212,3 +212,22 @@ async def test_queue_progress_column_widens_as_the_run_goes():
         table = app.query_one(QueueTable)
         assert table.columns["progress"].get_render_width(table) >= len("100% 60/60") + 2  # shown whole
         assert "Queue: 1 entry (1 running)" in str(app.query_one("#queue-title").render())
+
+
+async def test_history_footer_shows_back_first_and_fits_80_columns(tmp_path):
+    from tui.screens.history import HistoryScreen
+
+    ws = make_workspace(tmp_path)
+    app = LoratuiApp(ws, mode="train", attach=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), what="history")
+        await wait_until(pilot, lambda: footer_keys(app.screen), what="footer")
+        shown = footer_keys(app.screen)  # asserts none is cut off
+        assert shown[0] == ("back", "Back")
+        descriptions = [d for _, d in shown]
+        assert {"Filter", "Smooth", "Diff", "Quit"} <= set(descriptions)
+        assert "History" not in descriptions  # F10 on the history screen itself does nothing new
+        assert "Export" in _group_labels(app.screen)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, HistoryScreen), what="back")

@@ -418,6 +418,14 @@ class LoratuiApp(App):
             )
         )
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "history":
+            from tui.screens.history import HistoryScreen
+
+            # Not offered on the history screen itself: its footer needs the room.
+            return not isinstance(self.screen, HistoryScreen)
+        return True
+
     def action_history(self) -> None:
         """The loss-log history of the workspace (overlay, smoothing, config diff)."""
         from tui.screens.history import HistoryScreen

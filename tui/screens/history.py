@@ -81,29 +81,42 @@ class HistoryScreen(Screen):
     FOLLOW_INTERVAL = 5.0
     """Seconds between checks of running runs' logs."""
 
+    EXPORT = Binding.Group("Export")
     BINDINGS = [
+        # At 80 columns the footer holds about six keys: Back first (a newcomer must find the way
+        # out), then what the help lines under the chart do not name; space, o, x, +, [ ] are there.
+        Binding("escape", "back", "Back"),
         Binding(
-            "space", "toggle_select", "Select", tooltip="Add or remove the highlighted run from the chart"
+            "space",
+            "toggle_select",
+            "Select",
+            tooltip="Add or remove the highlighted run from the chart",
+            show=False,
         ),
         Binding("slash", "focus_filter", "Filter", tooltip="Filter runs by name, model or status"),
-        Binding("o", "open_csv", "Open CSV", tooltip="Add a loss CSV (ours or another tool's) to the list"),
-        Binding("m", "cycle_method", "Smoothing", tooltip="EMA, moving window or none"),
+        Binding("m", "cycle_method", "Smooth", tooltip="Smoothing: EMA, moving window or none"),
+        Binding("t", "export_text", "Export text", group=EXPORT),
+        Binding("p", "export_png", "Export PNG", group=EXPORT),
+        Binding("d", "diff", "Diff", tooltip="Config difference of the two selected runs"),
+        Binding(
+            "o",
+            "open_csv",
+            "Add CSV",
+            tooltip="Add a loss CSV (ours or another tool's) to the list",
+            show=False,
+        ),
         Binding("left_square_bracket", "smooth(-1)", "Less smooth", show=False),
         Binding("right_square_bracket", "smooth(1)", "More smooth", show=False),
-        Binding("x", "toggle_x", "Steps/epochs"),
+        Binding("x", "toggle_x", "Steps/epochs", show=False),
         Binding("g", "toggle_log", "Log y", show=False, tooltip="Logarithmic loss axis"),
-        Binding("plus,equals_sign", "zoom(0.5)", "Zoom in"),
+        Binding("plus,equals_sign", "zoom(0.5)", "Zoom in", show=False),
         Binding("minus", "zoom(2.0)", "Zoom out", show=False),
         Binding("0", "zoom_reset", "Reset zoom", show=False),
         Binding("h,shift+left", "pan(-0.25)", "Pan left", show=False),
         Binding("l,shift+right", "pan(0.25)", "Pan right", show=False),
         Binding("comma", "cursor(-1)", "Cursor left", show=False),
         Binding("full_stop", "cursor(1)", "Cursor right", show=False),
-        Binding("d", "diff", "Config diff"),
-        Binding("t", "export_text", "Export text"),
-        Binding("p", "export_png", "Export PNG"),
         Binding("r", "rescan", "Rescan", show=False),
-        Binding("escape", "back", "Back", show=False),
     ]
 
     @dataclass
@@ -469,7 +482,7 @@ class HistoryScreen(Screen):
             lines += overlay.readout(runs, self.view, self.cursor_step)
         elif not runs:
             lines.append(
-                "space/enter: draw the highlighted run  ·  select several to compare  ·  d: config diff"
+                "space/enter: draw the highlighted run  ·  select several to compare  ·  o: add a loss CSV"
             )
         self.query_one("#readout", Static).update(Text("\n".join(lines)))
 
