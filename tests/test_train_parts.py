@@ -207,6 +207,29 @@ def test_state_roundtrip_is_exact(tmp_path):
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
+def test_damaged_or_foreign_optimizer_state_is_a_clear_error(tmp_path):
+    """Before: a garbled optimizer.pt ended the run with torch's UnpicklingError traceback, and a state
+    of another train.optimizer loaded, then failed at the first step with KeyError 'momentum'."""
+    from engine.errors import LoratuiError
+    from engine.train.state import TrainState, load_state, save_state
+
+    model = torch.nn.Linear(4, 4)
+    params = [(f"m.{n}", p) for n, p in model.named_parameters()]
+    state = TrainState(step=3, steps_done=3, global_batch=6, epoch=1, total_steps=9)
+    folder = save_state(tmp_path, state, params, torch.optim.AdamW(model.parameters(), lr=1e-2))
+    with pytest.raises(LoratuiError) as exc:
+        load_state(folder, params, torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9))
+    assert "saved by another optimizer than train.optimizer" in exc.value.message
+    assert "momentum" in exc.value.message and exc.value.where == str(folder / "optimizer.pt")
+    assert load_state(folder, params, torch.optim.AdamW(model.parameters(), lr=1e-2)).step == 3
+    (folder / "optimizer.pt").write_bytes(b"\x80\x02garbage" * 10)
+    with pytest.raises(LoratuiError) as exc:
+        load_state(folder, params, torch.optim.AdamW(model.parameters(), lr=1e-2))
+    assert exc.value.message.startswith(f"optimizer state in {folder} is unreadable (damaged")
+    assert "delete that state folder" in exc.value.hint
+    assert (folder / "adapter.safetensors").exists()  # nothing is deleted on the way
+
+
 def test_derive_seed_is_stable():
     from engine.train.rng import derive_seed, py_rng
 

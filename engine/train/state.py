@@ -145,8 +145,35 @@ def load_state(folder: Path, params: list[tuple[str, torch.nn.Parameter]], optim
     with torch.no_grad():
         for n, p in params:
             p.copy_(weights[n].to(p.device, p.dtype))
-    opt_state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(opt_state)
+    where = str(folder / "optimizer.pt")
+    try:
+        opt_state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or garbled: torch's own text only talks about weights_only
+        raise LoratuiError(
+            f"optimizer state in {folder} is unreadable (damaged or truncated file: {type(exc).__name__})",
+            hint="delete that state folder to resume from an earlier one, or start the run again",
+            where=where,
+        ) from None
+    # Another train.optimizer loads without complaint and fails at the first step (KeyError
+    # 'momentum'). Settings a newer torch added are filled in by load_state_dict (__setstate__), so
+    # a setting still missing after the load means the state came from another optimizer.
+    expected = {k for k in optimizer.state_dict()["param_groups"][0] if k != "params"}
+    try:
+        optimizer.load_state_dict(opt_state)
+        missing = expected - set(optimizer.param_groups[0])
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
+        raise LoratuiError(
+            f"the optimizer state in {folder} does not fit this run: {exc}",
+            hint="resume with the config the run started with, or start the run again",
+            where=where,
+        ) from None
+    if missing:
+        raise LoratuiError(
+            f"the optimizer state in {folder} was saved by another optimizer than train.optimizer "
+            f"(it has no {', '.join(sorted(missing))})",
+            hint="resume with the train.optimizer the run started with, or start the run again",
+            where=where,
+        )
     try:
         rng = load_file(str(folder / "rng.safetensors"))
         torch.set_rng_state(rng["cpu"])
@@ -156,6 +183,12 @@ def load_state(folder: Path, params: list[tuple[str, torch.nn.Parameter]], optim
                 torch.cuda.set_rng_state_all(cuda)
     except FileNotFoundError:
         pass
+    except Exception as exc:
+        raise LoratuiError(
+            f"random-number state in {folder} is unreadable: {exc}",
+            hint="delete that state folder to resume from an earlier one, or start the run again",
+            where=str(folder / "rng.safetensors"),
+        ) from None
     return state
 
 
