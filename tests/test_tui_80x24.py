@@ -100,6 +100,7 @@ async def test_run_view_footer_has_one_stop_and_keys_for_the_selected_queue_row(
         )
         table = app.screen.query_one(QueueTable)
         table.focus()
+        table.move_cursor(row=0)  # the done entry
         await pilot.pause(0.3)
         await wait_until(pilot, lambda: footer_keys(app.screen), what="footer")
         descriptions = [d for _, d in footer_keys(app.screen)]
@@ -231,3 +232,29 @@ async def test_history_footer_shows_back_first_and_fits_80_columns(tmp_path):
         assert "Export" in _group_labels(app.screen)
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, HistoryScreen), what="back")
+
+
+async def test_queue_cursor_starts_on_the_running_entry():
+    from textual.app import App, ComposeResult
+
+    from tui.widgets.queue_panel import QueuePanel
+
+    class Host(App):
+        def compose(self) -> ComposeResult:
+            yield QueuePanel(id="queue")
+
+    app = Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.query_one(QueuePanel)
+        entries = [
+            {"run": "a", "name": "a", "status": "done", "position": 1},
+            {"run": "b", "name": "b", "status": "running", "position": 2},
+            {"run": "c", "name": "c", "status": "pending", "position": 3},
+        ]
+        panel.handle_event({"type": "queue", "entries": entries})
+        await pilot.pause()
+        assert panel.selected_run() == "b"
+        panel.table.move_cursor(row=2)  # the user's choice is kept across later snapshots
+        panel.handle_event({"type": "queue", "entries": [*entries[:2], {**entries[2], "position": 4}]})
+        await pilot.pause()
+        assert panel.selected_run() == "c"

@@ -186,6 +186,10 @@ class QueuePanel(Vertical):
         if [e["run"] for e in entries] == old_order:
             for entry in self.entries:
                 self._refresh_row(entry)
+        elif not old_order:
+            # First rows: start on the running entry (its keys, not a finished run's, in the footer).
+            running = [e["run"] for e in self.entries if e.get("status") == "running"]
+            self._rebuild(cursor_run=running[0] if running else None)
         else:
             self._rebuild()
         self._update_title()
