@@ -258,3 +258,23 @@ async def test_queue_cursor_starts_on_the_running_entry():
         panel.handle_event({"type": "queue", "entries": [*entries[:2], {**entries[2], "position": 4}]})
         await pilot.pause()
         assert panel.selected_run() == "c"
+
+
+async def test_letters_typed_off_a_field_do_not_start_a_run_or_a_check(tmp_path):
+    from textual.widgets import Select
+
+    from tui.screens.main import MainScreen
+
+    ws = make_workspace(tmp_path)
+    app = LoratuiApp(ws, mode="train", preset="mine", attach=False)
+    started = []
+    app.start_run = started.append
+    app.check_config = started.append
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None, what="preset")
+        app.main_screen.query_one("#preset", Select).focus()  # not a text field
+        await pilot.press("r", "c")
+        await pilot.pause(0.2)
+        assert started == [] and isinstance(app.screen, MainScreen)
+        await pilot.press("ctrl+r")  # the alternates of F5/F6 still work
+        await wait_until(pilot, lambda: len(started) == 1, what="run via ctrl+r")

@@ -53,8 +53,10 @@ class MainScreen(Screen):
     # (F3) is in the palette and is what F2 does before a preset is loaded, and the run status at
     # the top right names F7, so those two keys work without a footer entry.
     BINDINGS = [
-        Binding("f5,ctrl+r,r", "run", "Run", tooltip="Validate the form and start the run", id="run"),
-        Binding("f6,ctrl+g,c", "check", "Check", tooltip="Check the config and dataset", id="check"),
+        # No bare letters here: Tab also stops on selects, switches and section titles, where a
+        # letter meant for a field would start a run (r) or a check (c).
+        Binding("f5,ctrl+r", "run", "Run", tooltip="Validate the form and start the run", id="run"),
+        Binding("f6,ctrl+g", "check", "Check", tooltip="Check the config and dataset", id="check"),
         Binding(
             "f2,ctrl+s", "save", "Save", tooltip="Save over the loaded preset (comments kept)", id="save"
         ),
