@@ -278,3 +278,28 @@ async def test_letters_typed_off_a_field_do_not_start_a_run_or_a_check(tmp_path)
         assert started == [] and isinstance(app.screen, MainScreen)
         await pilot.press("ctrl+r")  # the alternates of F5/F6 still work
         await wait_until(pilot, lambda: len(started) == 1, what="run via ctrl+r")
+
+
+async def test_serve_log_echo_on_stderr_is_not_shown_twice(tmp_path):
+    import sys
+
+    from engine import protocol
+
+    ws = make_workspace(tmp_path)
+    event = protocol.encode(protocol.log("queued demo (demo-1) at position 1"))
+    script = (
+        "import sys, time\n"
+        f"sys.stdout.write({event!r}); sys.stdout.flush()\n"
+        "print('[serve] info: queued demo (demo-1) at position 1', file=sys.stderr, flush=True)\n"
+        "print('Traceback (most recent call last):', file=sys.stderr, flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    app = LoratuiApp(ws, mode="serve", serve_command=[sys.executable, "-c", script], attach=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(
+            pilot, lambda: any("Traceback" in line.message for line in app.run_state.log), what="stderr"
+        )
+        await pilot.pause(0.2)
+        queued = [line for line in app.run_state.log if "queued demo" in line.message]
+        assert len(queued) == 1 and queued[0].level == "info"  # the event, not its stderr echo
+        app.client.terminate(timeout=2.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ from tui.screens.main import MainScreen
 from tui.screens.run import RunScreen
 
 TrainCommand = Callable[[Path], Sequence[str]]
+SERVE_LOG_ECHO = re.compile(r"\[serve\] (debug|info|warning|error): ")
 
 
 class LoratuiApp(App):
@@ -325,6 +327,10 @@ class LoratuiApp(App):
     @on(EngineStderr)
     def _stderr(self, message: EngineStderr) -> None:
         for line in message.lines:
+            if SERVE_LOG_ECHO.match(line):
+                # `engine serve` echoes each of its log events to stderr (for a headless queue);
+                # the event is in the log already, twice was noise in a 5-line log at 80x24.
+                continue
             level = "error" if line.startswith(("Traceback", "error:")) else "stderr"
             self.run_state.add_log(level, line)
 
