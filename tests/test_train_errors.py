@@ -81,6 +81,14 @@ def test_existing_lora_is_not_overwritten(tmp_path, tiny_sd15, demo_dataset):
     end = finished(events)
     assert rc == 1 and end["status"] == "failed" and end["error"]["where"] == "save.overwrite"
     assert (run_dir / "keep.safetensors").read_bytes() == b"precious"
+    # The finished run's record stays as it was: the refused attempt used to replace its
+    # config.toml and end its events.jsonl with "failed" (`loratui logs` then showed it failed).
+    (run_dir / "config.toml").write_text("# the config the LoRA was trained with\n")
+    (run_dir / "events.jsonl").write_text('{"type": "run_finished", "status": "done"}\n')
+    rc, events, run_dir = run_in_process(tmp_path, text)
+    assert rc == 1 and finished(events)["error"]["where"] == "save.overwrite"
+    assert (run_dir / "config.toml").read_text() == "# the config the LoRA was trained with\n"
+    assert (run_dir / "events.jsonl").read_text() == '{"type": "run_finished", "status": "done"}\n'
 
 
 def test_bad_config_from_cli(tmp_path, capsys):

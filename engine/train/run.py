@@ -280,12 +280,15 @@ class TrainingRun:
         status, lora, error = protocol.FAILED, None, None
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            cleanup = _setup_logging(self.run_dir / "engine.log", self.events, self.run_id)
             self._state_dir_to_resume = self._pick_resume_state()
             fresh = self._state_dir_to_resume is None
+            # Before events.jsonl and config.toml are touched: a refused run must leave the finished
+            # run's record as it was (it used to replace its config.toml and mark it "failed").
+            self._refuse_overwrite()
             if fresh:
                 (self.run_dir / "events.jsonl").unlink(missing_ok=True)
             self.events.set_jsonl(self.run_dir / "events.jsonl")
-            cleanup = _setup_logging(self.run_dir / "engine.log", self.events, self.run_id)
             self.controls.install_signals()
             status, lora = self._execute(fresh)
         except _StoppedBeforeTraining as exc:
@@ -491,6 +494,14 @@ class TrainingRun:
         self.params = params
         return self._train(state, fresh, run_steps)
 
+    def _refuse_overwrite(self) -> None:
+        if self.final_path.exists() and not self.cfg.save.overwrite:
+            raise LoratuiError(
+                f"{self.final_path} already exists",
+                hint="choose another name, or set save.overwrite = true to replace it",
+                where="save.overwrite",
+            )
+
     def _preflight(self) -> None:
         """Checks that need no model: fail in a second rather than after loading gigabytes."""
         cfg = self.cfg
@@ -498,12 +509,7 @@ class TrainingRun:
 
         if not cfg.name:
             raise LoratuiError("the run has no name", hint='set name = "..." in the config', where="name")
-        if self.final_path.exists() and not cfg.save.overwrite:
-            raise LoratuiError(
-                f"{self.final_path} already exists",
-                hint="choose another name, or set save.overwrite = true to replace it",
-                where="save.overwrite",
-            )
+        self._refuse_overwrite()
         check_optimizer(cfg.train.optimizer)
         if cfg.train.precision not in PRECISIONS:
             raise LoratuiError(
