@@ -338,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         where = f" --workspace {args.workspace}"
     if preset.is_file():
-        print(f"Try: python -m engine check {preset}{where}")
+        # the command users type (the same check runs as `python -m engine check`)
+        print(f"Try: loratui check {preset}{where}")
+        print(f"then: loratui train {preset}{where}")
     return 0
 
 

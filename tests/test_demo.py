@@ -158,4 +158,5 @@ def test_demo_cli_prints_what_it_made(tmp_path):
     # third-party chatter (transformers' "requires torchvision" fallback notes) is silenced
     assert "torchvision" not in r.stderr, r.stderr
     assert "tiny-sd15" in r.stdout and "(built)" in r.stdout
+    assert f"Try: loratui check {root / 'presets' / 'demo.toml'} --workspace {tmp_path}" in r.stdout
     assert (tmp_path / "demo" / "data" / "5_shapes").is_dir()
