@@ -303,3 +303,20 @@ async def test_serve_log_echo_on_stderr_is_not_shown_twice(tmp_path):
         queued = [line for line in app.run_state.log if "queued demo" in line.message]
         assert len(queued) == 1 and queued[0].level == "info"  # the event, not its stderr echo
         app.client.terminate(timeout=2.0)
+
+
+async def test_caption_stop_key_is_dimmed_while_no_tagger_runs(tmp_path):
+    from textual.app import App
+
+    from tui.screens.caption import CaptionScreen
+
+    app = App()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = CaptionScreen(tmp_path, tmp_path / "no-tagger")
+        app.push_screen(screen)
+        await pilot.pause()
+        assert screen.active_bindings["f4"].enabled is False
+        assert screen.active_bindings["f5"].enabled is True
+        screen.busy = True
+        screen.refresh_bindings()
+        assert screen.active_bindings["f4"].enabled is True

@@ -191,6 +191,12 @@ class CaptionScreen(Screen):
 
     # --- actions -------------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Stop is dimmed in the footer while no tagger is going (it had nothing to stop).
+        if action == "stop":
+            return True if self.busy else None
+        return True
+
     def action_preview(self) -> None:
         self._start("preview")
 
@@ -213,6 +219,7 @@ class CaptionScreen(Screen):
             self._status(Text(str(exc), style="red"))
             return
         self.busy = True
+        self.refresh_bindings()
         self._mode = mode
         self._dataset = self._value("dir")
         self._finished_seen = False
@@ -319,6 +326,7 @@ class CaptionScreen(Screen):
     @on(TaggerExited)
     def _exited(self, message: TaggerExited) -> None:
         self.busy = False
+        self.refresh_bindings()
         self._proc = None
         if not self._finished_seen:
             if message.returncode is not None and message.returncode < 0:
