@@ -97,8 +97,10 @@ def test_run_in_the_foreground_prints_progress_and_empties_the_queue(ws):
     for name, data in (("a", "data"), ("bad", "empty"), ("b", "data")):
         assert loratui(ws, "add", str(write_config(ws, name, data=data))).returncode == 0
     out = loratui(ws, "run", timeout=60)
-    assert out.returncode == 0, out.stderr
+    # the queue went on past the failure, and the exit code still tells a script that one failed
+    assert out.returncode == 1, out.stderr
     text = out.stdout
+    assert text.rstrip().endswith("finished: 2 done, 1 failed")
     assert "a: started, 5 steps" in text
     assert "a: step 5/5 (100%)" in text
     assert "bad: failed" in text and "message: no images" in text
@@ -109,6 +111,9 @@ def test_run_in_the_foreground_prints_progress_and_empties_the_queue(ws):
     # a done run is not resumable; the message says what to do instead
     res = loratui(ws, "resume", "a")
     assert res.returncode == 2 and "only interrupted or stopped runs can be resumed" in res.stderr
+    # nothing left to run: success, and it says so
+    again = loratui(ws, "run", timeout=60)
+    assert again.returncode == 0 and "the queue is empty: nothing to run" in again.stdout
 
 
 def test_cli_edits_are_noticed_by_a_running_engine(ws):

@@ -62,6 +62,7 @@ class HumanWriter:
         self.step_every_s = step_every_s
         self.names: dict[str, str] = {}
         self._last_step: dict[str, float] = {}
+        self.finished: dict[str, str] = {}  # run id -> final status, for the exit code and summary
 
     def line(self, text: str) -> None:
         try:
@@ -102,6 +103,8 @@ class HumanWriter:
             self.line(f"{name}: saved step {event.get('step')}: {event.get('path')}")
         elif kind == protocol.RUN_FINISHED:
             status = event.get("status")
+            if run:
+                self.finished[run] = str(status)
             text = f"{name}: {status}"
             if event.get("lora"):
                 text += f" -> {event['lora']}"
@@ -165,16 +168,31 @@ def cmd_run(workspace: Path, watch: bool, train_cmd: str) -> int:
     from engine.serve import QueueServer  # late: only `run` needs the serve loop
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup or not, a lost terminal must not stop it
+    writer = HumanWriter()
     server = QueueServer(
         workspace,
-        writer=HumanWriter(),
+        writer=writer,
         log_stream=None,
         train_cmd=shlex.split(train_cmd) if train_cmd else None,
     )
     signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop(signum))
     signal.signal(signal.SIGINT, lambda signum, frame: server.request_stop(signum))
     # With --watch the engine waits for new entries forever; without, it ends when the queue is empty.
-    return server.run(None, wait=watch)
+    code = server.run(None, wait=watch)
+    return code or _summary(writer)
+
+
+def _summary(writer: HumanWriter) -> int:
+    """One closing line; exit 1 when a run failed, so scripts and systemd see it (the queue itself
+    went on to the next entries)."""
+    if not writer.finished:
+        writer.line("the queue is empty: nothing to run")
+        return 0
+    counts: dict[str, int] = {}
+    for status in writer.finished.values():
+        counts[status] = counts.get(status, 0) + 1
+    writer.line("finished: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    return 1 if counts.get(protocol.FAILED) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
