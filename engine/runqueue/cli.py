@@ -20,6 +20,7 @@ from typing import IO, Any
 from engine import protocol
 from engine.errors import LoratuiError
 
+from .display import fmt_eta, fmt_progress
 from .lock import owner_pid
 from .store import QueueStore
 
@@ -29,23 +30,6 @@ USAGE = """usage: loratui queue add CONFIG [--set key=value ...] [--position N]
        loratui queue resume RUN
        loratui queue run [--watch]
 options: --workspace DIR (default: the current folder)"""
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-def fmt_progress(entry: dict[str, Any]) -> str:
-    total, step = entry.get("total_steps") or 0, entry.get("step") or 0
-    pct = f"{100 * float(entry.get('progress') or 0):.0f}%"
-    return f"{pct} {step}/{total}" if total else pct
 
 
 def table(rows: list[list[str]]) -> str:
@@ -95,7 +79,7 @@ class HumanWriter:
                 pct = 100 * step / total if total else 0
                 self.line(
                     f"{name}: step {step}/{total} ({pct:.0f}%) loss {_num(event.get('loss'))} "
-                    f"lr {_num(event.get('lr'), '.2e')} eta {fmt_duration(event.get('eta_seconds'))}"
+                    f"lr {_num(event.get('lr'), '.2e')} eta {fmt_eta(event.get('eta_seconds'))}"
                 )
         elif kind == protocol.VALIDATION:
             self.line(f"{name}: step {event.get('step')} val_loss {_num(event.get('val_loss'))}")

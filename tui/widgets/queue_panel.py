@@ -23,6 +23,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from engine import protocol
+from engine.runqueue.display import fmt_eta, fmt_progress
 
 COLUMNS = (("pos", "#"), ("name", "Name"), ("model", "Preset / base"), ("status", "Status"))
 COLUMNS += (("progress", "Progress"), ("eta", "ETA"))
@@ -34,26 +35,6 @@ STATUS_STYLE = {
     "stopped": "yellow",
     "interrupted": "bold yellow",
 }
-
-
-def fmt_eta(seconds: Any) -> str:
-    if not isinstance(seconds, int | float) or seconds < 0:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-def fmt_progress(entry: dict[str, Any]) -> str:
-    progress = entry.get("progress")
-    pct = f"{100 * float(progress):.0f}%" if isinstance(progress, int | float) else "-"
-    step, total = entry.get("step"), entry.get("total_steps")
-    if isinstance(total, int) and total > 0 and isinstance(step, int):
-        return f"{pct} {step}/{total}"
-    return pct
 
 
 def model_label(entry: dict[str, Any]) -> str:

@@ -1,0 +1,29 @@
+"""Short texts for a queue entry's progress and ETA, shared by `loratui queue ls` and the TUI's queue
+panel so both show an entry the same way. Entries come from files people may edit by hand: any odd
+value shows as "-" instead of raising."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fmt_eta(seconds: Any) -> str:
+    """12s, 4m05s, 2h07m; "-" when unknown."""
+    if not isinstance(seconds, int | float) or seconds != seconds or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def fmt_progress(entry: dict[str, Any]) -> str:
+    """'50% 30/60' once the total is known, else the percentage alone ('0%' for a pending entry)."""
+    progress = entry.get("progress") or 0
+    pct = f"{100 * float(progress):.0f}%" if isinstance(progress, int | float) else "-"
+    step, total = entry.get("step"), entry.get("total_steps")
+    if isinstance(total, int) and total > 0 and isinstance(step, int):
+        return f"{pct} {step}/{total}"
+    return pct
