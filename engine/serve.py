@@ -33,6 +33,7 @@ from typing import IO, Any
 from engine import protocol
 from engine.errors import LoratuiError
 from engine.runqueue import Entry, OwnerLock, QueueStore, now_iso
+from engine.runqueue.lock import pid_alive
 
 ENGINE_VERSION = "0.1.0"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -122,23 +123,6 @@ class Worker:
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (dead, not reaped) counts as gone.
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        if fields and fields[0] == "Z":
-            return False
-    return True
 
 
 def is_worker_of(pid: int, entry_path: Path) -> bool:

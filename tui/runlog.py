@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import LoratuiError
+from engine.runqueue.lock import pid_alive
 
 try:
     import tomllib
@@ -564,25 +565,11 @@ def _decode(line: bytes) -> dict | None:
     return ev if isinstance(ev, dict) else None
 
 
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def _run_status(run_dir: Path, csv_path: Path, started: dict | None, finished: dict | None) -> str:
     if finished is not None:
         return str(finished.get("status") or "done")
     if started is not None and "pid" in started:
-        return "running" if _pid_alive(started.get("pid")) else "interrupted"
+        return "running" if pid_alive(started.get("pid")) else "interrupted"
     newest = 0.0
     for p in (run_dir / "events.jsonl", csv_path):
         try:
