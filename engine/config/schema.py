@@ -230,7 +230,9 @@ class SaveConfig:
 @dataclass
 class LogConfig:
     csv: bool = opt(True, "runs/<name>/loss.csv: step,epoch,loss,loss_ema,lr,val_loss,seconds")
-    tensorboard: bool = opt(False, "Also write TensorBoard logs (when tensorboard is installed)")
+    tensorboard: bool = opt(
+        False, "Also write TensorBoard event files to runs/<name>/tensorboard/ (tensorboard --logdir runs)"
+    )
 
 
 @dataclass

@@ -6,6 +6,7 @@ The run folder is `<workspace>/<save.output_dir>/<name>/`:
     events.jsonl           every protocol event of the run (appended to on resume)
     engine.log             the human log (also on stderr)
     loss.csv               step,epoch,loss,loss_ema,lr,val_loss,seconds (one row per optimizer step)
+    tensorboard/           TensorBoard event files, when log.tensorboard is on (engine.train.tblog)
     <name>.safetensors     the final LoRA, only written when the run completes
     checkpoints/<name>-step000050.safetensors
     state/step000050/      resumable training state (engine.train.state)
@@ -521,8 +522,6 @@ class TrainingRun:
             raise LoratuiError(
                 f"mode {cfg.mode!r} is not implemented yet", hint='use mode = "lora"', where="mode"
             )
-        if cfg.log.tensorboard:
-            log.warning("log.tensorboard is not implemented yet; loss.csv and events.jsonl hold the curves")
         if cfg.sample.prompts and not cfg.sample.every_steps:
             log.info("[sample] prompts are set but sample.every_steps = 0: samples only on sample_now")
 
@@ -664,6 +663,7 @@ class TrainingRun:
     # -- the loop --
     def _train(self, state, fresh: bool, run_steps: int) -> tuple[str, str | None]:
         from engine.train.csvlog import LossCsv
+        from engine.train.tblog import FOLDER, TensorBoardLog
 
         cfg, trainer = self.cfg, self.trainer
         self._training = True
@@ -672,6 +672,11 @@ class TrainingRun:
             self.run_dir / "loss.csv",
             resume_step=None if fresh else state.step,
             enabled=bool(cfg.log.csv),
+        )
+        tb = TensorBoardLog(
+            self.run_dir / FOLDER,
+            resume_step=None if fresh else state.step,
+            enabled=bool(cfg.log.tensorboard),
         )
         every_val = int(cfg.validation.every_steps)
         self.phase("train", state.steps_done, run_steps, total_steps=self.total_steps)
@@ -688,6 +693,7 @@ class TrainingRun:
                     val_loss=val,
                     seconds=0.0,
                 )
+                tb.step(state.step, val_loss=val)
                 self.emit(protocol.validation(run=self.run_id, step=state.step, val_loss=val))
                 log.info("validation loss at step %d: %.6f", state.step, val)
             durations: deque = deque(maxlen=20)
@@ -719,6 +725,13 @@ class TrainingRun:
                     lr=out["lr"],
                     val_loss=val,
                     seconds=state.elapsed,
+                )
+                tb.step(
+                    state.step,
+                    loss=loss,
+                    loss_average=state.loss_ema,
+                    param_groups=trainer.optimizer.param_groups,
+                    val_loss=val,
                 )
                 per_step = cfg.train.batch_size * max(1, int(cfg.train.grad_accum))
                 self.emit(
@@ -765,6 +778,7 @@ class TrainingRun:
                 return protocol.STOPPED, lora
         finally:
             csv.close()
+            tb.close()
             trainer.latents.close()
         return protocol.DONE, self._save_final(state)
 
