@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
+import pytest
 from textual.widgets import Input, Select, Switch
 
 from engine.config import SCHEMA
@@ -155,3 +157,74 @@ async def test_history_screen_one_key_away(tmp_path):
         table = app.screen.query_one("#runs", DataTable)
         await wait_until(pilot, lambda: table.row_count == 1, what="the earlier run listed")
         assert "earlier" in str(table.get_row_at(0))
+
+
+async def test_values_loaded_while_the_rows_mount_are_the_ones_shown(tmp_path):
+    """A preset that arrives while the form's inputs are still mounting (a fast demo build in a real
+    terminal) must win over the defaults the inputs were composed with: their mount-time Changed
+    messages are not edits."""
+    from textual.app import App
+
+    values = {"name": "early", "dataset.resolution": 96, "train.steps": 60, "network.rank": 4}
+
+    class FormApp(App):
+        def compose(self):
+            yield ConfigForm(workspace=tmp_path, id="form")
+
+        def on_mount(self) -> None:
+            self.edits = []
+            self.query_one(ConfigForm).load(values)  # rows are composed, not mounted yet
+
+        def on_config_form_edited(self, event: ConfigForm.Edited) -> None:
+            self.edits.append(event.dotted)
+
+    app = FormApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        form = app.query_one(ConfigForm)
+        await wait_until(
+            pilot, lambda: app.query_one("#f-train--steps", Input).value == "60", what="steps shown"
+        )
+        await pilot.pause(0.3)
+        assert app.query_one("#f-dataset--resolution", Input).value == "96"
+        assert app.query_one("#f-network--rank", Input).value == "4"
+        assert app.query_one("#f-top--name", Input).value == "early"
+        got = form.values()
+        assert (got["dataset.resolution"], got["train.steps"], got["network.rank"]) == (96, 60, 4)
+        assert app.edits == []  # loading is not editing: the form is not marked modified
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1])
+async def test_a_preset_arriving_while_the_screen_mounts_is_shown_whole(tmp_path, delay):
+    """`loratui --demo` on a workspace whose demo/ exists: the build worker hands the preset over while
+    the form's inputs (and the preset list) are still mounting. The numbers shown, and run, must be
+    the preset's, not the defaults the inputs were composed with (a real terminal showed 1024 / 1000
+    steps), and the form is not marked modified."""
+    import threading
+    import time
+
+    import tui.app
+
+    ws = make_workspace(tmp_path)
+
+    class EarlyPresetApp(LoratuiApp):
+        CSS_PATH = str(Path(tui.app.__file__).parent / LoratuiApp.CSS_PATH)
+
+        def on_mount(self) -> None:  # runs after LoratuiApp.on_mount (Textual calls both)
+            def hand_over() -> None:
+                time.sleep(delay)
+                self.call_from_thread(self.load_preset_ref, "mine")
+
+            threading.Thread(target=hand_over, daemon=True).start()
+
+    app = EarlyPresetApp(ws, mode="train", attach=False, train_command=fake_train(ws))
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.main_screen
+        await wait_until(pilot, lambda: screen.preset_path is not None, what="preset loaded")
+        await pilot.pause(0.3)
+        shown = {k: screen.query_one(f"#f-{k}", Input).value for k in ("dataset--resolution", "train--steps")}
+        assert shown == {"dataset--resolution": "64", "train--steps": "30"}
+        assert screen.query_one("#f-network--rank", Input).value == "4"
+        values = screen.form.values()
+        assert (values["dataset.resolution"], values["train.steps"]) == (64, 30)
+        assert not screen.dirty
+        await wait_until(pilot, lambda: screen.query_one("#preset", Select).value == str(screen.preset_path))

@@ -15,6 +15,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Select, Static
 
@@ -115,15 +116,24 @@ class MainScreen(Screen):
         self.loaded = flatten(cfg)
         self.form.load(self.loaded)
         self.dirty = False
+        self._show_preset_choice(path)
+        self.notify(f"Loaded preset {path.stem}", timeout=3)
+        return True
+
+    def _show_preset_choice(self, path: Path, attempts: int = 40) -> None:
+        """Select `path` in the preset list (adding it when it is a file from elsewhere)."""
         select = self.query_one("#preset", Select)
         options = self._preset_options()
         if str(path) not in [v for _, v in options]:
             options.append((path.stem, str(path)))
-        with self.prevent(Select.Changed):
-            select.set_options(options)
-            select.value = str(path)
-        self.notify(f"Loaded preset {path.stem}", timeout=3)
-        return True
+        try:
+            with self.prevent(Select.Changed):
+                select.set_options(options)
+                select.value = str(path)
+        except NoMatches:
+            # A preset that arrives at start-up (the demo build) can beat the select's own parts.
+            if attempts > 0:
+                self.set_timer(0.05, lambda: self._show_preset_choice(path, attempts - 1))
 
     def changes(self) -> dict[str, Any]:
         """Form values that differ from the loaded preset (what a save writes)."""

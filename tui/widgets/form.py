@@ -217,6 +217,9 @@ class ConfigForm(Widget):
         self._rows: dict[str, FieldRow] = {}
         self._advanced_built = False
         self._pending_errors: dict[str, str] = {}
+        # Fields loaded while their input was still mounting: until `_resync` has put the loaded
+        # value in, the input's Changed messages carry its constructor value, not a user's edit.
+        self._syncing: set[str] = set()
         self.errors: dict[str, str] = {}
 
     def _sections(self) -> dict[str, list[FieldSpec]]:
@@ -297,6 +300,7 @@ class ConfigForm(Widget):
                     if row is not None:
                         row.initial = value  # composed later with this value
                         missed.append(spec)
+                        self._syncing.add(spec.dotted)
                     continue
                 if isinstance(widget, Switch):
                     widget.value = bool(value)
@@ -321,6 +325,7 @@ class ConfigForm(Widget):
                 if widget is None or not widget.is_mounted:
                     later.append(spec)
                     continue
+                self._syncing.discard(spec.dotted)
                 value = self._values[spec.dotted]
                 if isinstance(widget, Switch):
                     if widget.value != bool(value):
@@ -334,6 +339,8 @@ class ConfigForm(Widget):
                         widget.value = text
         if later and attempts > 0:
             self.set_timer(0.05, lambda: self._resync(later, attempts - 1))
+        else:
+            self._syncing.difference_update(s.dotted for s in later)
 
     def read(self, spec: FieldSpec) -> tuple[Any, str | None]:
         """The current value of one field and its error (None when valid)."""
@@ -430,9 +437,12 @@ class ConfigForm(Widget):
     def _edited(self, event: Input.Changed | Select.Changed | Switch.Changed) -> None:
         event.stop()
         row = self._row_of(event.control)
-        if row is None:
+        if row is None or row.spec.dotted in self._syncing:
             return
         value, error = self.read(row.spec)
+        dotted = row.spec.dotted
+        if error is None and dotted not in self.errors and value == self._values.get(dotted):
+            return  # not an edit: an input posting its value as it mounts, or the same value again
         if error is None:
             self._values[row.spec.dotted] = value
         self._show_error(row, error)
