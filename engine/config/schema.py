@@ -237,16 +237,32 @@ class LogConfig:
 
 @dataclass
 class IlecoConfig:
-    original_prompt: str = opt("", "ileco: the prompt describing what the model makes now")
-    target_prompt: str = opt("", "ileco: the prompt describing what it should make instead")
+    original_prompt: str = opt(
+        "", 'ileco: the concept to change, as a prompt (e.g. "mona lisa"); needs no dataset'
+    )
+    target_prompt: str = opt("", "ileco: what original_prompt should make instead; empty = erase the concept")
 
 
 @dataclass
 class DifferenceConfig:
-    original_image: str = opt("", "difference: the original image", kind=PATH)
-    target_image: str = opt("", "difference: the edited image", kind=PATH)
-    first_pass: dict = opt({}, "difference: network settings of the first pass")
-    second_pass: dict = opt({}, "difference: network settings of the second pass")
+    original_image: str = opt(
+        "", "difference: the picture as it is (pass 1 trains a copier on it)", kind=PATH
+    )
+    target_image: str = opt(
+        "",
+        "difference: the same picture edited (pass 2 learns the difference; only its LoRA is saved)",
+        kind=PATH,
+    )
+    prompt: str = opt("", "difference: the caption both images are trained with (TrainTrain: empty)")
+    first_pass: dict = opt(
+        {},
+        "difference: copier pass overrides: steps, lr, rank, alpha, conv_rank, conv_alpha, dropout "
+        "(default [train] / [network])",
+    )
+    second_pass: dict = opt(
+        {},
+        "difference: saved-LoRA pass overrides, same keys (a small rank, e.g. 4, keeps the style)",
+    )
 
 
 SECTION_TYPES: dict[str, type] = {

@@ -299,10 +299,18 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             'dataset.caption is "phrase" but dataset.phrase is empty',
             "set dataset.phrase to the caption every image gets",
         )
-    if cfg.mode == "ileco" and not (cfg.ileco.original_prompt or cfg.ileco.target_prompt):
+    if cfg.mode == "ileco" and not cfg.ileco.original_prompt.strip():
         add(
-            "ileco.target_prompt",
-            'mode "ileco" needs [ileco] original_prompt and target_prompt',
-            "add an [ileco] table",
+            "ileco.original_prompt",
+            'mode "ileco" needs [ileco] original_prompt (the concept to change)',
+            "set ileco.original_prompt; ileco.target_prompt is what it becomes (empty = erase it)",
         )
+    if cfg.mode == "difference":
+        from .passes import PASSES, pass_settings
+
+        for which in PASSES:
+            try:
+                pass_settings(cfg, which)
+            except LoratuiError as exc:
+                add(f"difference.{which}", exc.message, exc.hint)
     return out

@@ -84,22 +84,35 @@ def check(cfg, *, scan: DatasetScan | None = None) -> DatasetReport:
     in the config itself (e.g. a dataset folder that does not exist)."""
     report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
     _check_model(cfg, report)
+    if cfg.mode in ("ileco", "difference") and cfg.dataset.dirs:
+        report.warnings.append(f"dataset.dirs is not used in mode {cfg.mode}: it trains without a dataset")
     if cfg.mode == "ileco":
         # ileco trains from two prompts; a dataset is neither needed nor read.
-        for key in ("original_prompt", "target_prompt"):
-            if not getattr(cfg.ileco, key).strip():
-                report.problems.append(f"ileco.{key} is empty: mode ileco needs both prompts")
+        if not cfg.ileco.original_prompt.strip():
+            report.problems.append("ileco.original_prompt is empty: mode ileco needs the concept to change")
+        elif not cfg.ileco.target_prompt.strip():
+            report.warnings.append(
+                f'ileco.target_prompt is empty: "{cfg.ileco.original_prompt.strip()}" is erased '
+                "(moved towards the empty prompt)"
+            )
         return report
     if cfg.mode == "difference":
+        sizes = {}
         for key in ("original_image", "target_image"):
             value = getattr(cfg.difference, key)
             if not value:
                 report.problems.append(f"difference.{key} is empty: mode difference needs both images")
                 continue
             try:
-                image_size(cfg.resolve_path(value))
+                sizes[key] = image_size(cfg.resolve_path(value))
             except LoratuiError as exc:
                 report.problems.append(f"difference.{key}: {exc.message}")
+        if len(sizes) == 2 and sizes["original_image"] != sizes["target_image"]:
+            (ow, oh), (tw, th) = sizes["original_image"], sizes["target_image"]
+            report.warnings.append(
+                f"difference images differ in size ({ow}x{oh} and {tw}x{th}): both are fitted to "
+                "the original's training size; edit one copy of the same picture for a clean difference"
+            )
         return report
 
     s = scan if scan is not None else scan_dataset(cfg, strict=False)

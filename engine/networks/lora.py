@@ -47,26 +47,27 @@ class AdaptedModule:
     diffusers_key: str  # e.g. unet.down_blocks.0....to_q
     aliases: tuple[str, ...] = ()  # other kohya spellings accepted on import
     kind: str = "lora"  # peft adapter kind: "lora" (also LoCon / DoRA) | "loha" | "lokr"
+    adapter: str = ADAPTER  # peft adapter name: a layer can hold several (difference mode's copier)
 
     @property
     def down(self) -> torch.nn.Module:
-        return self.module.lora_A[ADAPTER]
+        return self.module.lora_A[self.adapter]
 
     @property
     def up(self) -> torch.nn.Module:
-        return self.module.lora_B[ADAPTER]
+        return self.module.lora_B[self.adapter]
 
     @property
     def rank(self) -> int:
-        return int(self.module.r[ADAPTER])
+        return int(self.module.r[self.adapter])
 
     @property
     def scaling(self) -> float:
-        return float(self.module.scaling[ADAPTER])
+        return float(self.module.scaling[self.adapter])
 
     def tensors(self) -> dict[str, torch.nn.Parameter]:
         """The trainable tensors by name (down/up/magnitude, hada_*, lokr_*)."""
-        return lycoris.adapter_params(self.module, self.kind)
+        return lycoris.adapter_params(self.module, self.kind, self.adapter)
 
     def parameters(self):
         yield from self.tensors().values()
@@ -126,12 +127,20 @@ def _peft_config(net_cfg, targets: list[str], conv_names: list[str]):
     return LoKrConfig(**common)
 
 
-def _inject(model: torch.nn.Module, targets: list[str], net_cfg, dtype: torch.dtype) -> None:
+def _inject(
+    model: torch.nn.Module, targets: list[str], net_cfg, dtype: torch.dtype, adapter: str = ADAPTER
+) -> None:
     from peft import inject_adapter_in_model
 
     lookup = dict(model.named_modules())
-    conv_names = [n for n in targets if is_conv_kxk(lookup[n])]
-    inject_adapter_in_model(_peft_config(net_cfg, targets, conv_names), model, adapter_name=ADAPTER)
+    # A module already adapted is a peft layer; its kernel size is its base layer's.
+    conv_names = [n for n in targets if is_conv_kxk(_unwrapped(lookup[n]))]
+    inject_adapter_in_model(_peft_config(net_cfg, targets, conv_names), model, adapter_name=adapter)
+
+
+def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:
+    get_base = getattr(module, "get_base_layer", None)
+    return get_base() if callable(get_base) else module
 
 
 class LoraNetwork:
@@ -194,7 +203,9 @@ class LoraNetwork:
         """kohya/LyCORIS-format tensors (detached, adapter dtype; alpha float32 0-dim)."""
         sd: dict[str, torch.Tensor] = {}
         for m in self.modules:
-            for suffix, value in lycoris.export_module(m.module, m.kind, m.rank, m.scaling).items():
+            for suffix, value in lycoris.export_module(
+                m.module, m.kind, m.rank, m.scaling, m.adapter
+            ).items():
                 sd[f"{m.kohya_key}.{suffix}"] = value
         return sd
 
@@ -275,6 +286,7 @@ class LoraNetwork:
                 parts,
                 from_diffusers=stem.startswith("diffusers:"),
                 where=where,
+                adapter=m.adapter,
             )
             unexpected += [f"{stem.removeprefix('diffusers:')}.{u}" for u in unused]
             loaded.add(id(m))

@@ -50,16 +50,16 @@ def file_kind(parts: dict) -> str:
     return "unknown"
 
 
-def adapter_params(layer, kind: str) -> dict[str, torch.nn.Parameter]:
-    """The trainable tensors of one peft layer (adapter "default"), by their LyCORIS/peft name."""
+def adapter_params(layer, kind: str, adapter: str = ADAPTER) -> dict[str, torch.nn.Parameter]:
+    """The trainable tensors of one peft layer's `adapter`, by their LyCORIS/peft name."""
     if kind == "lora":
-        out = {"down": layer.lora_A[ADAPTER].weight, "up": layer.lora_B[ADAPTER].weight}
+        out = {"down": layer.lora_A[adapter].weight, "up": layer.lora_B[adapter].weight}
         mags = getattr(layer, "lora_magnitude_vector", None)
-        if mags is not None and ADAPTER in mags:
-            out["magnitude"] = mags[ADAPTER].weight
+        if mags is not None and adapter in mags:
+            out["magnitude"] = mags[adapter].weight
         return out
     names = LOHA_PARAMS if kind == "loha" else LOKR_PARAMS
-    return {n: getattr(layer, n)[ADAPTER] for n in names if ADAPTER in getattr(layer, n)}
+    return {n: getattr(layer, n)[adapter] for n in names if adapter in getattr(layer, n)}
 
 
 def _base_weight(layer) -> torch.Tensor:
@@ -67,9 +67,11 @@ def _base_weight(layer) -> torch.Tensor:
 
 
 # ---- export -----------------------------------------------------------------------------------------
-def export_module(layer, kind: str, rank: int, scaling: float) -> dict[str, torch.Tensor]:
-    """kohya/LyCORIS tensors (suffix -> tensor) of one adapted module."""
-    p = {k: v.detach() for k, v in adapter_params(layer, kind).items()}
+def export_module(
+    layer, kind: str, rank: int, scaling: float, adapter: str = ADAPTER
+) -> dict[str, torch.Tensor]:
+    """kohya/LyCORIS tensors (suffix -> tensor) of one adapted module's `adapter`."""
+    p = {k: v.detach() for k, v in adapter_params(layer, kind, adapter).items()}
     alpha = torch.tensor(scaling * rank, dtype=torch.float32)
     if kind == "lora":
         out = {"lora_down.weight": p["down"], "lora_up.weight": p["up"], "alpha": alpha}
@@ -118,13 +120,21 @@ def _check_shape(key: str, name: str, file_t: torch.Tensor, param: torch.Tensor,
 
 
 def import_module(
-    layer, kind: str, scaling: float, key: str, parts: dict, *, from_diffusers: bool, where: str
+    layer,
+    kind: str,
+    scaling: float,
+    key: str,
+    parts: dict,
+    *,
+    from_diffusers: bool,
+    where: str,
+    adapter: str = ADAPTER,
 ) -> list[str]:
     """Copy one file module into a peft layer, keeping the file's scale. Returns unused part names."""
     fk = file_kind(parts)
     if fk != kind:
         raise _mismatch(key, f"the file holds a {fk} module, this network trains {kind}", where)
-    params = adapter_params(layer, kind)
+    params = adapter_params(layer, kind, adapter)
     unused: list[str] = []
     with torch.no_grad():
         if kind == "lora":

@@ -204,6 +204,10 @@ class Trainer:
             "lr": self.base_lrs[0] * factor,
         }
 
+    def close(self) -> None:
+        """Stop the latent prefetch workers."""
+        self.latents.close()
+
     # ---- validation ----------------------------------------------------------------------------
     def set_train_mode(self, training: bool) -> None:
         # Only the adapters' dropout changes; the frozen base stays in eval mode throughout.

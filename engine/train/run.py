@@ -348,7 +348,12 @@ class TrainingRun:
         self._preflight()
 
         start_step, init_sd = self._read_init_from()
-        run_steps_estimate = int(cfg.train.steps) if int(cfg.train.epochs) <= 0 else 0
+        if cfg.mode != "lora":
+            from engine.config.passes import mode_steps
+
+            run_steps_estimate = mode_steps(cfg)
+        else:
+            run_steps_estimate = int(cfg.train.steps) if int(cfg.train.epochs) <= 0 else 0
         self.emit(
             protocol.run_started(
                 run=self.run_id,
@@ -360,6 +365,170 @@ class TrainingRun:
             )
         )
 
+        if cfg.mode == "lora":
+            scan, items, plan, run_steps = self._scan_and_plan()
+        else:
+            # iLECO trains from prompts, difference from its two images: no dataset is scanned.
+            scan, items, plan, run_steps = None, [], None, run_steps_estimate
+        total_steps = start_step + run_steps
+        self.total_steps = total_steps
+
+        # 2. model + adapters
+        precision, lora_precision, autocast_dtype = self._precisions(device)
+        self.phase("load_model", 0, 1)
+        t0 = time.time()
+        from engine.models import load_base_model
+        from engine.networks import attach_lora
+
+        base = load_base_model(
+            cfg.model, dtype=_torch_dtype(precision), device=device, workspace=cfg.workspace
+        )
+        # Adapter initialisation (peft's kaiming init of lora_down) draws from the global stream.
+        from engine.train.rng import seed_global
+
+        seed_global(cfg.train.seed, "init")
+        copier = None
+        if cfg.mode == "difference":
+            from engine.config.passes import pass_settings
+            from engine.networks.stack import add_adapter
+
+            # The saved network is peft's "default" adapter; the copier sits beside it in the same layers.
+            network = attach_lora(
+                base,
+                pass_settings(cfg, "second_pass").network,
+                train_text_encoder=False,
+                dtype=_torch_dtype(lora_precision),
+            )
+            copier = add_adapter(
+                network, pass_settings(cfg, "first_pass").network, "copier", _torch_dtype(lora_precision)
+            )
+        else:
+            network = attach_lora(
+                base,
+                cfg.network,
+                train_text_encoder=bool(cfg.network.train_text_encoder),
+                dtype=_torch_dtype(lora_precision),
+            )
+        # A network the chosen file format cannot hold fails now, not after hours of training.
+        network.check_save_format(cfg.save.format)
+        log.info(
+            "model: %s (%s, %s) loaded in %.1fs; %d LoRA modules, %d trainable parameters",
+            base.source or cfg.model.base,
+            base.family,
+            base.prediction,
+            time.time() - t0,
+            network.num_modules,
+            sum(p.numel() for p in network.trainable_parameters()),
+        )
+        if init_sd is not None:
+            report = network.load_kohya_state_dict(init_sd)
+            log.info(
+                "init_from: loaded %d modules (%d missing), continuing at step %d",
+                report.get("loaded", 0),
+                len(report.get("missing", [])),
+                start_step,
+            )
+        if cfg.train.gradient_checkpointing:
+            base.enable_gradient_checkpointing(text_encoders=bool(cfg.network.train_text_encoder))
+        self.phase("load_model", 1, 1)
+        self._check_stop("load_model")
+
+        # 3. caches (lora), or the mode's prompts and images
+        if cfg.mode == "lora":
+            trainer = self._build_trainer(base, network, items, plan, run_steps, autocast_dtype, device)
+            self._fill_caches(trainer, items)
+        else:
+            trainer = self._build_mode_trainer(base, network, copier, run_steps, autocast_dtype, device)
+
+        # 4. resume
+        from engine.train.state import TrainState, load_state
+
+        state = TrainState(
+            step=start_step,
+            steps_done=0,
+            global_batch=0,
+            epoch=1,
+            total_steps=total_steps,
+            start_step=start_step,
+            training_started_at=time.time(),
+            digest=_resume_digest(cfg),
+        )
+        if fresh and self.state_root.exists():
+            # Training starts over: older resumable state belongs to an abandoned attempt and would
+            # otherwise be picked up by a later --resume. Removed only now, so a run that fails
+            # before training (bad setting, missing model) leaves it intact.
+            log.info("starting fresh: removing the old training state in %s", self.state_root)
+            shutil.rmtree(self.state_root, ignore_errors=True)
+        if not fresh:
+            from engine.train.state import read_state
+
+            # A difference run resumes inside the pass its state belongs to (copier or saved LoRA).
+            if hasattr(trainer, "resume_at"):
+                trainer.resume_at(read_state(self._state_dir_to_resume).steps_done)
+            params = self._state_params(base)
+            state = load_state(self._state_dir_to_resume, params, trainer.optimizer)
+            if state.digest and state.digest != _resume_digest(cfg):
+                log.warning("the config changed since the state was saved; resuming anyway")
+            if state.total_steps != total_steps:
+                log.warning("total steps changed from %d to %d", state.total_steps, total_steps)
+            if trainer.scaler is not None and state.scaler:
+                trainer.scaler.load_state_dict(state.scaler)
+            log.info("resuming from %s (step %d)", self._state_dir_to_resume, state.step)
+            self._last_saved_step = state.step
+        self.base, self.trainer, self.items, self.scan, self.plan = base, trainer, items, scan, plan
+        return self._train(state, fresh, run_steps)
+
+    @property
+    def network(self):
+        """The network being trained (difference mode: the copier in pass 1, then the saved LoRA)."""
+        return self.trainer.network
+
+    def _build_mode_trainer(self, base, network, copier, run_steps, autocast_dtype, device):
+        """The step logic of mode ileco or difference (the same interface as engine.train.loop.Trainer)."""
+        cfg = self.cfg
+        if cfg.mode == "ileco":
+            from engine.train.ileco import IlecoTrainer
+
+            log.info(
+                'ileco: "%s" -> "%s"%s',
+                cfg.ileco.original_prompt,
+                cfg.ileco.target_prompt,
+                " (erase)" if not cfg.ileco.target_prompt.strip() else "",
+            )
+            trainer = IlecoTrainer(
+                cfg=cfg,
+                base=base,
+                network=network,
+                run_steps=run_steps,
+                autocast_dtype=autocast_dtype,
+                device=device,
+            )
+        else:
+            from engine.train.difference import DifferenceTrainer, load_pair
+
+            self.phase("cache_latents", 0, 2)
+            original, target, time_ids = load_pair(cfg, base)
+            self.phase("cache_latents", 2, 2, encoded=2, reused=0)
+            trainer = DifferenceTrainer(
+                cfg=cfg,
+                base=base,
+                copier=copier,
+                network=network,
+                images=(original, target),
+                time_ids=time_ids,
+                autocast_dtype=autocast_dtype,
+                device=device,
+                copier_path=self.state_root / "copier.safetensors",
+            )
+            trainer.announce = lambda done, name: self.phase(
+                "train", done, run_steps, total_steps=self.total_steps, difference_pass=name
+            )
+        trainer.set_train_mode(True)
+        return trainer
+
+    def _scan_and_plan(self):
+        """Captions (WD14), the dataset scan and the batch plan of a lora run: (scan, items, plan, steps)."""
+        cfg = self.cfg
         # 0. WD14 captions for images without a caption file, when [caption_auto] asks for it
         if cfg.caption_auto.tagger:
             from engine.tagger.run import run_caption_auto
@@ -403,97 +572,7 @@ class TrainingRun:
                 hint="set train.steps or train.epochs",
                 where="train.steps",
             )
-        total_steps = start_step + run_steps
-        self.total_steps = total_steps
-
-        # 2. model + adapters
-        precision, lora_precision, autocast_dtype = self._precisions(device)
-        self.phase("load_model", 0, 1)
-        t0 = time.time()
-        from engine.models import load_base_model
-        from engine.networks import attach_lora
-
-        base = load_base_model(
-            cfg.model, dtype=_torch_dtype(precision), device=device, workspace=cfg.workspace
-        )
-        # Adapter initialisation (peft's kaiming init of lora_down) draws from the global stream.
-        from engine.train.rng import seed_global
-
-        seed_global(cfg.train.seed, "init")
-        network = attach_lora(
-            base,
-            cfg.network,
-            train_text_encoder=bool(cfg.network.train_text_encoder),
-            dtype=_torch_dtype(lora_precision),
-        )
-        # A network the chosen file format cannot hold fails now, not after hours of training.
-        network.check_save_format(cfg.save.format)
-        log.info(
-            "model: %s (%s, %s) loaded in %.1fs; %d LoRA modules, %d trainable parameters",
-            base.source or cfg.model.base,
-            base.family,
-            base.prediction,
-            time.time() - t0,
-            network.num_modules,
-            sum(p.numel() for p in network.trainable_parameters()),
-        )
-        if init_sd is not None:
-            report = network.load_kohya_state_dict(init_sd)
-            log.info(
-                "init_from: loaded %d modules (%d missing), continuing at step %d",
-                report.get("loaded", 0),
-                len(report.get("missing", [])),
-                start_step,
-            )
-        if cfg.train.gradient_checkpointing:
-            base.enable_gradient_checkpointing(text_encoders=bool(cfg.network.train_text_encoder))
-        self.phase("load_model", 1, 1)
-        self._check_stop("load_model")
-
-        # 3. caches
-        trainer = self._build_trainer(base, network, items, plan, run_steps, autocast_dtype, device)
-        self._fill_caches(trainer, items)
-
-        # 4. resume
-        from engine.train.state import TrainState, load_state
-
-        params = self._state_params(base)
-        state = TrainState(
-            step=start_step,
-            steps_done=0,
-            global_batch=0,
-            epoch=1,
-            total_steps=total_steps,
-            start_step=start_step,
-            training_started_at=time.time(),
-            digest=_resume_digest(cfg),
-        )
-        if fresh and self.state_root.exists():
-            # Training starts over: older resumable state belongs to an abandoned attempt and would
-            # otherwise be picked up by a later --resume. Removed only now, so a run that fails
-            # before training (bad setting, missing model) leaves it intact.
-            log.info("starting fresh: removing the old training state in %s", self.state_root)
-            shutil.rmtree(self.state_root, ignore_errors=True)
-        if not fresh:
-            state = load_state(self._state_dir_to_resume, params, trainer.optimizer)
-            if state.digest and state.digest != _resume_digest(cfg):
-                log.warning("the config changed since the state was saved; resuming anyway")
-            if state.total_steps != total_steps:
-                log.warning("total steps changed from %d to %d", state.total_steps, total_steps)
-            if trainer.scaler is not None and state.scaler:
-                trainer.scaler.load_state_dict(state.scaler)
-            log.info("resuming from %s (step %d)", self._state_dir_to_resume, state.step)
-            self._last_saved_step = state.step
-        self.network, self.base, self.trainer, self.items, self.scan, self.plan = (
-            network,
-            base,
-            trainer,
-            items,
-            scan,
-            plan,
-        )
-        self.params = params
-        return self._train(state, fresh, run_steps)
+        return scan, items, plan, run_steps
 
     def _refuse_overwrite(self) -> None:
         if self.final_path.exists() and not self.cfg.save.overwrite:
@@ -519,11 +598,58 @@ class TrainingRun:
                 where="train.precision",
             )
         if cfg.mode != "lora":
-            raise LoratuiError(
-                f"mode {cfg.mode!r} is not implemented yet", hint='use mode = "lora"', where="mode"
-            )
+            self._preflight_mode()
         if cfg.sample.prompts and not cfg.sample.every_steps:
             log.info("[sample] prompts are set but sample.every_steps = 0: samples only on sample_now")
+
+    def _preflight_mode(self) -> None:
+        """What modes ileco and difference cannot do, and difference's images, before the model loads."""
+        cfg = self.cfg
+        if cfg.mode not in ("ileco", "difference"):
+            raise LoratuiError(
+                f"unknown mode {cfg.mode!r}", hint="use lora, ileco or difference", where="mode"
+            )
+        if cfg.network.train_text_encoder:
+            raise LoratuiError(
+                f"mode {cfg.mode} trains the UNet only (its text embeddings are computed once)",
+                hint='set network.train_text_encoder = false (and leave "BASE" out of network.blocks)',
+                where="network.train_text_encoder",
+            )
+        if int(cfg.train.epochs) > 0:
+            log.warning(
+                "train.epochs is not used in mode %s (there is no dataset): train.steps counts", cfg.mode
+            )
+        if cfg.save.every_epochs:
+            log.warning("save.every_epochs is not used in mode %s; use save.every_steps", cfg.mode)
+        if cfg.mode == "ileco" and not cfg.ileco.original_prompt.strip():
+            raise LoratuiError(
+                "ileco.original_prompt is empty",
+                hint="set ileco.original_prompt to the concept to change (target_prompt empty = erase it)",
+                where="ileco.original_prompt",
+            )
+        if cfg.mode == "difference":
+            if cfg.network.init_from:
+                raise LoratuiError(
+                    "network.init_from is not supported in mode difference",
+                    hint="leave network.init_from empty: both passes start from fresh adapters",
+                    where="network.init_from",
+                )
+            from engine.config.passes import PASSES, pass_settings
+
+            for which in PASSES:
+                pass_settings(cfg, which)
+            for key in ("original_image", "target_image"):
+                value = str(getattr(cfg.difference, key) or "").strip()
+                path = cfg.resolve_path(value) if value else None
+                if path is None or not path.is_file():
+                    raise LoratuiError(
+                        f"difference.{key} is empty"
+                        if path is None
+                        else f"difference.{key} not found: {path}",
+                        hint="mode difference needs difference.original_image and difference.target_image: "
+                        "two versions of one picture (relative paths start at the workspace)",
+                        where=f"difference.{key}",
+                    )
 
     def _read_init_from(self) -> tuple[int, dict | None]:
         if not self.cfg.network.init_from:
@@ -779,7 +905,7 @@ class TrainingRun:
         finally:
             csv.close()
             tb.close()
-            trainer.latents.close()
+            trainer.close()
         return protocol.DONE, self._save_final(state)
 
     def _maybe_sample(self, state, last: bool) -> None:
@@ -815,7 +941,7 @@ class TrainingRun:
             return True
         if save.every_steps and state.step % int(save.every_steps) == 0:
             return True
-        if save.every_epochs:
+        if save.every_epochs and self.plan is not None:
             per = self.plan.batches_per_epoch
             done_before, done_after = before // per, state.global_batch // per
             if done_after > done_before and done_after % int(save.every_epochs) == 0:
@@ -829,7 +955,7 @@ class TrainingRun:
             f.folder: {"n_repeats": f.repeats, "img_count": f.images}
             for f in getattr(self.scan, "folders", [])
         }
-        return kohya_metadata(
+        meta = kohya_metadata(
             self.cfg,
             self.base,
             self.network,
@@ -837,11 +963,16 @@ class TrainingRun:
             epoch=state.epoch,
             training_started_at=state.training_started_at,
             tag_frequency=tag_frequency(self.items),
-            num_train_images=self.scan.total_images,
-            num_batches_per_epoch=self.plan.batches_per_epoch,
+            num_train_images=self.scan.total_images if self.scan is not None else 0,
+            num_batches_per_epoch=self.plan.batches_per_epoch if self.plan is not None else 0,
             dataset_dirs=dirs,
             max_train_steps=self.total_steps,
         )
+        meta["loratui_mode"] = self.cfg.mode
+        if self.cfg.mode != "lora":
+            meta.update(self.trainer.metadata())
+            meta["ss_training_comment"] = f"trained with loratui (mode {self.cfg.mode})"
+        return meta
 
     def _save_checkpoint(self, state) -> Path:
         from engine.networks import save_lora
@@ -862,7 +993,9 @@ class TrainingRun:
                     k: (float(v) if hasattr(v, "__float__") else v)
                     for k, v in self.trainer.scaler.state_dict().items()
                 }
-            save_state(self.state_root, state, self.params, self.trainer.optimizer)
+            # Taken now: in difference mode the trained adapter changes with the pass.
+            params = self._state_params(self.base)
+            save_state(self.state_root, state, params, self.trainer.optimizer)
             prune_states(self.state_root, int(cfg.save.keep_last))
         self._prune_checkpoints()
         self._last_saved_step = state.step
