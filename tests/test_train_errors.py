@@ -91,6 +91,31 @@ def test_existing_lora_is_not_overwritten(tmp_path, tiny_sd15, demo_dataset):
     assert (run_dir / "events.jsonl").read_text() == '{"type": "run_finished", "status": "done"}\n'
 
 
+def test_a_fresh_start_does_not_delete_an_earlier_attempts_resumable_state(tmp_path, tiny_sd15, demo_dataset):
+    text = config_text(tiny_sd15, demo_dataset, name="again", train={"steps": 6}, save={"every_steps": 2})
+    rc, events, run_dir = run_in_process(tmp_path, text, stop_after_step=3)
+    assert rc == 0 and finished(events)["status"] == "stopped"
+    states = sorted(p.name for p in (run_dir / "state").iterdir())
+    assert states, "a stop saves resumable state"
+    events_before = (run_dir / "events.jsonl").read_text()
+    # The same run started afresh (a new queue entry of the same name, say) is refused ...
+    rc, events, _ = run_in_process(tmp_path, text)
+    err = finished(events)["error"]
+    assert rc == 1 and err["where"] == "save.overwrite"
+    assert "resumable state" in err["message"] and "resume" in err["hint"]
+    assert not of_type(events, "step")
+    assert sorted(p.name for p in (run_dir / "state").iterdir()) == states
+    assert (run_dir / "events.jsonl").read_text() == events_before
+    # ... resuming it works and finishes ...
+    rc, events, _ = run_in_process(tmp_path, text, resume=True)
+    assert rc == 0 and finished(events)["status"] == "done"
+    assert [e["step"] for e in of_type(events, "step")][0] == 4
+    # ... and save.overwrite = true is the explicit way to start over.
+    over = config_text(tiny_sd15, demo_dataset, name="again", train={"steps": 6}, save={"overwrite": True})
+    rc, events, _ = run_in_process(tmp_path, over)
+    assert rc == 0 and [e["step"] for e in of_type(events, "step")][0] == 1
+
+
 def test_bad_config_from_cli(tmp_path, capsys):
     from engine.train.cli import main
 

@@ -288,6 +288,7 @@ class TrainingRun:
             # run's record as it was (it used to replace its config.toml and mark it "failed").
             self._refuse_overwrite()
             if fresh:
+                self._refuse_discarding_state()
                 (self.run_dir / "events.jsonl").unlink(missing_ok=True)
             self.events.set_jsonl(self.run_dir / "events.jsonl")
             self.controls.install_signals()
@@ -579,6 +580,23 @@ class TrainingRun:
             raise LoratuiError(
                 f"{self.final_path} already exists",
                 hint="choose another name, or set save.overwrite = true to replace it",
+                where="save.overwrite",
+            )
+
+    def _refuse_discarding_state(self) -> None:
+        """A fresh start would delete the resumable state an earlier attempt left (a stopped,
+        interrupted or failed run of the same name): only with save.overwrite = true."""
+        if self.cfg.save.overwrite:
+            return
+        from engine.train.state import latest_state
+
+        left = latest_state(self.state_root)
+        if left is not None:
+            raise LoratuiError(
+                f"{self.run_dir} holds the resumable state of an earlier attempt ({left.name}); "
+                "starting this run afresh would delete it",
+                hint="resume that run (loratui queue resume RUN, or loratui train --resume), choose another "
+                "name, or set save.overwrite = true to start over",
                 where="save.overwrite",
             )
 
