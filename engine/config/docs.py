@@ -20,7 +20,13 @@ def _default_text(spec: FieldSpec) -> str:
 
 def reference_markdown() -> str:
     """Markdown tables of every key: default, allowed values, meaning; basic keys marked."""
-    lines = ["# Run config reference", "", "Keys marked ★ are the basic ones the form shows first.", ""]
+    lines = [
+        "# Run config reference",
+        "",
+        "Keys marked ★ are the basic ones the form shows first; a key marked with modes, e.g. (lora),",
+        "is read only in those training modes (the form hides it in the others).",
+        "",
+    ]
     for section in ["", *SECTION_TYPES]:
         specs = [s for s in SCHEMA if s.section == section]
         lines += [
@@ -32,6 +38,8 @@ def reference_markdown() -> str:
         for s in specs:
             values = " \\| ".join(s.choices) if s.choices else s.kind
             star = " ★" if s.basic else ""
+            if s.modes:
+                star += f" ({', '.join(s.modes)})"
             lines.append(f"| `{s.key}`{star} | `{_default_text(s)}` | {values} | {s.help} |")
         lines.append("")
     return "\n".join(lines)

@@ -36,8 +36,12 @@ def opt(
     min: float | None = None,
     max: float | None = None,
     min_exclusive: bool = False,
+    modes: tuple[str, ...] = (),
 ) -> Any:
-    """A dataclass field carrying its schema metadata (kind, choices, help, basic, bounds)."""
+    """A dataclass field carrying its schema metadata (kind, choices, help, basic, bounds, modes).
+
+    `modes` names the training modes that read the field; empty means every mode does.
+    """
     if kind is None:
         kind = ENUM if choices else _kind_of(default)
     meta = {
@@ -48,6 +52,7 @@ def opt(
         "min": min,
         "max": max,
         "min_exclusive": min_exclusive,
+        "modes": modes,
     }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -71,6 +76,13 @@ def _kind_of(default: Any) -> str:
 
 
 PROB = {"min": 0.0, "max": 1.0}
+
+MODES = ("lora", "ileco", "difference")
+# What each mode reads: ileco trains from two prompts on noise of dataset.resolution; difference fits
+# its two images to a bucket (resolution, the bucket settings, resize). Neither reads a dataset folder,
+# captions or augmentations: those keys are only for lora.
+LORA_ONLY = {"modes": ("lora",)}
+BUCKETING = {"modes": ("lora", "difference")}
 
 
 @dataclass
@@ -96,36 +108,50 @@ class ModelConfig:
 @dataclass
 class DatasetConfig:
     dirs: list = opt(
-        [], "Image folders; a folder named 10_name repeats its images 10 times", kind=PATHS, basic=True
+        [],
+        "Image folders; a folder named 10_name repeats its images 10 times",
+        kind=PATHS,
+        basic=True,
+        **LORA_ONLY,
     )
-    repeats: int = opt(1, "Repeats for folders without an N_ prefix", min=1)
-    caption: str = opt("file", "Where captions come from", choices=("none", "phrase", "file"), basic=True)
+    repeats: int = opt(1, "Repeats for folders without an N_ prefix", min=1, **LORA_ONLY)
+    caption: str = opt(
+        "file", "Where captions come from", choices=("none", "phrase", "file"), basic=True, **LORA_ONLY
+    )
     caption_extensions: list = opt(
-        [".txt", ".caption"], "Caption file extensions; the first that exists wins"
+        [".txt", ".caption"], "Caption file extensions; the first that exists wins", **LORA_ONLY
     )
-    phrase: str = opt("", "Caption for caption=phrase, and the fallback when a caption file is missing")
-    trigger_word: str = opt("", "Put first in every caption", basic=True)
-    shuffle_tags: bool = opt(False, "Shuffle comma-separated tags each time an image is used")
-    keep_tokens: int = opt(0, "Leading tags kept in place when shuffling", min=0)
-    caption_dropout: float = opt(0.0, "Probability of training an image with an empty caption", **PROB)
-    tag_dropout: float = opt(0.0, "Probability of dropping each tag", **PROB)
+    phrase: str = opt(
+        "", "Caption for caption=phrase, and the fallback when a caption file is missing", **LORA_ONLY
+    )
+    trigger_word: str = opt("", "Put first in every caption", basic=True, **LORA_ONLY)
+    shuffle_tags: bool = opt(False, "Shuffle comma-separated tags each time an image is used", **LORA_ONLY)
+    keep_tokens: int = opt(0, "Leading tags kept in place when shuffling", min=0, **LORA_ONLY)
+    caption_dropout: float = opt(
+        0.0, "Probability of training an image with an empty caption", **PROB, **LORA_ONLY
+    )
+    tag_dropout: float = opt(0.0, "Probability of dropping each tag", **PROB, **LORA_ONLY)
     resolution: Any = opt(
         1024, "Training size: max bucket area is resolution²; or [width, height]", kind=RESOLUTION, basic=True
     )
-    buckets: bool = opt(True, "Aspect-ratio bucketing")
-    bucket_step: int = opt(64, "Bucket sides are multiples of this", min=8)
-    min_bucket: int = opt(256, "Smallest bucket side", min=8)
-    max_bucket: int = opt(2048, "Largest bucket side", min=8)
-    max_aspect: float = opt(2.0, "Largest aspect ratio of a bucket", min=1.0)
-    upscale: bool = opt(False, "false: small images are never enlarged to fill a bucket")
-    resize: str = opt("crop", "How an image is fitted to its bucket", choices=("crop", "stretch", "pad"))
-    crop: str = opt("center", "Crop position", choices=("center", "random"))
-    flip: bool = opt(False, "Random horizontal flip")
-    color_aug: bool = opt(False, "Small random hue/saturation/brightness changes")
-    sub_images: int = opt(0, "Extra downscaled copies of each image (smaller buckets)", min=0, max=8)
-    cache_latents: bool = opt(True, "Cache VAE latents on disk, keyed by image content")
-    cache_text: bool = opt(True, "Cache text-encoder outputs when the text encoders are frozen")
-    workers: int = opt(2, "Data-loader worker processes", min=0, max=64)
+    buckets: bool = opt(True, "Aspect-ratio bucketing", **BUCKETING)
+    bucket_step: int = opt(64, "Bucket sides are multiples of this", min=8, **BUCKETING)
+    min_bucket: int = opt(256, "Smallest bucket side", min=8, **BUCKETING)
+    max_bucket: int = opt(2048, "Largest bucket side", min=8, **BUCKETING)
+    max_aspect: float = opt(2.0, "Largest aspect ratio of a bucket", min=1.0, **BUCKETING)
+    upscale: bool = opt(False, "false: small images are never enlarged to fill a bucket", **BUCKETING)
+    resize: str = opt(
+        "crop", "How an image is fitted to its bucket", choices=("crop", "stretch", "pad"), **BUCKETING
+    )
+    crop: str = opt("center", "Crop position", choices=("center", "random"), **LORA_ONLY)
+    flip: bool = opt(False, "Random horizontal flip", **LORA_ONLY)
+    color_aug: bool = opt(False, "Small random hue/saturation/brightness changes", **LORA_ONLY)
+    sub_images: int = opt(
+        0, "Extra downscaled copies of each image (smaller buckets)", min=0, max=8, **LORA_ONLY
+    )
+    cache_latents: bool = opt(True, "Cache VAE latents on disk, keyed by image content", **LORA_ONLY)
+    cache_text: bool = opt(True, "Cache text-encoder outputs when the text encoders are frozen", **LORA_ONLY)
+    workers: int = opt(2, "Data-loader worker processes", min=0, max=64, **LORA_ONLY)
 
     def resolution_wh(self) -> tuple[int, int]:
         """The training size as (width, height)."""
@@ -136,13 +162,17 @@ class DatasetConfig:
 
 @dataclass
 class CaptionAutoConfig:
-    tagger: str = opt("", "WD14 tagger folder (model.onnx + selected_tags.csv); empty = off", kind=PATH)
-    general_threshold: float = opt(0.35, "Confidence needed for a general tag", **PROB)
-    character_threshold: float = opt(0.85, "Confidence needed for a character tag", **PROB)
-    undesired_tags: list = opt([], "Tags never written")
-    overwrite: bool = opt(False, "Re-caption images that already have a caption file")
+    tagger: str = opt(
+        "", "WD14 tagger folder (model.onnx + selected_tags.csv); empty = off", kind=PATH, **LORA_ONLY
+    )
+    general_threshold: float = opt(0.35, "Confidence needed for a general tag", **PROB, **LORA_ONLY)
+    character_threshold: float = opt(0.85, "Confidence needed for a character tag", **PROB, **LORA_ONLY)
+    undesired_tags: list = opt([], "Tags never written", **LORA_ONLY)
+    overwrite: bool = opt(False, "Re-caption images that already have a caption file", **LORA_ONLY)
     escape: bool = opt(
-        False, "Write ( ) as \\( \\) (A1111 prompt syntax); training captions are normally unescaped"
+        False,
+        "Write ( ) as \\( \\) (A1111 prompt syntax); training captions are normally unescaped",
+        **LORA_ONLY,
     )
 
 
@@ -174,7 +204,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 @dataclass
 class TrainConfig:
     steps: int = opt(1000, "Optimizer steps; ignored when epochs > 0", min=1, basic=True)
-    epochs: int = opt(0, "Epochs (0 = use steps)", min=0)
+    epochs: int = opt(0, "Epochs (0 = use steps)", min=0, **LORA_ONLY)
     batch_size: int = opt(4, "Images per batch", min=1, basic=True)
     grad_accum: int = opt(1, "Gradient accumulation steps", min=1)
     lr: float = opt(1e-4, "Learning rate", min=0.0, min_exclusive=True, basic=True)
@@ -200,7 +230,7 @@ class TrainConfig:
 @dataclass
 class ValidationConfig:
     every_steps: int = opt(0, "Validation loss every N steps (0 = off)", min=0, basic=True)
-    images: int = opt(4, "Images used for the validation loss", min=1)
+    images: int = opt(4, "Images used for the validation loss", min=1, **LORA_ONLY)
 
 
 @dataclass
@@ -216,7 +246,7 @@ class SampleConfig:
 class SaveConfig:
     output_dir: str = opt("runs", "Where run folders go (relative to the workspace)", kind=PATH)
     every_steps: int = opt(0, "Checkpoint every N steps (0 = off)", min=0, basic=True)
-    every_epochs: int = opt(0, "Checkpoint every N epochs (0 = off)", min=0)
+    every_epochs: int = opt(0, "Checkpoint every N epochs (0 = off)", min=0, **LORA_ONLY)
     keep_last: int = opt(0, "Checkpoints kept (0 = all)", min=0)
     precision: str = opt("fp16", "dtype of saved weights", choices=("fp16", "bf16", "fp32"))
     format: str = opt(
@@ -238,30 +268,53 @@ class LogConfig:
 @dataclass
 class IlecoConfig:
     original_prompt: str = opt(
-        "", 'ileco: the concept to change, as a prompt (e.g. "mona lisa"); needs no dataset'
+        "",
+        'ileco: the concept to change, as a prompt (e.g. "mona lisa"); needs no dataset',
+        modes=("ileco",),
+        basic=True,
     )
-    target_prompt: str = opt("", "ileco: what original_prompt should make instead; empty = erase the concept")
+    target_prompt: str = opt(
+        "",
+        "ileco: what original_prompt should make instead; empty = erase the concept",
+        modes=("ileco",),
+        basic=True,
+    )
 
 
 @dataclass
 class DifferenceConfig:
     original_image: str = opt(
-        "", "difference: the picture as it is (pass 1 trains a copier on it)", kind=PATH
+        "",
+        "difference: the picture as it is (pass 1 trains a copier on it)",
+        kind=PATH,
+        modes=("difference",),
+        basic=True,
     )
     target_image: str = opt(
         "",
         "difference: the same picture edited (pass 2 learns the difference; only its LoRA is saved)",
         kind=PATH,
+        modes=("difference",),
+        basic=True,
     )
-    prompt: str = opt("", "difference: the caption both images are trained with (TrainTrain: empty)")
+    prompt: str = opt(
+        "",
+        "difference: the caption both images are trained with (TrainTrain: empty)",
+        modes=("difference",),
+        basic=True,
+    )
     first_pass: dict = opt(
         {},
         "difference: copier pass overrides: steps, lr, rank, alpha, conv_rank, conv_alpha, dropout "
         "(default [train] / [network])",
+        modes=("difference",),
+        basic=True,
     )
     second_pass: dict = opt(
         {},
         "difference: saved-LoRA pass overrides, same keys (a small rank, e.g. 4, keeps the style)",
+        modes=("difference",),
+        basic=True,
     )
 
 
@@ -287,7 +340,12 @@ RESERVED_TABLES = ("queue",)
 class RunConfig:
     name: str = opt("", "Run name: output file stem and run folder; unique among queued runs", basic=True)
     extends: str = opt("", "A preset (presets/<name>.toml or a path) whose values this file overrides")
-    mode: str = opt("lora", "Training mode", choices=("lora", "ileco", "difference"))
+    mode: str = opt(
+        "lora",
+        "lora = images, ileco = two prompts, difference = a picture and its edit",
+        choices=MODES,
+        basic=True,
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     caption_auto: CaptionAutoConfig = field(default_factory=CaptionAutoConfig)
@@ -328,10 +386,15 @@ class FieldSpec:
     min: float | None = None
     max: float | None = None
     min_exclusive: bool = False
+    modes: tuple[str, ...] = ()  # the training modes that read this key; () = all of them
 
     @property
     def dotted(self) -> str:
         return f"{self.section}.{self.key}" if self.section else self.key
+
+    def used_in(self, mode: str) -> bool:
+        """Whether a run in training mode `mode` reads this key."""
+        return not self.modes or mode in self.modes
 
 
 def _specs_of(cls: type, section: str) -> list[FieldSpec]:
@@ -353,6 +416,7 @@ def _specs_of(cls: type, section: str) -> list[FieldSpec]:
                 min=m["min"],
                 max=m["max"],
                 min_exclusive=m["min_exclusive"],
+                modes=m["modes"],
             )
         )
     return specs

@@ -6,6 +6,11 @@ the engine's own `validate_field`, plus an existence check for paths the engine 
 the error under the field. Fields not marked `basic` carry the `-advanced` class and are hidden until
 the form's `advanced` flag is on, so a newcomer sees about a dozen fields.
 
+The form also follows the training mode (the `mode` field): a field the schema marks as read only in
+some modes carries `-off-<mode>` for each other mode, and the form carries `-mode-<mode>`, so the
+iLECO prompts show only in mode ileco and the dataset folders only in mode lora. Hidden fields keep
+their values: they are loaded, validated and saved as before.
+
 Widget ids are `f-<section>--<key>` (ids cannot contain dots); the dotted key is the widget's name.
 """
 
@@ -27,7 +32,7 @@ from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
 from engine.config import SCHEMA, FieldSpec, validate_field
-from engine.config.schema import BOOL, DICT, ENUM, FLOAT, INT, PATH, PATHS, RESOLUTION, STRS
+from engine.config.schema import BOOL, DICT, ENUM, FLOAT, INT, MODES, PATH, PATHS, RESOLUTION, STRS
 
 SECTION_TITLES = {
     "": "Run",
@@ -45,7 +50,30 @@ SECTION_TITLES = {
 }
 
 # Paths the engine reads: they must exist. Output paths (save.output_dir, save.copy_to) are created.
-MUST_EXIST = {"model.base", "model.vae", "dataset.dirs", "caption_auto.tagger", "network.init_from"}
+# Only checked in the modes that read them: mode ileco never opens dataset.dirs.
+MUST_EXIST = {
+    "model.base",
+    "model.vae",
+    "dataset.dirs",
+    "caption_auto.tagger",
+    "network.init_from",
+    "difference.original_image",
+    "difference.target_image",
+}
+
+# The sections of one mode come right after the mode select: choosing ileco shows its prompts next.
+MODE_SECTIONS = ("ileco", "difference")
+
+# A line at the top of a section that a mode mostly hides, saying why its fields are gone.
+MODE_NOTES = {
+    ("dataset", "ileco"): "Mode ileco reads no images: only resolution (its noise size) is used.",
+    ("dataset", "difference"): "Mode difference reads only its two images, fitted to a bucket.",
+}
+
+
+def off_classes(specs: list[FieldSpec]) -> str:
+    """`-off-<mode>` for each mode that reads none of `specs` (CSS hides them in that mode)."""
+    return " ".join(f"-off-{mode}" for mode in MODES if not any(s.used_in(mode) for s in specs))
 
 
 def widget_id(spec: FieldSpec) -> str:
@@ -132,7 +160,9 @@ class FieldRow(Widget):
     """
 
     def __init__(self, spec: FieldSpec, value: Any) -> None:
-        classes = "field-row" + ("" if spec.basic else " -advanced")
+        classes = " ".join(
+            c for c in ("field-row", "" if spec.basic else "-advanced", off_classes([spec])) if c
+        )
         super().__init__(classes=classes, id=f"row-{widget_id(spec)}")
         self.spec = spec
         self.initial = value
@@ -181,13 +211,23 @@ class ConfigForm(Widget):
     in `_values`, so loading, validating and saving see every field either way.
 
     Attributes down: `load(values)`, `advanced`, `workspace`. Messages up: `ConfigForm.Edited`,
-    `ConfigForm.FieldFocused`.
+    `ConfigForm.FieldFocused`. The training mode is the `mode` field's value, not a separate
+    attribute: loading a preset or choosing in the select switches what the form shows.
     """
 
     DEFAULT_CSS = """
     ConfigForm { height: 1fr; }
     ConfigForm > VerticalScroll { height: 1fr; }
     ConfigForm.-basic .-advanced { display: none; }
+    ConfigForm.-mode-lora .-off-lora,
+    ConfigForm.-mode-ileco .-off-ileco,
+    ConfigForm.-mode-difference .-off-difference { display: none; }
+    /* A field with an error stays in sight in any mode, or the user could not fix it. */
+    ConfigForm.-mode-lora .-off-lora.-invalid, ConfigForm.-mode-lora .-off-lora.-has-invalid,
+    ConfigForm.-mode-ileco .-off-ileco.-invalid, ConfigForm.-mode-ileco .-off-ileco.-has-invalid,
+    ConfigForm.-mode-difference .-off-difference.-invalid,
+    ConfigForm.-mode-difference .-off-difference.-has-invalid { display: block; }
+    ConfigForm .mode-note { color: $text-muted; padding: 0 1; }
     ConfigForm Collapsible { padding-bottom: 0; }
     """
 
@@ -221,26 +261,53 @@ class ConfigForm(Widget):
         # value in, the input's Changed messages carry its constructor value, not a user's edit.
         self._syncing: set[str] = set()
         self.errors: dict[str, str] = {}
+        self._show_mode()
+
+    @property
+    def training_mode(self) -> str:
+        """The `mode` field's value: which fields mean something for this run."""
+        return str(self._values.get("mode") or "lora")
+
+    def _show_mode(self) -> None:
+        """Put `-mode-<mode>` on the form: the CSS hides every `-off-<mode>` row and section."""
+        for mode in MODES:
+            self.set_class(mode == self.training_mode, f"-mode-{mode}")
 
     def _sections(self) -> dict[str, list[FieldSpec]]:
         sections: dict[str, list[FieldSpec]] = {}
         for spec in self.specs:
             sections.setdefault(spec.section, []).append(spec)
-        return sections
+        order = ["", *(s for s in MODE_SECTIONS if s in sections)]
+        order += [s for s in sections if s not in order]
+        return {section: sections[section] for section in order if section in sections}
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="form-scroll"):
             for section, specs in self._sections().items():
                 if any(s.basic for s in specs):
                     with self._section(section, collapsed=False):
+                        yield from self._mode_notes(section)
                         for spec in specs:
                             if spec.basic:
                                 yield self._make_row(spec)
 
     def _section(self, section: str, *, collapsed: bool) -> Collapsible:
+        specs = [s for s in self.specs if s.section == section]
         return Collapsible(
-            title=SECTION_TITLES.get(section, section), collapsed=collapsed, id=f"sec-{section or 'top'}"
+            title=SECTION_TITLES.get(section, section),
+            collapsed=collapsed,
+            id=f"sec-{section or 'top'}",
+            classes=off_classes(specs),
         )
+
+    def _mode_notes(self, section: str) -> list[Static]:
+        """The notes of `section`, each shown only in its own mode."""
+        notes = []
+        for (where, mode), text in MODE_NOTES.items():
+            if where == section:
+                others = " ".join(f"-off-{m}" for m in MODES if m != mode)
+                notes.append(Static(text, classes=f"mode-note {others}", id=f"note-{section}-{mode}"))
+        return notes
 
     def _make_row(self, spec: FieldSpec) -> FieldRow:
         row = FieldRow(spec, self._values.get(spec.dotted, spec.default))
@@ -288,6 +355,7 @@ class ConfigForm(Widget):
     def load(self, values: dict[str, Any]) -> None:
         """Show `values` (dotted key -> value); missing keys get their schema default."""
         self._values = {s.dotted: values.get(s.dotted, s.default) for s in self.specs}
+        self._show_mode()  # at once, from the values: the rows may still be mounting
         missed: list[FieldSpec] = []
         with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
             for spec in self.specs:
@@ -353,7 +421,12 @@ class ConfigForm(Widget):
             value, error = parse_value(spec, widget.value)
         if error is None:
             error = validate_field(spec.dotted, value)
-        if error is None and spec.kind in (PATH, PATHS) and spec.dotted in MUST_EXIST:
+        if (
+            error is None
+            and spec.kind in (PATH, PATHS)
+            and spec.dotted in MUST_EXIST
+            and spec.used_in(self.training_mode)
+        ):
             error = self._check_paths(value)
         return value, error
 
@@ -408,6 +481,11 @@ class ConfigForm(Widget):
 
     def _show_error(self, row: FieldRow, error: str | None) -> None:
         row.show_error(error)
+        # A section a mode hides still shows when one of its fields is invalid (see DEFAULT_CSS).
+        for node in row.ancestors:
+            if isinstance(node, Collapsible):
+                node.set_class(any(r.has_class("-invalid") for r in node.query(FieldRow)), "-has-invalid")
+                break
         if error:
             if not row.spec.basic:
                 self.advanced = True
@@ -450,7 +528,26 @@ class ConfigForm(Widget):
             self.errors[row.spec.dotted] = error
         else:
             self.errors.pop(row.spec.dotted, None)
+        if dotted == "mode" and error is None:
+            self._mode_changed()
         self.post_message(self.Edited(self, row.spec.dotted))
+
+    def _mode_changed(self) -> None:
+        """Show the new mode's fields, and check again the errors of fields that depend on the mode:
+        a missing dataset folder is no error in mode ileco, and an engine's complaint about
+        ileco.original_prompt is stale once the mode is lora (the next run or check says again)."""
+        self._show_mode()
+        for dotted in list(self.errors):
+            row = self._rows.get(dotted)
+            if row is None or not row.spec.modes:
+                continue
+            _, error = self.read(row.spec)
+            if error:
+                self.errors[dotted] = error
+            else:
+                self.errors.pop(dotted)
+            if row.is_mounted:
+                self._show_error(row, error)
 
     def on_descendant_focus(self, event) -> None:
         row = self._row_of(event.widget)
