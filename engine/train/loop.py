@@ -8,17 +8,13 @@ whether the run started fresh or resumed just before it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 
 import torch
 
 from engine.data.dataset import BatchPlan, BatchSpec, LatentSource
-from engine.errors import LoratuiError
-from engine.train import losses
+from engine.train import losses, stepping
 from engine.train.rng import seed_global, torch_gen
-from engine.train.schedules import apply_lr, lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +65,7 @@ class Trainer:
 
     # ---- inputs --------------------------------------------------------------------------------
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.base.device.type, dtype=self.autocast_dtype)
+        return stepping.autocast(self.base.device, self.autocast_dtype)
 
     def fill_text_cache(self, captions: list[str], progress=None) -> tuple[int, int]:
         """Encode captions not yet in the text cache. Returns (encoded, reused)."""
@@ -149,32 +143,12 @@ class Trainer:
             text = self.text_for([s.caption for s in batch.samples], grad=self.train_te)
         time_ids = self.time_ids_for(batch.bucket, metas)
         loss = self._loss(latents, noise, timesteps, text, time_ids, weighted=True)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise LoratuiError(
-                f"the loss became {value} at data batch {batch.global_index}",
-                hint='lower train.lr, set train.max_grad_norm (e.g. 1.0), or use precision = "bf16" '
-                "instead of fp16",
-                where="train",
-            )
-        scaled = loss / accum
-        if self.scaler is not None:
-            scaled = self.scaler.scale(scaled)
-        scaled.backward()
-        return value
+        return stepping.backward(loss, accum, self.scaler, f"at data batch {batch.global_index}")
 
     def train_step(self, steps_done: int, global_batch: int) -> dict:
         """One optimizer step (grad_accum micro-batches) starting at data position `global_batch`."""
         cfg = self.cfg.train
-        factor = lr_factor(
-            cfg.scheduler,
-            steps_done,
-            self.run_steps,
-            warmup=cfg.warmup_steps,
-            cycles=cfg.scheduler_cycles,
-            power=cfg.scheduler_power,
-        )
-        apply_lr(self.optimizer, self.base_lrs, factor)
+        lr = stepping.set_lr(self.optimizer, self.base_lrs, cfg, steps_done, self.run_steps)
         accum = max(1, int(cfg.grad_accum))
         values = []
         epoch = self.plan.epoch_of(global_batch)
@@ -187,21 +161,12 @@ class Trainer:
             values.append(self.micro_step(batch, accum))
             epoch = batch.epoch
             global_batch += 1
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        if cfg.max_grad_norm and cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        stepping.apply_gradients(self.optimizer, self.scaler, self.params, cfg.max_grad_norm)
         return {
             "loss": sum(values) / len(values),
             "epoch": epoch,
             "global_batch": global_batch,
-            "lr": self.base_lrs[0] * factor,
+            "lr": lr,
         }
 
     def close(self) -> None:

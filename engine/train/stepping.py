@@ -1,8 +1,7 @@
-"""What every optimizer step of the prompt and image modes shares: autocast, the LR schedule for a
-span of steps, the optimizer over a network, applying the gradients, and finite-loss checks.
-
-(The dataset loop in engine.train.loop does the same inline; these modes train one network per
-pass, so they build optimizers and schedules per pass from these pieces.)
+"""What every optimizer step shares, in the dataset loop (engine.train.loop) and the prompt and
+image modes (engine.train.ileco, engine.train.difference): autocast, the LR schedule for a span of
+steps, the optimizer over a network, backward with a finite-loss check, applying the gradients.
+The modes train one network per pass, so they build optimizers and schedules per pass from these.
 """
 
 from __future__ import annotations
