@@ -440,6 +440,18 @@ class QueueServer:
             )
         return worker
 
+    def _early_warnings(self, entry: Entry) -> list[str]:
+        """What will make a just-queued run fail, said now rather than when it starts (a model path
+        that is already wrong, a run folder it may not replace)."""
+        from engine.config import load_config
+        from engine.data.report import model_problems, run_folder_warnings
+
+        try:
+            cfg = load_config(entry.path, env={}, workspace=self.workspace)
+        except LoratuiError:
+            return []  # reported when the entry is started
+        return model_problems(cfg) + run_folder_warnings(cfg)
+
     def _dispatch(self, cmd: str, m: dict[str, Any]) -> dict[str, Any] | None:
         if cmd == protocol.CMD_ENQUEUE:
             if self.shutting_down:
@@ -466,6 +478,8 @@ class QueueServer:
                     hint='e.g. {"cmd": "enqueue", "config": "presets/demo.toml"}',
                 )
             self.log(f"queued {entry.name} ({entry.run}) at position {entry.position}", run=entry.run)
+            for warning in self._early_warnings(entry):
+                self.log(f"{entry.name}: {warning}", level="warning", run=entry.run)
             return {"run": entry.run}
         if cmd == protocol.CMD_REMOVE:
             entry = self.store.remove(str(m.get("run")))

@@ -52,6 +52,17 @@ def test_demo_preset_is_trainable(workspace):
     assert out.rstrip().endswith("verdict: ready to train")
 
 
+def test_check_warns_about_state_a_fresh_start_would_delete(workspace):
+    state = workspace / "runs" / "demo" / "state" / "step000020"
+    state.mkdir(parents=True)
+    (state / "state.json").write_text("{}")
+    keep = run_check(DEMO, "--workspace", workspace, "--set", "save.overwrite=false")
+    assert keep.returncode == 0  # still trainable: resuming is the way
+    assert "holds the resumable state of an earlier attempt (step000020)" in keep.stdout
+    # the demo preset overwrites on purpose: nothing to warn about
+    assert "resumable state" not in run_check(DEMO, "--workspace", workspace).stdout
+
+
 def test_demo_preset_json_and_no_torch(workspace):
     code = (
         "import sys, json; from engine.data.report import main; "

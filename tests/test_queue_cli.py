@@ -92,6 +92,17 @@ def test_add_warns_at_once_about_a_model_path_that_is_not_a_model(ws):
     assert "the run fails when it starts unless this is fixed" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_add_warns_when_the_run_folder_holds_a_finished_lora(ws):
+    run_dir = ws / "runs" / "done-before"
+    run_dir.mkdir(parents=True)
+    (run_dir / "done-before.safetensors").write_bytes(b"a LoRA")
+    r = loratui(ws, "add", str(write_config(ws, "done-before")))
+    assert r.returncode == 0 and statuses(ws) == {"done-before": "pending"}
+    assert "done-before.safetensors already exists and save.overwrite = false" in r.stderr
+    r = loratui(ws, "add", str(write_config(ws, "other")), "--set", "save.overwrite=true")
+    assert r.returncode == 0 and "already exists" not in r.stderr
+
+
 def test_run_in_the_foreground_prints_progress_and_empties_the_queue(ws):
     (ws / "empty").mkdir()
     for name, data in (("a", "data"), ("bad", "empty"), ("b", "data")):

@@ -103,6 +103,21 @@ def test_duplicate_name_refused_while_queued(ws, serve):
     assert s.send("enqueue", toml=text.replace('"dup"', '"dup2"'))["ok"]
 
 
+def test_enqueue_warns_at_once_about_a_run_folder_it_may_not_replace(ws, serve):
+    state = ws / "runs" / "again" / "state" / "step000003"
+    state.mkdir(parents=True)
+    (state / "state.json").write_text("{}")
+    s = serve()
+    s.send("pause_queue")
+    assert s.send("enqueue", config=str(write_config(ws, "again")))["ok"]  # queued all the same
+    warning = s.wait_for(
+        lambda e: e["type"] == "log" and e.get("level") == "warning" and "resumable state" in e["message"]
+    )
+    assert warning["message"].startswith("again: ") and "step000003" in warning["message"]
+    assert "save.overwrite = true" in warning["message"]
+    assert len(list((ws / "queue").glob("again-*.toml"))) == 1
+
+
 def test_bad_commands_get_clear_acks(ws, serve):
     s = serve()
     missing = s.send("enqueue", config=str(ws / "nope.toml"))

@@ -172,7 +172,8 @@ def test_loss_csv_truncates_on_resume(tmp_path):
 
 
 def test_state_roundtrip_is_exact(tmp_path):
-    from engine.train.state import TrainState, latest_state, load_state, prune_states, save_state
+    from engine.train.state import TrainState, load_state, prune_states, save_state
+    from engine.train.statedirs import latest_state
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 4)

@@ -299,6 +299,8 @@ class LoratuiApp(App):
             return
         if kind == protocol.LOG and event.get("level") == "error":
             self.notify(str(event.get("message", "")), title="Engine error", severity="error", timeout=10)
+        elif kind == protocol.LOG and event.get("level") == "warning":
+            self.notify(str(event.get("message", "")), title="Engine warning", severity="warning", timeout=8)
         elif kind == protocol.RUN_FINISHED:
             self._run_finished(state)
 

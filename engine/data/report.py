@@ -84,6 +84,7 @@ def check(cfg, *, scan: DatasetScan | None = None) -> DatasetReport:
     in the config itself (e.g. a dataset folder that does not exist)."""
     report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
     _check_model(cfg, report)
+    report.warnings.extend(run_folder_warnings(cfg))
     if cfg.mode in ("ileco", "difference") and cfg.dataset.dirs:
         report.warnings.append(f"dataset.dirs is not used in mode {cfg.mode}: it trains without a dataset")
     if cfg.mode == "ileco":
@@ -161,6 +162,29 @@ def model_problems(cfg) -> list[str]:
     report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
     _check_model(cfg, report)
     return report.problems
+
+
+def run_folder_warnings(cfg) -> list[str]:
+    """What a fresh run of this config would refuse to replace in its run folder when
+    save.overwrite = false: said when the run is checked or queued, not when it starts hours later."""
+    if cfg.save.overwrite or not cfg.name:
+        return []
+    from engine.train.statedirs import latest_state
+
+    run_dir = cfg.run_dir()
+    final = run_dir / f"{cfg.name}.safetensors"
+    if final.exists():
+        return [
+            f"{final} already exists and save.overwrite = false: the run will be refused "
+            "(choose another name, or set save.overwrite = true)"
+        ]
+    left = latest_state(run_dir / "state")
+    if left is not None:
+        return [
+            f"{run_dir} holds the resumable state of an earlier attempt ({left.name}): a fresh start "
+            "is refused (resume that run, choose another name, or set save.overwrite = true)"
+        ]
+    return []
 
 
 def _check_model(cfg, report: DatasetReport) -> None:

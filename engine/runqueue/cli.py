@@ -127,11 +127,12 @@ def cmd_ls(store: QueueStore, as_json: bool) -> int:
     return 0
 
 
-def _model_warnings(entry_path: Path, workspace: Path) -> None:
-    """A model path that is already wrong is said at once, not when the run starts hours later. Only a
-    warning: the file may still be on its way (a copy or a download running beside the queue)."""
+def _early_warnings(entry_path: Path, workspace: Path) -> None:
+    """A model path that is already wrong, or a run folder the run may not replace, is said at once,
+    not when the run starts hours later. Only warnings: the entry is queued all the same (a model may
+    still be on its way, an earlier attempt may be resumed or removed first)."""
     from engine.config import load_config
-    from engine.data.report import model_problems
+    from engine.data.report import model_problems, run_folder_warnings
 
     try:
         cfg = load_config(entry_path, env={}, workspace=workspace)
@@ -139,6 +140,8 @@ def _model_warnings(entry_path: Path, workspace: Path) -> None:
         return  # the entry is queued; the engine reports an entry it cannot read
     for problem in model_problems(cfg):
         print(f"warning: {problem}; the run fails when it starts unless this is fixed", file=sys.stderr)
+    for warning in run_folder_warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _not_running_note(store: QueueStore) -> None:
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         if opts.command == "add":
             entry = store.add_file(opts.config, sets=opts.sets, position=opts.position)
             print(f"queued {entry.name} as {entry.run} at position {entry.position}")
-            _model_warnings(entry.path, workspace)
+            _early_warnings(entry.path, workspace)
             _not_running_note(store)
         elif opts.command == "ls":
             return cmd_ls(store, opts.json)

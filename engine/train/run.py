@@ -325,7 +325,7 @@ class TrainingRun:
     def _pick_resume_state(self) -> Path | None:
         if not self.resume:
             return None
-        from engine.train.state import latest_state
+        from engine.train.statedirs import latest_state
 
         return latest_state(self.state_root)
 
@@ -588,7 +588,7 @@ class TrainingRun:
         interrupted or failed run of the same name): only with save.overwrite = true."""
         if self.cfg.save.overwrite:
             return
-        from engine.train.state import latest_state
+        from engine.train.statedirs import latest_state
 
         left = latest_state(self.state_root)
         if left is not None:

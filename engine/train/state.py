@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -28,9 +27,9 @@ from safetensors.torch import load_file, save_file
 
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
+from engine.train.statedirs import list_states, step_dir_name
 
 STATE_VERSION = 1
-_STEP_DIR = re.compile(r"^step(\d{6,})$")
 
 
 @dataclass
@@ -47,10 +46,6 @@ class TrainState:
     scaler: dict = field(default_factory=dict)
     digest: str = ""
     version: int = STATE_VERSION
-
-
-def step_dir_name(step: int) -> str:
-    return f"step{step:06d}"
 
 
 def trainable_named_parameters(modules: dict) -> list[tuple[str, torch.nn.Parameter]]:
@@ -89,22 +84,6 @@ def save_state(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
-
-
-def list_states(state_root: Path) -> list[tuple[int, Path]]:
-    """Complete state folders as (step, path), oldest first."""
-    found = []
-    if state_root.is_dir():
-        for d in state_root.iterdir():
-            m = _STEP_DIR.match(d.name)
-            if m and (d / "state.json").is_file():
-                found.append((int(m.group(1)), d))
-    return sorted(found)
-
-
-def latest_state(state_root: Path) -> Path | None:
-    states = list_states(state_root)
-    return states[-1][1] if states else None
 
 
 def read_state(folder: Path) -> TrainState:
