@@ -268,3 +268,25 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     return events
+
+
+class JsonlTail:
+    """New events appended to an events.jsonl file since the last `read()` (a growing file another
+    process writes). A torn last line waits for its end; malformed lines are skipped."""
+
+    def __init__(self, path: str | os.PathLike, *, offset: int = 0) -> None:
+        self.path = path
+        self.offset = offset
+        self._pending = b""
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except OSError:
+            chunk = b""
+        self.offset += len(chunk)
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        events = (decode(line) for line in lines)
+        return [e for e in events if e is not None and "type" in e]

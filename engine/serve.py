@@ -353,22 +353,11 @@ class QueueServer:
             offset = path.stat().st_size
         except OSError:
             offset = 0
-        pending = b""
+        tail = protocol.JsonlTail(path, offset=offset)
         while True:
             alive = pid_alive(worker.pid)
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except OSError:
-                chunk = b""
-            offset += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                event = protocol.decode(raw)
-                if event is not None and "type" in event:
-                    self.inbox.put(("event", worker, event))
+            for event in tail.read():
+                self.inbox.put(("event", worker, event))
             if not alive:
                 break
             time.sleep(0.3)

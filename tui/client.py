@@ -256,22 +256,9 @@ class RunFollower:
         self._stop.set()
 
     def _follow(self) -> None:
-        offset = 0
-        pending = b""
+        tail = protocol.JsonlTail(self.path)
         while not self._stop.is_set():
-            try:
-                with open(self.path, "rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                chunk = b""
-            offset += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")  # a torn last line waits for its end
-            for line in lines:
-                event = protocol.decode(line)
-                if event is None or "type" not in event:
-                    continue
+            for event in tail.read():
                 self.target.post_message(EngineEvent(event, source="disk"))
                 if event.get("type") == protocol.RUN_FINISHED:
                     return
