@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             protocol.run_finished(run=args.run_id, status=protocol.FAILED, lora=None, error=exc.to_dict())
         )
         return 1
-    from engine.train.run import Controls, TrainingRun
+    from engine.train.controls import Controls
+    from engine.train.run import TrainingRun
 
     controls = Controls()
     if not args.no_stdin and sys.stdin is not None and not sys.stdin.isatty():

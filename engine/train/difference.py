@@ -24,8 +24,8 @@ import torch
 from engine.config.passes import PASSES, pass_settings
 from engine.errors import LoratuiError
 from engine.train import losses, stepping
-from engine.train.loop import VAL_TIMESTEPS
 from engine.train.rng import seed_global, torch_gen
+from engine.train.steptrainer import VAL_TIMESTEPS, DiffusionStep
 
 log = logging.getLogger(__name__)
 
@@ -78,32 +78,24 @@ def load_pair(cfg, base) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | Non
     return latents[0], latents[1], time_ids
 
 
-class DifferenceTrainer:
+class DifferenceTrainer(DiffusionStep):
+    """Both passes as one StepTrainer (engine.train.steptrainer): `network` is the pass's network."""
+
     def __init__(
         self, *, cfg, base, copier, network, images, time_ids, autocast_dtype, device, copier_path: Path
     ) -> None:
-        self.cfg = cfg
-        self.base = base
+        super().__init__(cfg, base, autocast_dtype)
         self.networks = (copier, network)
         self.passes = [pass_settings(cfg, which) for which in PASSES]
         self.images = images
         self.time_ids = time_ids
-        self.autocast_dtype = autocast_dtype
         self.device = device
         self.copier_path = copier_path
-        self.prediction = base.prediction
-        self.sched = losses.training_scheduler(
-            base.noise_scheduler, cfg.train.zero_terminal_snr, base.prediction
-        )
-        self.num_timesteps = int(self.sched.config.num_train_timesteps)
         with torch.no_grad(), self._autocast():
             self.text = base.encode_text([cfg.difference.prompt], cfg.model.clip_skip).detach()
         self.announce = None  # called as announce(steps_done, "second_pass") when pass 2 starts
         self.current = -1
         self._enter(0)
-
-    def _autocast(self):
-        return stepping.autocast(self.base.device, self.autocast_dtype)
 
     @property
     def network(self):
@@ -191,18 +183,12 @@ class DifferenceTrainer:
         return {"loss": sum(values) / len(values), "epoch": index + 1, "global_batch": global_batch, "lr": lr}
 
     def _loss(self, latents, noise, timesteps, *, weighted: bool) -> torch.Tensor:
-        train = self.cfg.train
         noisy = self.sched.add_noise(latents, noise, timesteps)
         target = losses.make_target(self.sched, latents, noise, timesteps, self.prediction)
         with self._autocast():
             text = stepping.repeat_text(self.text, latents.shape[0])
             pred = self.base.unet_forward(noisy, timesteps, text, self.time_ids)
-        per_sample = losses.per_sample_loss(pred, target, train.loss, train.huber_c)
-        if weighted and train.min_snr_gamma:
-            per_sample = per_sample * losses.min_snr_weights(
-                self.sched.alphas_cumprod, timesteps, train.min_snr_gamma, self.prediction
-            ).to(per_sample.device)
-        return per_sample.mean()
+        return self.weighted_loss(pred, target, timesteps, weighted=weighted)
 
     def set_train_mode(self, training: bool) -> None:
         for network in self.networks:
@@ -213,7 +199,7 @@ class DifferenceTrainer:
         """The current pass's loss on its image, with fixed noise at fixed timesteps. Values compare
         within a pass; the curve steps up where pass 2 (another image, a fresh LoRA) starts."""
         k = VAL_TIMESTEPS
-        timesteps = torch.tensor([int((j + 0.5) * self.num_timesteps / k) for j in range(k)])
+        timesteps = self.validation_timesteps()
         latents = self.images[self.current].to(self.base.device).expand(k, -1, -1, -1)
         gen = torch_gen(self.cfg.train.seed, "validation", "difference")
         noise = torch.randn(latents.shape, generator=gen, dtype=torch.float32).to(self.base.device)
@@ -237,6 +223,7 @@ class DifferenceTrainer:
             "loratui_difference_pass": str(self.current + 1),
             "loratui_difference_original_image": Path(self.cfg.difference.original_image).name,
             "loratui_difference_target_image": Path(self.cfg.difference.target_image).name,
+            "ss_training_comment": "trained with loratui (mode difference)",
         }
 
     def close(self) -> None:

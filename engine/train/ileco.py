@@ -12,7 +12,7 @@ One step, as TrainTrain computes it (trainer/train.py, train_leco):
 
 No classifier-free guidance and no dataset. Text embeddings are computed once. The validation loss is
 the same loss on a fixed noise batch at timesteps spread over the schedule, unweighted, so values of
-different steps compare. The object offers what engine.train.run drives (see engine.train.loop).
+different steps compare. `IlecoTrainer` is a StepTrainer (engine.train.steptrainer).
 """
 
 from __future__ import annotations
@@ -20,23 +20,16 @@ from __future__ import annotations
 import torch
 
 from engine.networks.stack import adapters_disabled
-from engine.train import losses, stepping
-from engine.train.loop import VAL_TIMESTEPS
+from engine.train import stepping
 from engine.train.rng import seed_global, torch_gen
+from engine.train.steptrainer import VAL_TIMESTEPS, DiffusionStep
 
 
-class IlecoTrainer:
+class IlecoTrainer(DiffusionStep):
     def __init__(self, *, cfg, base, network, run_steps: int, autocast_dtype, device) -> None:
-        self.cfg = cfg
-        self.base = base
+        super().__init__(cfg, base, autocast_dtype)
         self.network = network
         self.run_steps = run_steps
-        self.autocast_dtype = autocast_dtype
-        self.prediction = base.prediction
-        self.sched = losses.training_scheduler(
-            base.noise_scheduler, cfg.train.zero_terminal_snr, base.prediction
-        )
-        self.num_timesteps = int(self.sched.config.num_train_timesteps)
         self.optimizer, self.base_lrs, self.scaler = stepping.make_optimizer(
             network, cfg.train, cfg.train.lr, device, autocast_dtype
         )
@@ -52,9 +45,6 @@ class IlecoTrainer:
         self.latents = torch.randn(self.shape, generator=gen, dtype=torch.float32)
         self._val_targets: torch.Tensor | None = None
 
-    def _autocast(self):
-        return stepping.autocast(self.base.device, self.autocast_dtype)
-
     def _target(self, latents, timesteps) -> torch.Tensor:
         with torch.no_grad(), adapters_disabled(self.network), self._autocast():
             text = stepping.repeat_text(self.target, latents.shape[0])
@@ -64,15 +54,6 @@ class IlecoTrainer:
         with self._autocast():
             text = stepping.repeat_text(self.original, latents.shape[0])
             return self.base.unet_forward(latents, timesteps, text, self.time_ids)
-
-    def _loss(self, pred, target, timesteps, *, weighted: bool) -> torch.Tensor:
-        train = self.cfg.train
-        per_sample = losses.per_sample_loss(pred, target, train.loss, train.huber_c)
-        if weighted and train.min_snr_gamma:
-            per_sample = per_sample * losses.min_snr_weights(
-                self.sched.alphas_cumprod, timesteps, train.min_snr_gamma, self.prediction
-            ).to(per_sample.device)
-        return per_sample.mean()
 
     # ---- what the run drives ---------------------------------------------------------------------
     def train_step(self, steps_done: int, global_batch: int) -> dict:
@@ -87,7 +68,7 @@ class IlecoTrainer:
             timesteps = timesteps.to(self.base.device)
             seed_global(train.seed, "dropout", global_batch)
             target = self._target(latents, timesteps)
-            loss = self._loss(self._prediction(latents, timesteps), target, timesteps, weighted=True)
+            loss = self.weighted_loss(self._prediction(latents, timesteps), target, timesteps, weighted=True)
             values.append(stepping.backward(loss, accum, self.scaler, f"at step {steps_done + 1}"))
             global_batch += 1
         stepping.apply_gradients(self.optimizer, self.scaler, self.params, train.max_grad_norm)
@@ -100,8 +81,7 @@ class IlecoTrainer:
     def validation_loss(self) -> float:
         """The loss on fixed noise at VAL_TIMESTEPS timesteps spread over the schedule."""
         k = VAL_TIMESTEPS
-        timesteps = torch.tensor([int((j + 0.5) * self.num_timesteps / k) for j in range(k)])
-        timesteps = timesteps.to(self.base.device)
+        timesteps = self.validation_timesteps().to(self.base.device)
         gen = torch_gen(self.cfg.train.seed, "validation", "ileco")
         latents = torch.randn((k, *self.shape[1:]), generator=gen, dtype=torch.float32).to(self.base.device)
         if self._val_targets is None:  # the frozen model's answer never changes
@@ -109,7 +89,7 @@ class IlecoTrainer:
         self.set_train_mode(False)
         try:
             pred = self._prediction(latents, timesteps)
-            return float(self._loss(pred, self._val_targets, timesteps, weighted=False))
+            return float(self.weighted_loss(pred, self._val_targets, timesteps, weighted=False))
         finally:
             self.set_train_mode(True)
 
@@ -121,6 +101,7 @@ class IlecoTrainer:
             "loratui_mode": "ileco",
             "loratui_ileco_original_prompt": self.cfg.ileco.original_prompt,
             "loratui_ileco_target_prompt": self.cfg.ileco.target_prompt,
+            "ss_training_comment": "trained with loratui (mode ileco)",
         }
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""The training step and the validation loss.
+"""The dataset mode's training step and validation loss (mode "lora"; a StepTrainer).
 
 `Trainer` owns what one optimizer step needs: the batch plan, latent and text sources, the training
 noise schedule, optimizer, LR schedule and (fp16) GradScaler. Every random draw of a step is derived
@@ -15,16 +15,14 @@ import torch
 from engine.data.dataset import BatchPlan, BatchSpec, LatentSource
 from engine.train import losses, stepping
 from engine.train.rng import seed_global, torch_gen
+from engine.train.steptrainer import VAL_TIMESTEPS, DiffusionStep
 
 log = logging.getLogger(__name__)
 
-# Validation: each validation image is evaluated at this many fixed timesteps spread evenly over the
-# schedule, so the value reflects learning rather than which timesteps happened to be drawn.
-VAL_TIMESTEPS = 4
 TEXT_BATCH = 8
 
 
-class Trainer:
+class Trainer(DiffusionStep):
     def __init__(
         self,
         *,
@@ -35,38 +33,31 @@ class Trainer:
         plan: BatchPlan,
         latents: LatentSource,
         text_cache,
-        optimizer,
-        base_lrs: list[float],
-        params: list[torch.nn.Parameter],
         run_steps: int,
         autocast_dtype: torch.dtype | None,
-        scaler,
+        device: torch.device,
         augment_caption,
     ) -> None:
-        self.cfg = cfg
-        self.base = base
+        super().__init__(cfg, base, autocast_dtype)
         self.network = network
         self.items = items
         self.plan = plan
         self.latents = latents
         self.text_cache = text_cache  # TextCache when text outputs are cached, else None
-        self.optimizer = optimizer
-        self.base_lrs = base_lrs
-        self.params = params
         self.run_steps = run_steps
-        self.autocast_dtype = autocast_dtype
-        self.scaler = scaler
         self.augment_caption = augment_caption
         self.train_te = bool(cfg.network.train_text_encoder)
-        prediction = base.prediction
-        self.prediction = prediction
-        self.sched = losses.training_scheduler(base.noise_scheduler, cfg.train.zero_terminal_snr, prediction)
-        self.num_timesteps = int(self.sched.config.num_train_timesteps)
+        self.optimizer, self.base_lrs, self.scaler = stepping.make_optimizer(
+            network,
+            cfg.train,
+            cfg.train.lr,
+            device,
+            autocast_dtype,
+            text_encoder_lr=cfg.train.text_encoder_lr or None,
+        )
+        self.params = network.trainable_parameters()
 
     # ---- inputs --------------------------------------------------------------------------------
-    def _autocast(self):
-        return stepping.autocast(self.base.device, self.autocast_dtype)
-
     def fill_text_cache(self, captions: list[str], progress=None) -> tuple[int, int]:
         """Encode captions not yet in the text cache. Returns (encoded, reused)."""
         unique = sorted(set(captions))
@@ -123,12 +114,7 @@ class Trainer:
         target = losses.make_target(self.sched, latents, noise, timesteps, self.prediction)
         with self._autocast():
             pred = self.base.unet_forward(noisy, timesteps, text, time_ids)
-        per_sample = losses.per_sample_loss(pred, target, self.cfg.train.loss, self.cfg.train.huber_c)
-        if weighted and self.cfg.train.min_snr_gamma:
-            per_sample = per_sample * losses.min_snr_weights(
-                self.sched.alphas_cumprod, timesteps, self.cfg.train.min_snr_gamma, self.prediction
-            ).to(per_sample.device)
-        return per_sample.mean()
+        return self.weighted_loss(pred, target, timesteps, weighted=weighted)
 
     def micro_step(self, batch: BatchSpec, accum: int) -> float:
         cfg = self.cfg
@@ -173,6 +159,12 @@ class Trainer:
         """Stop the latent prefetch workers."""
         self.latents.close()
 
+    def resume_at(self, steps_done: int) -> None:
+        """Nothing changes with the step: the data position comes from the saved state."""
+
+    def metadata(self) -> dict[str, str]:
+        return {"loratui_mode": "lora"}
+
     # ---- validation ----------------------------------------------------------------------------
     def set_train_mode(self, training: bool) -> None:
         # Only the adapters' dropout changes; the frozen base stays in eval mode throughout.
@@ -183,7 +175,7 @@ class Trainer:
         """Loss on the first `validation.images` items with fixed noise and fixed timesteps."""
         count = max(1, min(int(self.cfg.validation.images), len(self.items)))
         k = VAL_TIMESTEPS
-        timesteps = torch.tensor([int((j + 0.5) * self.num_timesteps / k) for j in range(k)])
+        timesteps = self.validation_timesteps()
         self.set_train_mode(False)
         total = 0.0
         try:

@@ -1,246 +1,45 @@
-"""One training run from a resolved config: run folder, phases, events, the loop, saving, resume.
+"""One training run from a resolved config, top to bottom.
 
-The run folder is `<workspace>/<save.output_dir>/<name>/`:
+    prepare the run folder (refusals first)   engine.train.runfolder
+    preflight (no model needed)               engine.train.preflight
+    scan + batch plan (mode lora)             engine.train.dataprep
+    load the model, attach the adapters       engine.train.assemble
+    build the mode's StepTrainer              engine.train.assemble, engine.train.steptrainer
+    fill the caches (mode lora)               engine.train.dataprep
+    fresh state or resume                     engine.train.resume
+    the step loop, checkpoints, final save    engine.train.steploop (reporting: engine.train.report)
 
-    config.toml            the fully resolved config (dump_resolved)
-    events.jsonl           every protocol event of the run (appended to on resume)
-    engine.log             the human log (also on stderr)
-    loss.csv               step,epoch,loss,loss_ema,lr,val_loss,seconds (one row per optimizer step)
-    tensorboard/           TensorBoard event files, when log.tensorboard is on (engine.train.tblog)
-    <name>.safetensors     the final LoRA, only written when the run completes
-    checkpoints/<name>-step000050.safetensors
-    state/step000050/      resumable training state (engine.train.state)
-
-Failures that are the user's to fix are LoratuiErrors and end in `run_finished` status `failed` with
-message, hint and where; nothing is ever written under the final LoRA name unless training finished
-(and save_lora writes atomically). A stop (stdin command, SIGINT/SIGTERM, --stop-after-step) saves a
-checkpoint plus state and ends with status `stopped`, which `--resume` continues exactly.
+Process controls (stdin commands, signals) are engine.train.controls, the logging set-up
+engine.train.logsetup. Failures that are the user's to fix are LoratuiErrors and end in
+`run_finished` status `failed` with message, hint and where; nothing is ever written under the final
+LoRA name unless training finished (and save_lora writes atomically). A stop (stdin command,
+SIGINT/SIGTERM, --stop-after-step) saves a checkpoint plus state and ends with status `stopped`,
+which `--resume` continues exactly.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import shutil
-import signal
 import sys
-import threading
-import time
 import traceback
-from collections import Counter, deque
 from pathlib import Path
 
 from engine import protocol
 from engine.errors import LoratuiError
+from engine.train.controls import Controls
+from engine.train.logsetup import setup_logging
+from engine.train.preflight import PRECISIONS, device_text, precisions, preflight
+from engine.train.runfolder import RunFolder
+from engine.train.runmeta import engine_version, tag_frequency
+
+__all__ = ["PRECISIONS", "Controls", "TrainingRun", "engine_version", "run_config", "tag_frequency"]
 
 log = logging.getLogger("engine.train")
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-# How many step lines go to the human log over a run (events carry every step).
-_LOG_STEP_LINES = 20
 
-
-def engine_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("loratui")
-    except Exception:
-        return "0.1.0"
-
-
-# ---- controls: stdin commands and signals -----------------------------------------------------------
-
-
-class Controls:
-    """Requests from outside the loop: stop (with or without saving), save_now, sample_now."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.stop_save = True
-        self.save_now = threading.Event()
-        self.sample_now = threading.Event()
-        self._old_handlers: dict = {}
-        self._signals = 0
-
-    def request_stop(self, save: bool = True) -> None:
-        self.stop_save = self.stop_save and save if self.stop.is_set() else save
-        self.stop.set()
-
-    def handle(self, message: dict) -> str | None:
-        """Apply one decoded command; returns the command name when understood."""
-        cmd = message.get("cmd")
-        if cmd == protocol.CMD_STOP:
-            self.request_stop(bool(message.get("save", True)))
-        elif cmd == protocol.CMD_SAVE_NOW:
-            self.save_now.set()
-        elif cmd == protocol.CMD_SAMPLE_NOW:
-            self.sample_now.set()
-        else:
-            return None
-        return cmd
-
-    def read_stream(self, stream) -> None:
-        """Read commands from `stream` (stdin) in a daemon thread until it closes."""
-
-        def reader() -> None:
-            try:
-                for line in stream:
-                    message = protocol.decode(line)
-                    if message is None:
-                        if line.strip():
-                            log.warning("ignored a malformed command line: %r", line.strip()[:200])
-                        continue
-                    if self.handle(message):
-                        log.info("command received: %s", message.get("cmd"))
-                    else:
-                        log.warning("ignored unknown command %r", message.get("cmd"))
-            except (OSError, ValueError):
-                return
-
-        threading.Thread(target=reader, name="stdin-commands", daemon=True).start()
-
-    def install_signals(self) -> None:
-        """SIGINT/SIGTERM stop the run after saving; a second one interrupts at once. SIGHUP is ignored."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def on_signal(signum, frame) -> None:
-            self._signals += 1
-            if self._signals > 1:
-                raise KeyboardInterrupt
-            log.warning(
-                "received %s: stopping after the current step (a checkpoint is saved)",
-                signal.Signals(signum).name,
-            )
-            self.request_stop(True)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old_handlers[sig] = signal.signal(sig, on_signal)
-        if hasattr(signal, "SIGHUP"):
-            self._old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-    def restore_signals(self) -> None:
-        for sig, handler in self._old_handlers.items():
-            try:
-                signal.signal(sig, handler)
-            except (ValueError, TypeError):
-                pass
-        self._old_handlers.clear()
-
-
-# ---- logging --------------------------------------------------------------------------------------
-
-
-class _EventLogHandler(logging.Handler):
-    """Turns engine log records into protocol `log` events (step lines excluded: events carry them)."""
-
-    def __init__(self, events: protocol.EventWriter, run_id: str | None) -> None:
-        super().__init__(logging.INFO)
-        self.events = events
-        self.run_id = run_id
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "no_event", False):
-            return
-        level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}.get(
-            record.levelno, "error"
-        )
-        try:
-            self.events.emit(protocol.log(record.getMessage(), level=level, run=self.run_id))
-        except Exception:
-            pass
-
-
-class _QuietStreamHandler(logging.StreamHandler):
-    def handleError(self, record) -> None:  # a closed stderr must not disturb training
-        pass
-
-
-def _setup_logging(log_path: Path | None, events, run_id):
-    logger = logging.getLogger("engine")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
-    handlers: list[logging.Handler] = []
-    err = _QuietStreamHandler(sys.stderr)
-    err.setLevel(logging.INFO)
-    err.setFormatter(fmt)
-    handlers.append(err)
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_path, encoding="utf-8")
-        fh.setLevel(logging.DEBUG)
-        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-        handlers.append(fh)
-    handlers.append(_EventLogHandler(events, run_id))
-    for h in handlers:
-        logger.addHandler(h)
-
-    def cleanup() -> None:
-        for h in handlers:
-            logger.removeHandler(h)
-            h.close()
-
-    return cleanup
-
-
-# ---- helpers ---------------------------------------------------------------------------------------
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
-
-
-def _device_text(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        index = device.index or 0
-        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
-    return str(device)
-
-
-def _where_of(exc: BaseException) -> str:
-    tb = traceback.extract_tb(exc.__traceback__)
-    if not tb:
-        return ""
-    frame = tb[-1]
-    return f"{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
-
-
-def _resume_digest(cfg) -> str:
-    """Digest of the settings a resumed run must share with the saved state."""
-    import hashlib
-
-    from engine.config import to_dict
-
-    data = to_dict(cfg)
-    for section in ("save", "log", "sample", "validation", "caption_auto"):
-        data.pop(section, None)
-    data.pop("name", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def tag_frequency(items) -> dict:
-    """kohya's ss_tag_frequency: {folder: {tag: count}} over distinct images."""
-    from engine.data.captions import split_tags
-
-    out: dict[str, Counter] = {}
-    for item in items:
-        if getattr(item, "sub_image_scale", 1.0) != 1.0:
-            continue
-        counter = out.setdefault(item.folder, Counter())
-        for tag in split_tags(item.caption or ""):
-            counter[tag] += 1
-    return {k: dict(v) for k, v in out.items()}
-
-
-# ---- the run ---------------------------------------------------------------------------------------
+class _StoppedBeforeTraining(LoratuiError):
+    pass
 
 
 class TrainingRun:
@@ -260,12 +59,11 @@ class TrainingRun:
         self.run_id = run_id
         self.controls = controls or Controls()
         self.stop_after_step = stop_after_step
-        self.run_dir: Path = cfg.run_dir()
-        self.final_path = self.run_dir / f"{cfg.name}.safetensors"
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.state_root = self.run_dir / "state"
-        self._last_saved_step: int | None = None
-        self._last_checkpoint: Path | None = None
+        self.folder = RunFolder(cfg)
+        self.run_dir: Path = self.folder.path
+        self.final_path = self.folder.final_path
+        self.state_root = self.folder.state_root
+        self._training = False
 
     # -- events --
     def emit(self, event: dict) -> None:
@@ -274,6 +72,15 @@ class TrainingRun:
     def phase(self, name: str, done: int = 0, total: int = 0, **extra) -> None:
         self.emit(protocol.phase(run=self.run_id, name=name, done=done, total=total, **extra))
 
+    def _check_stop(self, where: str) -> None:
+        if self.controls.stop.is_set() and not self._training:
+            raise _StoppedBeforeTraining(where)
+
+    @property
+    def network(self):
+        """The network being trained (difference mode: the copier in pass 1, then the saved LoRA)."""
+        return self.trainer.network
+
     # -- entry --
     def execute(self) -> int:
         """Run to the end; returns the process exit code (0 done/stopped, 1 failed)."""
@@ -281,16 +88,16 @@ class TrainingRun:
         status, lora, error = protocol.FAILED, None, None
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            cleanup = _setup_logging(self.run_dir / "engine.log", self.events, self.run_id)
-            self._state_dir_to_resume = self._pick_resume_state()
+            cleanup = setup_logging(self.folder.log_path, self.events, self.run_id)
+            self._state_dir_to_resume = self.folder.latest_state() if self.resume else None
             fresh = self._state_dir_to_resume is None
             # Before events.jsonl and config.toml are touched: a refused run must leave the finished
             # run's record as it was (it used to replace its config.toml and mark it "failed").
-            self._refuse_overwrite()
+            self.folder.refuse_overwrite()
             if fresh:
-                self._refuse_discarding_state()
-                (self.run_dir / "events.jsonl").unlink(missing_ok=True)
-            self.events.set_jsonl(self.run_dir / "events.jsonl")
+                self.folder.refuse_discarding_state()
+                self.folder.events_path.unlink(missing_ok=True)
+            self.events.set_jsonl(self.folder.events_path)
             self.controls.install_signals()
             status, lora = self._execute(fresh)
         except _StoppedBeforeTraining as exc:
@@ -317,17 +124,10 @@ class TrainingRun:
         import torch
 
         message = f"{type(exc).__name__}: {exc}"
-        hint = f"unexpected error; the traceback is in {self.run_dir / 'engine.log'}"
+        hint = f"unexpected error; the traceback is in {self.folder.log_path}"
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
             hint = "out of memory: lower train.batch_size or dataset.resolution, or enable train.gradient_checkpointing"
         return {"message": message, "hint": hint, "where": _where_of(exc)}
-
-    def _pick_resume_state(self) -> Path | None:
-        if not self.resume:
-            return None
-        from engine.train.statedirs import latest_state
-
-        return latest_state(self.state_root)
 
     # -- the whole run --
     def _execute(self, fresh: bool) -> tuple[str, str | None]:
@@ -335,740 +135,122 @@ class TrainingRun:
 
         from engine.config import dump_resolved
         from engine.fsutil import atomic_write_text
+        from engine.train.assemble import build_trainer, load_model, read_init_from
+        from engine.train.resume import fresh_state, restore
+        from engine.train.steploop import StepLoop
 
         cfg = self.cfg
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.emit(
             protocol.hello(
-                engine_version=engine_version(), workspace=str(cfg.workspace), device=_device_text(device)
+                engine_version=engine_version(), workspace=str(cfg.workspace), device=device_text(device)
             )
         )
         if self.resume and fresh:
             log.warning("no saved training state in %s: starting from the beginning", self.state_root)
-        atomic_write_text(self.run_dir / "config.toml", dump_resolved(cfg))
-        self._preflight()
 
-        start_step, init_sd = self._read_init_from()
-        if cfg.mode != "lora":
-            from engine.config.passes import mode_steps
-
-            run_steps_estimate = mode_steps(cfg)
-        else:
-            run_steps_estimate = int(cfg.train.steps) if int(cfg.train.epochs) <= 0 else 0
+        # 1. the resolved config, checks that need no model
+        atomic_write_text(self.folder.config_path, dump_resolved(cfg))
+        preflight(cfg, self.folder)
+        start_step, init_sd = read_init_from(cfg)
+        run_steps_estimate = _estimated_steps(cfg)
         self.emit(
             protocol.run_started(
                 run=self.run_id,
                 name=cfg.name,
-                config=str(self.run_dir / "config.toml"),
+                config=str(self.folder.config_path),
                 total_steps=start_step + run_steps_estimate if run_steps_estimate else 0,
                 run_dir=str(self.run_dir),
                 pid=os.getpid(),
             )
         )
 
+        # 2. the dataset (iLECO trains from prompts, difference from its two images: no scan)
         if cfg.mode == "lora":
-            scan, items, plan, run_steps = self._scan_and_plan()
+            from engine.train.dataprep import scan_and_plan
+
+            scan, items, plan, run_steps = scan_and_plan(
+                cfg,
+                phase=self.phase,
+                check_stop=self._check_stop,
+                emit=self.emit,
+                run_id=self.run_id,
+                should_stop=self.controls.stop.is_set,
+            )
         else:
-            # iLECO trains from prompts, difference from its two images: no dataset is scanned.
             scan, items, plan, run_steps = None, [], None, run_steps_estimate
         total_steps = start_step + run_steps
         self.total_steps = total_steps
 
-        # 2. model + adapters
-        precision, lora_precision, autocast_dtype = self._precisions(device)
+        # 3. model + adapters
+        precision, lora_precision, autocast_dtype = precisions(cfg.train, device)
         self.phase("load_model", 0, 1)
-        t0 = time.time()
-        from engine.models import load_base_model
-        from engine.networks import attach_lora
-
-        base = load_base_model(
-            cfg.model, dtype=_torch_dtype(precision), device=device, workspace=cfg.workspace
-        )
-        # Adapter initialisation (peft's kaiming init of lora_down) draws from the global stream.
-        from engine.train.rng import seed_global
-
-        seed_global(cfg.train.seed, "init")
-        copier = None
-        if cfg.mode == "difference":
-            from engine.config.passes import pass_settings
-            from engine.networks.stack import add_adapter
-
-            # The saved network is peft's "default" adapter; the copier sits beside it in the same layers.
-            network = attach_lora(
-                base,
-                pass_settings(cfg, "second_pass").network,
-                train_text_encoder=False,
-                dtype=_torch_dtype(lora_precision),
-            )
-            copier = add_adapter(
-                network, pass_settings(cfg, "first_pass").network, "copier", _torch_dtype(lora_precision)
-            )
-        else:
-            network = attach_lora(
-                base,
-                cfg.network,
-                train_text_encoder=bool(cfg.network.train_text_encoder),
-                dtype=_torch_dtype(lora_precision),
-            )
-        # A network the chosen file format cannot hold fails now, not after hours of training.
-        network.check_save_format(cfg.save.format)
-        log.info(
-            "model: %s (%s, %s) loaded in %.1fs; %d LoRA modules, %d trainable parameters",
-            base.source or cfg.model.base,
-            base.family,
-            base.prediction,
-            time.time() - t0,
-            network.num_modules,
-            sum(p.numel() for p in network.trainable_parameters()),
-        )
-        if init_sd is not None:
-            report = network.load_kohya_state_dict(init_sd)
-            log.info(
-                "init_from: loaded %d modules (%d missing), continuing at step %d",
-                report.get("loaded", 0),
-                len(report.get("missing", [])),
-                start_step,
-            )
-        if cfg.train.gradient_checkpointing:
-            base.enable_gradient_checkpointing(text_encoders=bool(cfg.network.train_text_encoder))
+        model = load_model(cfg, device, precision, lora_precision, init_sd, start_step)
         self.phase("load_model", 1, 1)
         self._check_stop("load_model")
 
-        # 3. caches (lora), or the mode's prompts and images
-        if cfg.mode == "lora":
-            trainer = self._build_trainer(base, network, items, plan, run_steps, autocast_dtype, device)
-            self._fill_caches(trainer, items)
-        else:
-            trainer = self._build_mode_trainer(base, network, copier, run_steps, autocast_dtype, device)
-
-        # 4. resume
-        from engine.train.state import TrainState, load_state
-
-        state = TrainState(
-            step=start_step,
-            steps_done=0,
-            global_batch=0,
-            epoch=1,
-            total_steps=total_steps,
-            start_step=start_step,
-            training_started_at=time.time(),
-            digest=_resume_digest(cfg),
-        )
-        if fresh and self.state_root.exists():
-            # Training starts over: older resumable state belongs to an abandoned attempt and would
-            # otherwise be picked up by a later --resume. Removed only now, so a run that fails
-            # before training (bad setting, missing model) leaves it intact.
-            log.info("starting fresh: removing the old training state in %s", self.state_root)
-            shutil.rmtree(self.state_root, ignore_errors=True)
-        if not fresh:
-            from engine.train.state import read_state
-
-            # A difference run resumes inside the pass its state belongs to (copier or saved LoRA).
-            if hasattr(trainer, "resume_at"):
-                trainer.resume_at(read_state(self._state_dir_to_resume).steps_done)
-            params = self._state_params(base)
-            state = load_state(self._state_dir_to_resume, params, trainer.optimizer)
-            if state.digest and state.digest != _resume_digest(cfg):
-                log.warning("the config changed since the state was saved; resuming anyway")
-            if state.total_steps != total_steps:
-                log.warning("total steps changed from %d to %d", state.total_steps, total_steps)
-            if trainer.scaler is not None and state.scaler:
-                trainer.scaler.load_state_dict(state.scaler)
-            log.info("resuming from %s (step %d)", self._state_dir_to_resume, state.step)
-            self._last_saved_step = state.step
-        self.base, self.trainer, self.items, self.scan, self.plan = base, trainer, items, scan, plan
-        return self._train(state, fresh, run_steps)
-
-    @property
-    def network(self):
-        """The network being trained (difference mode: the copier in pass 1, then the saved LoRA)."""
-        return self.trainer.network
-
-    def _build_mode_trainer(self, base, network, copier, run_steps, autocast_dtype, device):
-        """The step logic of mode ileco or difference (the same interface as engine.train.loop.Trainer)."""
-        cfg = self.cfg
-        if cfg.mode == "ileco":
-            from engine.train.ileco import IlecoTrainer
-
-            log.info(
-                'ileco: "%s" -> "%s"%s',
-                cfg.ileco.original_prompt,
-                cfg.ileco.target_prompt,
-                " (erase)" if not cfg.ileco.target_prompt.strip() else "",
-            )
-            trainer = IlecoTrainer(
-                cfg=cfg,
-                base=base,
-                network=network,
-                run_steps=run_steps,
-                autocast_dtype=autocast_dtype,
-                device=device,
-            )
-        else:
-            from engine.train.difference import DifferenceTrainer, load_pair
-
-            self.phase("cache_latents", 0, 2)
-            original, target, time_ids = load_pair(cfg, base)
-            self.phase("cache_latents", 2, 2, encoded=2, reused=0)
-            trainer = DifferenceTrainer(
-                cfg=cfg,
-                base=base,
-                copier=copier,
-                network=network,
-                images=(original, target),
-                time_ids=time_ids,
-                autocast_dtype=autocast_dtype,
-                device=device,
-                copier_path=self.state_root / "copier.safetensors",
-            )
-            trainer.announce = lambda done, name: self.phase(
-                "train", done, run_steps, total_steps=self.total_steps, difference_pass=name
-            )
-        trainer.set_train_mode(True)
-        return trainer
-
-    def _scan_and_plan(self):
-        """Captions (WD14), the dataset scan and the batch plan of a lora run: (scan, items, plan, steps)."""
-        cfg = self.cfg
-        # 0. WD14 captions for images without a caption file, when [caption_auto] asks for it
-        if cfg.caption_auto.tagger:
-            from engine.tagger.run import run_caption_auto
-
-            run_caption_auto(cfg, self.emit, run=self.run_id, should_stop=self.controls.stop.is_set)
-            self._check_stop("caption")
-
-        # 1. scan
-        self.phase("scan", 0, 1)
-        from engine.data.scan import scan_dataset
-
-        scan = scan_dataset(cfg)
-        items = scan.items
-        self.phase("scan", 1, 1)
-        log.info(
-            "dataset: %d images, %d items, %d samples per epoch, %d buckets",
-            scan.total_images,
-            len(items),
-            scan.total_samples_per_epoch,
-            len(scan.bucket_histogram),
-        )
-        if scan.missing_captions:
-            log.warning(
-                "%d images have no caption file (using the phrase/trigger)", len(scan.missing_captions)
-            )
-        for rel, reason in scan.unreadable[:10]:
-            log.warning("skipped unreadable image %s: %s", rel, reason)
-        self._check_stop("scan")
-
-        from engine.data.dataset import BatchPlan
-
-        plan = BatchPlan(items, cfg.train.batch_size, cfg.train.seed)
-        accum = max(1, int(cfg.train.grad_accum))
-        if int(cfg.train.epochs) > 0:
-            run_steps = math.ceil(int(cfg.train.epochs) * plan.batches_per_epoch / accum)
-        else:
-            run_steps = int(cfg.train.steps)
-        if run_steps <= 0:
-            raise LoratuiError(
-                "nothing to train: train.steps is 0",
-                hint="set train.steps or train.epochs",
-                where="train.steps",
-            )
-        return scan, items, plan, run_steps
-
-    def _refuse_overwrite(self) -> None:
-        if self.final_path.exists() and not self.cfg.save.overwrite:
-            raise LoratuiError(
-                f"{self.final_path} already exists",
-                hint="choose another name, or set save.overwrite = true to replace it",
-                where="save.overwrite",
-            )
-
-    def _refuse_discarding_state(self) -> None:
-        """A fresh start would delete the resumable state an earlier attempt left (a stopped,
-        interrupted or failed run of the same name): only with save.overwrite = true."""
-        if self.cfg.save.overwrite:
-            return
-        from engine.train.statedirs import latest_state
-
-        left = latest_state(self.state_root)
-        if left is not None:
-            raise LoratuiError(
-                f"{self.run_dir} holds the resumable state of an earlier attempt ({left.name}); "
-                "starting this run afresh would delete it",
-                hint="resume that run (loratui queue resume RUN, or loratui train --resume), choose another "
-                "name, or set save.overwrite = true to start over",
-                where="save.overwrite",
-            )
-
-    def _preflight(self) -> None:
-        """Checks that need no model: fail in a second rather than after loading gigabytes."""
-        cfg = self.cfg
-        from engine.train.optim import check_optimizer
-
-        if not cfg.name:
-            raise LoratuiError("the run has no name", hint='set name = "..." in the config', where="name")
-        self._refuse_overwrite()
-        check_optimizer(cfg.train.optimizer)
-        if cfg.train.precision not in PRECISIONS:
-            raise LoratuiError(
-                f"unknown precision {cfg.train.precision!r}",
-                hint="use fp32, fp16 or bf16",
-                where="train.precision",
-            )
-        if cfg.mode != "lora":
-            self._preflight_mode()
-        if cfg.sample.prompts and not cfg.sample.every_steps:
-            log.info("[sample] prompts are set but sample.every_steps = 0: samples only on sample_now")
-
-    def _preflight_mode(self) -> None:
-        """What modes ileco and difference cannot do, and difference's images, before the model loads."""
-        cfg = self.cfg
-        if cfg.mode not in ("ileco", "difference"):
-            raise LoratuiError(
-                f"unknown mode {cfg.mode!r}", hint="use lora, ileco or difference", where="mode"
-            )
-        if cfg.network.train_text_encoder:
-            raise LoratuiError(
-                f"mode {cfg.mode} trains the UNet only (its text embeddings are computed once)",
-                hint='set network.train_text_encoder = false (and leave "BASE" out of network.blocks)',
-                where="network.train_text_encoder",
-            )
-        if int(cfg.train.epochs) > 0:
-            log.warning(
-                "train.epochs is not used in mode %s (there is no dataset): train.steps counts", cfg.mode
-            )
-        if cfg.save.every_epochs:
-            log.warning("save.every_epochs is not used in mode %s; use save.every_steps", cfg.mode)
-        if cfg.mode == "ileco" and not cfg.ileco.original_prompt.strip():
-            raise LoratuiError(
-                "ileco.original_prompt is empty",
-                hint="set ileco.original_prompt to the concept to change (target_prompt empty = erase it)",
-                where="ileco.original_prompt",
-            )
-        if cfg.mode == "difference":
-            if cfg.network.init_from:
-                raise LoratuiError(
-                    "network.init_from is not supported in mode difference",
-                    hint="leave network.init_from empty: both passes start from fresh adapters",
-                    where="network.init_from",
-                )
-            from engine.config.passes import PASSES, pass_settings
-
-            for which in PASSES:
-                pass_settings(cfg, which)
-            for key in ("original_image", "target_image"):
-                value = str(getattr(cfg.difference, key) or "").strip()
-                path = cfg.resolve_path(value) if value else None
-                if path is None or not path.is_file():
-                    raise LoratuiError(
-                        f"difference.{key} is empty"
-                        if path is None
-                        else f"difference.{key} not found: {path}",
-                        hint="mode difference needs difference.original_image and difference.target_image: "
-                        "two versions of one picture (relative paths start at the workspace)",
-                        where=f"difference.{key}",
-                    )
-
-    def _read_init_from(self) -> tuple[int, dict | None]:
-        if not self.cfg.network.init_from:
-            return 0, None
-        from engine.networks import load_lora_file, steps_from_metadata
-
-        path = self.cfg.resolve_path(self.cfg.network.init_from)
-        sd, metadata = load_lora_file(path)
-        return steps_from_metadata(metadata), sd
-
-    def _precisions(self, device) -> tuple[str, str, object]:
-        import torch
-
-        cfg = self.cfg.train
-        precision, lora_precision = cfg.precision, cfg.lora_precision
-        if device.type == "cpu":
-            if precision != "fp32":
-                log.warning(
-                    "train.precision = %s on a CPU: using fp32 (half precision is far slower on CPUs)",
-                    precision,
-                )
-                precision = "fp32"
-            if lora_precision != "fp32":
-                log.warning("train.lora_precision = %s on a CPU: using fp32", lora_precision)
-                lora_precision = "fp32"
-            return precision, lora_precision, None
-        if precision == "fp16" and lora_precision == "fp16":
-            log.warning("fp16 training keeps the adapter weights in fp32 (GradScaler needs fp32 gradients)")
-            lora_precision = "fp32"
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            log.warning("this GPU has no bf16: using fp16 with a GradScaler")
-            precision = "fp16"
-        autocast = None if precision == "fp32" else _torch_dtype(precision)
-        return precision, lora_precision, autocast
-
-    def _build_trainer(self, base, network, items, plan, run_steps, autocast_dtype, device):
-        import torch
-
-        from engine.data.cache import LatentCache, TextCache
-        from engine.data.captions import augment_caption
-        from engine.data.dataset import (
-            LatentSource,
-            PixelSource,
-            captions_are_deterministic,
-            latents_are_cacheable,
-        )
-        from engine.train.loop import Trainer
-        from engine.train.optim import build_optimizer
-
-        cfg = self.cfg
-        ds = cfg.dataset
-        cache_root = cfg.workspace / "cache"
-        latent_cache = None
-        if latents_are_cacheable(ds):
-            latent_cache = LatentCache(
-                cache_root,
-                base.identity,
-                {"resize": ds.resize, "crop": ds.crop, "vae": str(cfg.model.vae or "")},
-            )
-        elif ds.cache_latents:
-            log.info(
-                "latents are encoded at every step: %s changes the pixels each time an image is used",
-                "random crop" if ds.crop == "random" else "colour augmentation",
-            )
-        text_cache = None
-        if ds.cache_text and not cfg.network.train_text_encoder and captions_are_deterministic(ds):
-            text_cache = TextCache(cache_root, base.identity, cfg.model.clip_skip)
-        elif ds.cache_text and not cfg.network.train_text_encoder:
-            log.info("text-encoder outputs are computed per step: captions are shuffled or dropped")
-
-        pixels = PixelSource(items, ds)
-        latents = LatentSource(base, items, ds, latent_cache, pixels)
-        groups = network.param_groups(cfg.train.lr, cfg.train.text_encoder_lr or None)
-        base_lrs = [g["lr"] for g in groups]
-        optimizer = build_optimizer(cfg.train.optimizer, groups, cfg.train.lr, cfg.train.optimizer_args)
-        scaler = None
-        if device.type == "cuda" and autocast_dtype == torch.float16:
-            scaler = torch.amp.GradScaler("cuda")
-        trainer = Trainer(
-            cfg=cfg,
-            base=base,
-            network=network,
+        # 4. the mode's trainer, its caches
+        trainer = build_trainer(
+            cfg,
+            model,
             items=items,
             plan=plan,
-            latents=latents,
-            text_cache=text_cache,
-            optimizer=optimizer,
-            base_lrs=base_lrs,
-            params=network.trainable_parameters(),
             run_steps=run_steps,
+            total_steps=total_steps,
             autocast_dtype=autocast_dtype,
-            scaler=scaler,
-            augment_caption=augment_caption,
+            device=device,
+            phase=self.phase,
+            copier_path=self.state_root / "copier.safetensors",
         )
-        trainer.set_train_mode(True)
-        return trainer
+        if cfg.mode == "lora":
+            from engine.train.dataprep import fill_caches
 
-    def _fill_caches(self, trainer, items) -> None:
-        latents = trainer.latents
-        if latents.cache is not None:
-            t0 = time.time()
-            last = [0.0]
+            fill_caches(trainer, items, phase=self.phase, check_stop=self._check_stop)
 
-            def progress(done: int, total: int) -> None:
-                now = time.time()
-                if done in (0, total) or now - last[0] > 1.0:
-                    last[0] = now
-                    self.phase("cache_latents", done, total)
-                self._check_stop("cache_latents")
+        # 5. fresh start or resume
+        if fresh:
+            state = fresh_state(cfg, start_step, total_steps)
+            self.folder.drop_abandoned_state()
+        else:
+            state = restore(cfg, self._state_dir_to_resume, trainer, model.base, total_steps)
+            self.folder.last_saved_step = state.step
+        self.base, self.trainer, self.items, self.scan, self.plan = model.base, trainer, items, scan, plan
 
-            encoded, reused = latents.fill_cache(progress)
-            self.phase("cache_latents", encoded + reused, encoded + reused, encoded=encoded, reused=reused)
-            log.info(
-                "cache_latents: %d latents encoded, %d reused from the cache (%.1fs)",
-                encoded,
-                reused,
-                time.time() - t0,
-            )
-        if trainer.text_cache is not None:
-            captions = [it.caption or "" for it in items]
-            encoded, reused = trainer.fill_text_cache(captions, lambda d, t: self.phase("cache_text", d, t))
-            self.phase("cache_text", encoded + reused, encoded + reused, encoded=encoded, reused=reused)
-            log.info("cache_text: %d captions encoded, %d reused from the cache", encoded, reused)
-
-    def _state_params(self, base) -> list:
-        from engine.train.state import trainable_named_parameters
-
-        modules = {"unet": base.unet}
-        for i, enc in enumerate(base.text_encoders):
-            modules[f"text_encoder{i + 1}"] = enc
-        return trainable_named_parameters(modules)
-
-    def _check_stop(self, where: str) -> None:
-        if self.controls.stop.is_set() and not getattr(self, "_training", False):
-            raise _StoppedBeforeTraining(where)
-
-    # -- the loop --
-    def _train(self, state, fresh: bool, run_steps: int) -> tuple[str, str | None]:
-        from engine.train.csvlog import LossCsv
-        from engine.train.tblog import FOLDER, TensorBoardLog
-
-        cfg, trainer = self.cfg, self.trainer
+        # 6. the loop and the final save
         self._training = True
         self.state = state
-        csv = LossCsv(
-            self.run_dir / "loss.csv",
-            resume_step=None if fresh else state.step,
-            enabled=bool(cfg.log.csv),
+        loop = StepLoop(
+            cfg,
+            folder=self.folder,
+            trainer=trainer,
+            base=model.base,
+            data=(scan, items, plan),
+            controls=self.controls,
+            emit=self.emit,
+            phase=self.phase,
+            run_id=self.run_id,
+            run_steps=run_steps,
+            total_steps=total_steps,
+            stop_after_step=self.stop_after_step,
         )
-        tb = TensorBoardLog(
-            self.run_dir / FOLDER,
-            resume_step=None if fresh else state.step,
-            enabled=bool(cfg.log.tensorboard),
-        )
-        every_val = int(cfg.validation.every_steps)
-        self.phase("train", state.steps_done, run_steps, total_steps=self.total_steps)
-        t_start = time.time() - state.elapsed
-        try:
-            if fresh and every_val > 0:
-                val = trainer.validation_loss()
-                csv.row(
-                    step=state.step,
-                    epoch=state.epoch,
-                    loss=None,
-                    loss_ema=None,
-                    lr=None,
-                    val_loss=val,
-                    seconds=0.0,
-                )
-                tb.step(state.step, val_loss=val)
-                self.emit(protocol.validation(run=self.run_id, step=state.step, val_loss=val))
-                log.info("validation loss at step %d: %.6f", state.step, val)
-            durations: deque = deque(maxlen=20)
-            log_every = max(1, run_steps // _LOG_STEP_LINES)
-            while state.steps_done < run_steps:
-                if self.controls.stop.is_set():
-                    break
-                t0 = time.time()
-                before = state.global_batch
-                out = trainer.train_step(state.steps_done, state.global_batch)
-                state.steps_done += 1
-                state.step += 1
-                state.global_batch = out["global_batch"]
-                state.epoch = out["epoch"]
-                loss = out["loss"]
-                state.loss_ema = loss if state.loss_ema is None else 0.9 * state.loss_ema + 0.1 * loss
-                durations.append(time.time() - t0)
-                sps = sum(durations) / len(durations)
-                val = None
-                last = state.steps_done == run_steps
-                if every_val > 0 and (state.step % every_val == 0 or last):
-                    val = trainer.validation_loss()
-                state.elapsed = time.time() - t_start
-                csv.row(
-                    step=state.step,
-                    epoch=state.epoch,
-                    loss=loss,
-                    loss_ema=state.loss_ema,
-                    lr=out["lr"],
-                    val_loss=val,
-                    seconds=state.elapsed,
-                )
-                tb.step(
-                    state.step,
-                    loss=loss,
-                    loss_average=state.loss_ema,
-                    param_groups=trainer.optimizer.param_groups,
-                    val_loss=val,
-                )
-                per_step = cfg.train.batch_size * max(1, int(cfg.train.grad_accum))
-                self.emit(
-                    protocol.step(
-                        run=self.run_id,
-                        step=state.step,
-                        total_steps=self.total_steps,
-                        epoch=state.epoch,
-                        loss=loss,
-                        loss_ema=state.loss_ema,
-                        lr=out["lr"],
-                        seconds_per_step=sps,
-                        eta_seconds=sps * (run_steps - state.steps_done),
-                        samples_per_second=per_step / sps if sps > 0 else 0.0,
-                    )
-                )
-                if val is not None:
-                    self.emit(protocol.validation(run=self.run_id, step=state.step, val_loss=val))
-                if state.steps_done % log_every == 0 or last:
-                    log.info(
-                        "step %d/%d epoch %d loss %.5f ema %.5f lr %.3g %.2fs/step%s",
-                        state.step,
-                        self.total_steps,
-                        state.epoch,
-                        loss,
-                        state.loss_ema,
-                        out["lr"],
-                        sps,
-                        f" val {val:.5f}" if val is not None else "",
-                        extra={"no_event": True},
-                    )
-                self._maybe_sample(state, last)
-                if self.stop_after_step is not None and state.step >= self.stop_after_step:
-                    self.controls.request_stop(True)
-                if not last and not self.controls.stop.is_set() and self._checkpoint_due(before, state):
-                    self._save_checkpoint(state)
-            if self.controls.stop.is_set() and state.steps_done < run_steps:
-                lora = None
-                if self.controls.stop_save and state.steps_done > 0:
-                    if self._last_saved_step != state.step:
-                        self._save_checkpoint(state)
-                    lora = str(self._last_checkpoint) if self._last_checkpoint else None
-                log.info("stopped at step %d", state.step)
-                return protocol.STOPPED, lora
-        finally:
-            csv.close()
-            tb.close()
-            trainer.close()
-        return protocol.DONE, self._save_final(state)
-
-    def _maybe_sample(self, state, last: bool) -> None:
-        sample = self.cfg.sample
-        asked = self.controls.sample_now.is_set()
-        self.controls.sample_now.clear()
-        every = int(sample.every_steps)
-        due = asked or (every > 0 and (state.step % every == 0 or last))
-        if not due:
-            return
-        if not sample.prompts:
-            if asked:
-                log.warning("sample_now: there are no [sample] prompts in the config")
-            return
-        from engine.train.samples import generate_samples
-
-        t0 = time.time()
-        paths = generate_samples(
-            self.cfg,
-            self.base,
-            self.network,
-            self.run_dir / "samples",
-            state.step,
-            self.trainer.autocast_dtype,
-        )
-        self.emit(protocol.sample(run=self.run_id, step=state.step, paths=paths))
-        log.info("%d sample image(s) at step %d (%.1fs)", len(paths), state.step, time.time() - t0)
-
-    def _checkpoint_due(self, before: int, state) -> bool:
-        save = self.cfg.save
-        if self.controls.save_now.is_set():
-            self.controls.save_now.clear()
-            return True
-        if save.every_steps and state.step % int(save.every_steps) == 0:
-            return True
-        if save.every_epochs and self.plan is not None:
-            per = self.plan.batches_per_epoch
-            done_before, done_after = before // per, state.global_batch // per
-            if done_after > done_before and done_after % int(save.every_epochs) == 0:
-                return True
-        return False
-
-    def _metadata(self, state) -> dict:
-        from engine.networks import kohya_metadata
-
-        dirs = {
-            f.folder: {"n_repeats": f.repeats, "img_count": f.images}
-            for f in getattr(self.scan, "folders", [])
-        }
-        meta = kohya_metadata(
-            self.cfg,
-            self.base,
-            self.network,
-            steps=state.step,
-            epoch=state.epoch,
-            training_started_at=state.training_started_at,
-            tag_frequency=tag_frequency(self.items),
-            num_train_images=self.scan.total_images if self.scan is not None else 0,
-            num_batches_per_epoch=self.plan.batches_per_epoch if self.plan is not None else 0,
-            dataset_dirs=dirs,
-            max_train_steps=self.total_steps,
-        )
-        meta["loratui_mode"] = self.cfg.mode
-        if self.cfg.mode != "lora":
-            meta.update(self.trainer.metadata())
-            meta["ss_training_comment"] = f"trained with loratui (mode {self.cfg.mode})"
-        return meta
-
-    def _save_checkpoint(self, state) -> Path:
-        from engine.networks import save_lora
-        from engine.train.state import prune_states, save_state
-
-        cfg = self.cfg
-        path = self.ckpt_dir / f"{cfg.name}-step{state.step:06d}.safetensors"
-        save_lora(
-            self.network,
-            path,
-            metadata=self._metadata(state),
-            precision=cfg.save.precision,
-            fmt=cfg.save.format,
-        )
-        if cfg.save.state:
-            if self.trainer.scaler is not None:
-                state.scaler = {
-                    k: (float(v) if hasattr(v, "__float__") else v)
-                    for k, v in self.trainer.scaler.state_dict().items()
-                }
-            # Taken now: in difference mode the trained adapter changes with the pass.
-            params = self._state_params(self.base)
-            save_state(self.state_root, state, params, self.trainer.optimizer)
-            prune_states(self.state_root, int(cfg.save.keep_last))
-        self._prune_checkpoints()
-        self._last_saved_step = state.step
-        self._last_checkpoint = path
-        self.emit(protocol.checkpoint(run=self.run_id, step=state.step, path=str(path)))
-        log.info("checkpoint saved: %s", path)
-        return path
-
-    def _prune_checkpoints(self) -> None:
-        keep = int(self.cfg.save.keep_last)
-        if keep <= 0:
-            return
-        prefix = f"{self.cfg.name}-step"
-        found = sorted(
-            p for p in self.ckpt_dir.glob(f"{prefix}*.safetensors") if p.stem[len(prefix) :].isdigit()
-        )
-        for old in found[:-keep]:
-            old.unlink(missing_ok=True)
-
-    def _save_final(self, state) -> str:
-        from engine.fsutil import atomic_write_bytes
-        from engine.networks import save_lora
-
-        cfg = self.cfg
-        self.phase("save", 0, 1)
-        if self.final_path.exists() and not cfg.save.overwrite:
-            # Appeared while training: keep it, save under a checkpoint name instead.
-            path = self._save_checkpoint(state)
-            raise LoratuiError(
-                f"{self.final_path} appeared while training and save.overwrite is false",
-                hint=f"the trained LoRA was saved as {path}",
-                where="save.overwrite",
-            )
-        save_lora(
-            self.network,
-            self.final_path,
-            metadata=self._metadata(state),
-            precision=cfg.save.precision,
-            fmt=cfg.save.format,
-        )
-        log.info("LoRA saved: %s", self.final_path)
-        if cfg.save.copy_to:
-            target_dir = cfg.resolve_path(cfg.save.copy_to)
-            target = target_dir / self.final_path.name if target_dir.suffix != ".safetensors" else target_dir
-            try:
-                atomic_write_bytes(target, self.final_path.read_bytes())
-                log.info("copied to %s", target)
-            except OSError as exc:
-                log.warning("could not copy the LoRA to %s: %s", target, exc)
-        self.phase("save", 1, 1)
-        return str(self.final_path)
+        return loop.run(state, fresh)
 
 
-class _StoppedBeforeTraining(LoratuiError):
-    pass
+def _estimated_steps(cfg) -> int:
+    """Steps known before the scan: a mode's passes, or train.steps when epochs do not count."""
+    if cfg.mode != "lora":
+        from engine.config.passes import mode_steps
+
+        return mode_steps(cfg)
+    return int(cfg.train.steps) if int(cfg.train.epochs) <= 0 else 0
+
+
+def _where_of(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    if not tb:
+        return ""
+    frame = tb[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
 
 
 def run_config(cfg, **kwargs) -> int:

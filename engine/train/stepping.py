@@ -35,11 +35,20 @@ def set_lr(optimizer, base_lrs: list[float], train_cfg, done: int, steps: int) -
     return base_lrs[0] * factor
 
 
-def make_optimizer(network, train_cfg, lr: float, device: torch.device, autocast_dtype):
-    """(optimizer, base_lrs, scaler) for training `network` at `lr` (UNet adapters only)."""
+def make_optimizer(
+    network,
+    train_cfg,
+    lr: float,
+    device: torch.device,
+    autocast_dtype,
+    text_encoder_lr: float | None = None,
+):
+    """(optimizer, base_lrs, scaler) for training `network`: UNet adapters at `lr`, text-encoder
+    adapters (when the network has any) at `text_encoder_lr` (None = lr); a GradScaler only for fp16
+    autocast on CUDA. The one optimizer factory of every mode (engine.train.optim builds by name)."""
     from engine.train.optim import build_optimizer
 
-    groups = network.param_groups(lr)
+    groups = network.param_groups(lr, text_encoder_lr)
     base_lrs = [g["lr"] for g in groups]
     optimizer = build_optimizer(train_cfg.optimizer, groups, lr, train_cfg.optimizer_args)
     scaler = None

@@ -1,0 +1,120 @@
+"""Checks a run makes before it loads a model (fail in a second rather than after loading
+gigabytes), and the precisions it trains in on this device.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from engine.config.schema import PRECISIONS
+from engine.errors import LoratuiError
+
+log = logging.getLogger("engine.train")
+
+
+def preflight(cfg, folder) -> None:
+    """Raise LoratuiError (with key and hint) for what would fail later; `folder` is the RunFolder."""
+    from engine.train.optim import check_optimizer
+
+    if not cfg.name:
+        raise LoratuiError("the run has no name", hint='set name = "..." in the config', where="name")
+    folder.refuse_overwrite()
+    check_optimizer(cfg.train.optimizer)
+    if cfg.train.precision not in PRECISIONS:
+        raise LoratuiError(
+            f"unknown precision {cfg.train.precision!r}",
+            hint="use fp32, fp16 or bf16",
+            where="train.precision",
+        )
+    if cfg.mode != "lora":
+        _preflight_mode(cfg)
+    if cfg.sample.prompts and not cfg.sample.every_steps:
+        log.info("[sample] prompts are set but sample.every_steps = 0: samples only on sample_now")
+
+
+def _preflight_mode(cfg) -> None:
+    """What modes ileco and difference cannot do, and difference's images, before the model loads."""
+    if cfg.mode not in ("ileco", "difference"):
+        raise LoratuiError(f"unknown mode {cfg.mode!r}", hint="use lora, ileco or difference", where="mode")
+    if cfg.network.train_text_encoder:
+        raise LoratuiError(
+            f"mode {cfg.mode} trains the UNet only (its text embeddings are computed once)",
+            hint='set network.train_text_encoder = false (and leave "BASE" out of network.blocks)',
+            where="network.train_text_encoder",
+        )
+    if int(cfg.train.epochs) > 0:
+        log.warning("train.epochs is not used in mode %s (there is no dataset): train.steps counts", cfg.mode)
+    if cfg.save.every_epochs:
+        log.warning("save.every_epochs is not used in mode %s; use save.every_steps", cfg.mode)
+    if cfg.mode == "ileco" and not cfg.ileco.original_prompt.strip():
+        raise LoratuiError(
+            "ileco.original_prompt is empty",
+            hint="set ileco.original_prompt to the concept to change (target_prompt empty = erase it)",
+            where="ileco.original_prompt",
+        )
+    if cfg.mode == "difference":
+        if cfg.network.init_from:
+            raise LoratuiError(
+                "network.init_from is not supported in mode difference",
+                hint="leave network.init_from empty: both passes start from fresh adapters",
+                where="network.init_from",
+            )
+        from engine.config.passes import PASSES, pass_settings
+
+        for which in PASSES:
+            pass_settings(cfg, which)
+        for key in ("original_image", "target_image"):
+            value = str(getattr(cfg.difference, key) or "").strip()
+            path = cfg.resolve_path(value) if value else None
+            if path is None or not path.is_file():
+                raise LoratuiError(
+                    f"difference.{key} is empty" if path is None else f"difference.{key} not found: {path}",
+                    hint="mode difference needs difference.original_image and difference.target_image: "
+                    "two versions of one picture (relative paths start at the workspace)",
+                    where=f"difference.{key}",
+                )
+
+
+def torch_dtype(name: str):
+    """torch dtype of a precision name (fp32, fp16, bf16)."""
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def device_text(device) -> str:
+    """ "cuda:0 <GPU name>" or "cpu", as the hello event shows it."""
+    import torch
+
+    if device.type == "cuda":
+        index = device.index or 0
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    return str(device)
+
+
+def precisions(train_cfg, device) -> tuple[str, str, object]:
+    """(model precision, adapter precision, autocast dtype or None) for training on `device`:
+    fp32 on CPUs, fp32 adapters under fp16 (GradScaler needs fp32 gradients), fp16 on GPUs without
+    bf16. Each change from the config is logged as a warning."""
+    import torch
+
+    precision, lora_precision = train_cfg.precision, train_cfg.lora_precision
+    if device.type == "cpu":
+        if precision != "fp32":
+            log.warning(
+                "train.precision = %s on a CPU: using fp32 (half precision is far slower on CPUs)",
+                precision,
+            )
+            precision = "fp32"
+        if lora_precision != "fp32":
+            log.warning("train.lora_precision = %s on a CPU: using fp32", lora_precision)
+            lora_precision = "fp32"
+        return precision, lora_precision, None
+    if precision == "fp16" and lora_precision == "fp16":
+        log.warning("fp16 training keeps the adapter weights in fp32 (GradScaler needs fp32 gradients)")
+        lora_precision = "fp32"
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bf16: using fp16 with a GradScaler")
+        precision = "fp16"
+    autocast = None if precision == "fp32" else torch_dtype(precision)
+    return precision, lora_precision, autocast

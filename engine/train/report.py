@@ -1,0 +1,120 @@
+"""StepReporter: where each step record of a run goes, once: loss.csv (engine.train.csvlog), the
+TensorBoard scalars (engine.train.tblog, when log.tensorboard is on), the protocol `step` and
+`validation` events, and a step line in the human log every run_steps/20 steps (events carry every
+step, so those lines stay out of the event stream).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from pathlib import Path
+
+from engine import protocol
+from engine.train.csvlog import LossCsv
+from engine.train.tblog import FOLDER, TensorBoardLog
+
+log = logging.getLogger("engine.train")
+
+# How many step lines go to the human log over a run (events carry every step).
+LOG_STEP_LINES = 20
+# Seconds per step are averaged over this many recent steps (the ETA and samples/s use it).
+SPEED_WINDOW = 20
+
+
+class StepReporter:
+    """Sinks of one training process. `resume_step` is the step a resumed run continues after (its
+    files are cut back to it), None on a fresh run."""
+
+    def __init__(
+        self,
+        cfg,
+        run_dir: Path,
+        emit,
+        *,
+        run_id: str | None,
+        resume_step: int | None,
+        run_steps: int,
+        total_steps: int,
+    ) -> None:
+        self.cfg = cfg
+        self.emit = emit
+        self.run_id = run_id
+        self.run_steps = run_steps
+        self.total_steps = total_steps
+        self.csv = LossCsv(run_dir / "loss.csv", resume_step=resume_step, enabled=bool(cfg.log.csv))
+        self.tb = TensorBoardLog(run_dir / FOLDER, resume_step=resume_step, enabled=bool(cfg.log.tensorboard))
+        self._durations: deque = deque(maxlen=SPEED_WINDOW)
+        self._log_every = max(1, run_steps // LOG_STEP_LINES)
+        self._per_step = cfg.train.batch_size * max(1, int(cfg.train.grad_accum))
+
+    def validation_before_training(self, state, val_loss: float) -> None:
+        """The validation loss of the untrained network (a fresh run's step-0 row)."""
+        self.csv.row(
+            step=state.step,
+            epoch=state.epoch,
+            loss=None,
+            loss_ema=None,
+            lr=None,
+            val_loss=val_loss,
+            seconds=0.0,
+        )
+        self.tb.step(state.step, val_loss=val_loss)
+        self.emit(protocol.validation(run=self.run_id, step=state.step, val_loss=val_loss))
+        log.info("validation loss at step %d: %.6f", state.step, val_loss)
+
+    def step(self, state, out: dict, *, seconds: float, val_loss: float | None, param_groups) -> None:
+        """One optimizer step: `out` is StepTrainer.train_step's answer, `seconds` its wall time,
+        `param_groups` the optimizer's (their learning rates go to TensorBoard)."""
+        self._durations.append(seconds)
+        sps = sum(self._durations) / len(self._durations)
+        loss = out["loss"]
+        self.csv.row(
+            step=state.step,
+            epoch=state.epoch,
+            loss=loss,
+            loss_ema=state.loss_ema,
+            lr=out["lr"],
+            val_loss=val_loss,
+            seconds=state.elapsed,
+        )
+        self.tb.step(
+            state.step,
+            loss=loss,
+            loss_average=state.loss_ema,
+            param_groups=param_groups,
+            val_loss=val_loss,
+        )
+        self.emit(
+            protocol.step(
+                run=self.run_id,
+                step=state.step,
+                total_steps=self.total_steps,
+                epoch=state.epoch,
+                loss=loss,
+                loss_ema=state.loss_ema,
+                lr=out["lr"],
+                seconds_per_step=sps,
+                eta_seconds=sps * (self.run_steps - state.steps_done),
+                samples_per_second=self._per_step / sps if sps > 0 else 0.0,
+            )
+        )
+        if val_loss is not None:
+            self.emit(protocol.validation(run=self.run_id, step=state.step, val_loss=val_loss))
+        if state.steps_done % self._log_every == 0 or state.steps_done == self.run_steps:
+            log.info(
+                "step %d/%d epoch %d loss %.5f ema %.5f lr %.3g %.2fs/step%s",
+                state.step,
+                self.total_steps,
+                state.epoch,
+                loss,
+                state.loss_ema,
+                out["lr"],
+                sps,
+                f" val {val_loss:.5f}" if val_loss is not None else "",
+                extra={"no_event": True},
+            )
+
+    def close(self) -> None:
+        self.csv.close()
+        self.tb.close()

@@ -1,0 +1,146 @@
+"""The run folder `<workspace>/<save.output_dir>/<name>/` and its policies.
+
+    config.toml            the fully resolved config (dump_resolved)
+    events.jsonl           every protocol event of the run (appended to on resume)
+    engine.log             the human log (also on stderr)
+    loss.csv               step,epoch,loss,loss_ema,lr,val_loss,seconds (one row per optimizer step)
+    tensorboard/           TensorBoard event files, when log.tensorboard is on
+    <name>.safetensors     the final LoRA, only written when the run completes
+    checkpoints/<name>-step000050.safetensors
+    state/step000050/      resumable training state (engine.train.state)
+
+Policies: a finished LoRA or an earlier attempt's resumable state is never replaced unless
+save.overwrite; checkpoints and states are pruned to save.keep_last; the final LoRA is written
+atomically (engine.networks.save_lora) and copied to save.copy_to when set.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from engine.errors import LoratuiError
+
+log = logging.getLogger("engine.train")
+
+
+class RunFolder:
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.path: Path = cfg.run_dir()
+        self.final_path = self.path / f"{cfg.name}.safetensors"
+        self.ckpt_dir = self.path / "checkpoints"
+        self.state_root = self.path / "state"
+        self.events_path = self.path / "events.jsonl"
+        self.config_path = self.path / "config.toml"
+        self.log_path = self.path / "engine.log"
+        self.last_saved_step: int | None = None
+        self.last_checkpoint: Path | None = None
+
+    def latest_state(self) -> Path | None:
+        """The newest complete state folder, or None."""
+        from engine.train.statedirs import latest_state
+
+        return latest_state(self.state_root)
+
+    # ---- refusals (before anything in the folder is touched) -------------------------------------
+    def refuse_overwrite(self) -> None:
+        if self.final_path.exists() and not self.cfg.save.overwrite:
+            raise LoratuiError(
+                f"{self.final_path} already exists",
+                hint="choose another name, or set save.overwrite = true to replace it",
+                where="save.overwrite",
+            )
+
+    def refuse_discarding_state(self) -> None:
+        """A fresh start would delete the resumable state an earlier attempt left (a stopped,
+        interrupted or failed run of the same name): only with save.overwrite = true."""
+        if self.cfg.save.overwrite:
+            return
+        left = self.latest_state()
+        if left is not None:
+            raise LoratuiError(
+                f"{self.path} holds the resumable state of an earlier attempt ({left.name}); "
+                "starting this run afresh would delete it",
+                hint="resume that run (loratui queue resume RUN, or loratui train --resume), choose another "
+                "name, or set save.overwrite = true to start over",
+                where="save.overwrite",
+            )
+
+    def drop_abandoned_state(self) -> None:
+        """Training starts over: older resumable state belongs to an abandoned attempt and would
+        otherwise be picked up by a later --resume. Called only once training is about to start, so a
+        run that fails before (bad setting, missing model) leaves it intact."""
+        if self.state_root.exists():
+            log.info("starting fresh: removing the old training state in %s", self.state_root)
+            shutil.rmtree(self.state_root, ignore_errors=True)
+
+    # ---- saving ----------------------------------------------------------------------------------
+    def save_checkpoint(self, network, metadata: dict, state, trainer, base) -> Path:
+        """checkpoints/<name>-stepNNNNNN.safetensors, plus the resumable state when save.state."""
+        from engine.networks import save_lora
+        from engine.train.state import prune_states, save_state
+
+        cfg = self.cfg
+        path = self.ckpt_dir / f"{cfg.name}-step{state.step:06d}.safetensors"
+        save_lora(network, path, metadata=metadata, precision=cfg.save.precision, fmt=cfg.save.format)
+        if cfg.save.state:
+            if trainer.scaler is not None:
+                state.scaler = {
+                    k: (float(v) if hasattr(v, "__float__") else v)
+                    for k, v in trainer.scaler.state_dict().items()
+                }
+            # Taken now: in difference mode the trained adapter changes with the pass.
+            save_state(self.state_root, state, state_params(base), trainer.optimizer)
+            prune_states(self.state_root, int(cfg.save.keep_last))
+        self.prune_checkpoints()
+        self.last_saved_step = state.step
+        self.last_checkpoint = path
+        return path
+
+    def prune_checkpoints(self) -> None:
+        keep = int(self.cfg.save.keep_last)
+        if keep <= 0:
+            return
+        prefix = f"{self.cfg.name}-step"
+        found = sorted(
+            p for p in self.ckpt_dir.glob(f"{prefix}*.safetensors") if p.stem[len(prefix) :].isdigit()
+        )
+        for old in found[:-keep]:
+            old.unlink(missing_ok=True)
+
+    def final_taken(self) -> bool:
+        """The final LoRA name is held by a file save.overwrite = false protects."""
+        return self.final_path.exists() and not self.cfg.save.overwrite
+
+    def save_final(self, network, metadata: dict) -> Path:
+        """Write <name>.safetensors (atomically) and copy it to save.copy_to when set (a failed copy
+        is a warning: the LoRA is saved)."""
+        from engine.fsutil import atomic_write_bytes
+        from engine.networks import save_lora
+
+        cfg = self.cfg
+        save_lora(
+            network, self.final_path, metadata=metadata, precision=cfg.save.precision, fmt=cfg.save.format
+        )
+        log.info("LoRA saved: %s", self.final_path)
+        if cfg.save.copy_to:
+            target_dir = cfg.resolve_path(cfg.save.copy_to)
+            target = target_dir / self.final_path.name if target_dir.suffix != ".safetensors" else target_dir
+            try:
+                atomic_write_bytes(target, self.final_path.read_bytes())
+                log.info("copied to %s", target)
+            except OSError as exc:
+                log.warning("could not copy the LoRA to %s: %s", target, exc)
+        return self.final_path
+
+
+def state_params(base) -> list:
+    """(name, parameter) of everything trainable in the model, as the resumable state stores them."""
+    from engine.train.state import trainable_named_parameters
+
+    modules = {"unet": base.unet}
+    for i, enc in enumerate(base.text_encoders):
+        modules[f"text_encoder{i + 1}"] = enc
+    return trainable_named_parameters(modules)

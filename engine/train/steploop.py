@@ -1,0 +1,185 @@
+"""The step loop of a run: drive the mode's StepTrainer from a TrainState to the last step or a
+stop, with validation, samples and checkpoints when due, each step reported once (StepReporter),
+then the final save.
+
+A stop (stdin command, SIGINT/SIGTERM, --stop-after-step) ends the loop after the current step; it
+saves a checkpoint plus state unless it asked not to, and the run ends with status `stopped`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from engine import protocol
+from engine.errors import LoratuiError
+from engine.train.report import StepReporter
+from engine.train.runmeta import lora_metadata
+
+log = logging.getLogger("engine.train")
+
+
+class StepLoop:
+    def __init__(
+        self,
+        cfg,
+        *,
+        folder,
+        trainer,
+        base,
+        data: tuple,
+        controls,
+        emit,
+        phase,
+        run_id: str | None,
+        run_steps: int,
+        total_steps: int,
+        stop_after_step: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.folder = folder  # engine.train.runfolder.RunFolder
+        self.trainer = trainer  # engine.train.steptrainer.StepTrainer
+        self.base = base
+        self.scan, self.items, self.plan = data
+        self.controls = controls
+        self.emit = emit
+        self.phase = phase
+        self.run_id = run_id
+        self.run_steps = run_steps
+        self.total_steps = total_steps
+        self.stop_after_step = stop_after_step
+
+    def run(self, state, fresh: bool) -> tuple[str, str | None]:
+        """Train until done or stopped: (protocol.DONE, final LoRA) or (protocol.STOPPED, the last
+        checkpoint or None)."""
+        cfg, trainer, controls = self.cfg, self.trainer, self.controls
+        run_steps = self.run_steps
+        reporter = StepReporter(
+            cfg,
+            self.folder.path,
+            self.emit,
+            run_id=self.run_id,
+            resume_step=None if fresh else state.step,
+            run_steps=run_steps,
+            total_steps=self.total_steps,
+        )
+        every_val = int(cfg.validation.every_steps)
+        self.phase("train", state.steps_done, run_steps, total_steps=self.total_steps)
+        t_start = time.time() - state.elapsed
+        try:
+            if fresh and every_val > 0:
+                reporter.validation_before_training(state, trainer.validation_loss())
+            while state.steps_done < run_steps:
+                if controls.stop.is_set():
+                    break
+                t0 = time.time()
+                before = state.global_batch
+                out = trainer.train_step(state.steps_done, state.global_batch)
+                state.steps_done += 1
+                state.step += 1
+                state.global_batch = out["global_batch"]
+                state.epoch = out["epoch"]
+                loss = out["loss"]
+                state.loss_ema = loss if state.loss_ema is None else 0.9 * state.loss_ema + 0.1 * loss
+                seconds = time.time() - t0
+                val = None
+                last = state.steps_done == run_steps
+                if every_val > 0 and (state.step % every_val == 0 or last):
+                    val = trainer.validation_loss()
+                state.elapsed = time.time() - t_start
+                reporter.step(
+                    state, out, seconds=seconds, val_loss=val, param_groups=trainer.optimizer.param_groups
+                )
+                self._maybe_sample(state, last)
+                if self.stop_after_step is not None and state.step >= self.stop_after_step:
+                    controls.request_stop(True)
+                if not last and not controls.stop.is_set() and self._checkpoint_due(before, state):
+                    self.save_checkpoint(state)
+            if controls.stop.is_set() and state.steps_done < run_steps:
+                lora = None
+                if controls.stop_save and state.steps_done > 0:
+                    if self.folder.last_saved_step != state.step:
+                        self.save_checkpoint(state)
+                    last_ckpt = self.folder.last_checkpoint
+                    lora = str(last_ckpt) if last_ckpt else None
+                log.info("stopped at step %d", state.step)
+                return protocol.STOPPED, lora
+        finally:
+            reporter.close()
+            trainer.close()
+        return protocol.DONE, self._save_final(state)
+
+    def _maybe_sample(self, state, last: bool) -> None:
+        sample = self.cfg.sample
+        asked = self.controls.sample_now.is_set()
+        self.controls.sample_now.clear()
+        every = int(sample.every_steps)
+        due = asked or (every > 0 and (state.step % every == 0 or last))
+        if not due:
+            return
+        if not sample.prompts:
+            if asked:
+                log.warning("sample_now: there are no [sample] prompts in the config")
+            return
+        from engine.train.samples import generate_samples
+
+        t0 = time.time()
+        paths = generate_samples(
+            self.cfg,
+            self.base,
+            self.trainer.network,
+            self.folder.path / "samples",
+            state.step,
+            self.trainer.autocast_dtype,
+        )
+        self.emit(protocol.sample(run=self.run_id, step=state.step, paths=paths))
+        log.info("%d sample image(s) at step %d (%.1fs)", len(paths), state.step, time.time() - t0)
+
+    def _checkpoint_due(self, before: int, state) -> bool:
+        save = self.cfg.save
+        if self.controls.save_now.is_set():
+            self.controls.save_now.clear()
+            return True
+        if save.every_steps and state.step % int(save.every_steps) == 0:
+            return True
+        if save.every_epochs and self.plan is not None:
+            per = self.plan.batches_per_epoch
+            done_before, done_after = before // per, state.global_batch // per
+            if done_after > done_before and done_after % int(save.every_epochs) == 0:
+                return True
+        return False
+
+    def _metadata(self, state) -> dict:
+        return lora_metadata(
+            self.cfg,
+            self.base,
+            self.trainer,
+            state,
+            scan=self.scan,
+            items=self.items,
+            plan=self.plan,
+            total_steps=self.total_steps,
+        )
+
+    def save_checkpoint(self, state) -> Path:
+        path = self.folder.save_checkpoint(
+            self.trainer.network, self._metadata(state), state, self.trainer, self.base
+        )
+        self.emit(protocol.checkpoint(run=self.run_id, step=state.step, path=str(path)))
+        log.info("checkpoint saved: %s", path)
+        return path
+
+    def _save_final(self, state) -> str:
+        self.phase("save", 0, 1)
+        if self.folder.final_taken():
+            # Appeared while training: keep it, save under a checkpoint name instead.
+            path = self.save_checkpoint(state)
+            raise LoratuiError(
+                f"{self.folder.final_path} appeared while training and save.overwrite is false",
+                hint=f"the trained LoRA was saved as {path}",
+                where="save.overwrite",
+            )
+        final = self.folder.save_final(self.trainer.network, self._metadata(state))
+        self.phase("save", 1, 1)
+        return str(final)
