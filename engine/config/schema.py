@@ -7,6 +7,7 @@ Field names are the TOML key names and are a contract: never rename or drop one.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -336,9 +337,65 @@ SECTION_TYPES: dict[str, type] = {
 RESERVED_TABLES = ("queue",)
 
 
+# --- the run name: one rule for config validation, the queue and the engine -------------------------
+
+NAME_MAX = 100
+NAME_FORBIDDEN = '/\\:*?"<>|'
+NAME_RULE = (
+    "a run name is the LoRA's file stem and its run folder: 1-100 characters, letters, digits, "
+    'spaces and punctuation such as - _ . ( ) +; no / \\ : * ? " < > |, no control characters '
+    "(newline, tab, NUL), no leading or trailing space, no leading dot; names that differ only in "
+    "case are the same run (dup = Dup)"
+)
+
+NAME_HINT = (
+    'set name = "..." (or --set name=...): letters, digits, spaces and - _ . ( ) +, e.g. "mychar-v1"; '
+    'no / \\ : * ? " < > | or control characters, no leading dot or space'
+)
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` is not a valid run name, or None when it is (the rule is NAME_RULE).
+
+    Names become folder and file names on every file system a workspace may live on (ext4, but also
+    case-insensitive APFS, NTFS and SMB shares), so the portable subset is enforced everywhere and
+    uniqueness is compared with `name_key`.
+    """
+    if not isinstance(name, str):
+        return f"the run name must be a string, found {name!r}"
+    if not name:
+        return "the run name is empty"
+    if not name.strip():
+        return "the run name is only spaces"
+    controls = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if controls:
+        return f"the run name {name!r} contains a control character ({controls[0]!r})"
+    bad = sorted({c for c in name if c in NAME_FORBIDDEN})
+    if bad:
+        return f"the run name {name!r} contains {' '.join(bad)}, which a file name cannot hold"
+    if name != name.strip():
+        return f"the run name {name!r} starts or ends with a space"
+    if name.startswith("."):
+        return f"the run name {name!r} starts with a dot (a hidden or special folder)"
+    if len(name) > NAME_MAX:
+        return f"the run name is {len(name)} characters long (at most {NAME_MAX})"
+    return None
+
+
+def name_key(name: str) -> str:
+    """What two run names are compared by: `dup` and `Dup` share a folder on a case-insensitive file
+    system, so they are one name (Unicode case folding, NFC-normalised as macOS normalises names)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 @dataclass
 class RunConfig:
-    name: str = opt("", "Run name: output file stem and run folder; unique among queued runs", basic=True)
+    name: str = opt(
+        "",
+        "Run name: output file stem and run folder; unique among queued runs (case-insensitive). "
+        'Letters, digits, spaces, - _ . ( ) +; no / \\ : * ? " < > | or control characters',
+        basic=True,
+    )
     extends: str = opt("", "A preset (presets/<name>.toml or a path) whose values this file overrides")
     mode: str = opt(
         "lora",

@@ -39,6 +39,8 @@ import tomlkit
 
 from engine import protocol
 from engine.config import ConfigError, RunConfig, dump_resolved, load_config, load_config_text
+from engine.config.schema import name_key
+from engine.config.validate import require_name
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
 
@@ -298,20 +300,21 @@ class QueueStore:
                     self._write(e)
 
     def _check_unique(self, name: str, *, exclude: str = "") -> None:
+        """Refuse a name already pending or running; names that differ only in case are one name
+        (they share a run folder on a case-insensitive file system)."""
+        key = name_key(name)
         for e in self.entries():
-            if e.run != exclude and e.name == name and e.queued:
+            if e.run != exclude and name_key(e.name) == key and e.queued:
+                same = "" if e.name == name else f' ("{e.name}" differs only in case: one run folder)'
                 raise LoratuiError(
-                    f'a run named "{name}" is already queued ({e.run}, {e.status})',
+                    f'a run named "{name}" is already queued ({e.run}, {e.status}){same}',
                     hint="give this run another name (name = ... or --set name=...), or remove the other entry",
                     where=str(e.path),
                 )
 
     def add(self, cfg: RunConfig, *, position: int | None = None, preset: str | None = None) -> Entry:
         """Queue a resolved config; refused when its name is already pending or running."""
-        if not cfg.name:
-            raise LoratuiError(
-                "the run has no name", hint='set name = "..." in the config (or --set name=...)'
-            )
+        require_name(cfg.name)
         self.folder.mkdir(parents=True, exist_ok=True)
         with edit_lock(self.folder):
             self._check_unique(cfg.name)
@@ -433,6 +436,7 @@ class QueueStore:
                 cfg = load_config(path, workspace=self.workspace)
                 if not cfg.name:
                     cfg.name = path.stem
+                require_name(cfg.name, where=f"{path}: name")
                 with edit_lock(self.folder):
                     self._check_unique(cfg.name, exclude=entry.run)
                     last = max((e.position for e in self.entries() if e.adopted), default=0)

@@ -280,6 +280,7 @@ class TrainingRun:
         cleanup = lambda: None  # noqa: E731
         status, lora, error = protocol.FAILED, None, None
         try:
+            self._refuse_name()  # before anything is created under a name the rule refuses
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cleanup = _setup_logging(self.run_dir / "engine.log", self.events, self.run_id)
             self._state_dir_to_resume = self._pick_resume_state()
@@ -575,6 +576,22 @@ class TrainingRun:
             )
         return scan, items, plan, run_steps
 
+    def _refuse_name(self) -> None:
+        """The run-name rule (engine.config.schema.NAME_RULE), and no run folder of a name that
+        differs only in case."""
+        from engine.config.validate import require_name
+        from engine.train.statedirs import case_twin
+
+        require_name(self.cfg.name)
+        twin = case_twin(self.run_dir)
+        if twin is not None:
+            raise LoratuiError(
+                f'{twin} belongs to a run whose name differs from "{self.cfg.name}" only in case; on a '
+                "case-insensitive file system both would share one folder",
+                hint="choose another name (run names are compared without case)",
+                where="name",
+            )
+
     def _refuse_overwrite(self) -> None:
         if self.final_path.exists() and not self.cfg.save.overwrite:
             raise LoratuiError(
@@ -605,8 +622,6 @@ class TrainingRun:
         cfg = self.cfg
         from engine.train.optim import check_optimizer
 
-        if not cfg.name:
-            raise LoratuiError("the run has no name", hint='set name = "..." in the config', where="name")
         self._refuse_overwrite()
         check_optimizer(cfg.train.optimizer)
         if cfg.train.precision not in PRECISIONS:
