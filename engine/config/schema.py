@@ -489,3 +489,69 @@ def _build_schema() -> list[FieldSpec]:
 SCHEMA: list[FieldSpec] = _build_schema()
 SCHEMA_BY_KEY: dict[str, FieldSpec] = {s.dotted: s for s in SCHEMA}
 TOP_LEVEL_KEYS = tuple(s.key for s in SCHEMA if not s.section)
+
+
+# --- resume: which keys a resumed run may change ---------------------------------------------------
+# A resumed run continues from its saved state (adapter weights, optimizer moments, data position =
+# the index of the next batch, step). A key may change on resume when the saved state stays
+# meaningful under the new value; every other change is refused, naming the keys and why.
+# After an allowed change the LR schedule is the one the new settings define over the new total,
+# taken from the saved step on (so a cosine run extended from 6 to 10 steps continues at step 7 with
+# the 10-step cosine's LR for step 7), and the data position continues where it stopped.
+
+RESUME_MAY_CHANGE: dict[str, str] = {
+    "train.steps": "the run continues to the new total",
+    "train.epochs": "the run continues to the new total",
+    "train.lr": "the schedule is recomputed",
+    "train.text_encoder_lr": "the schedule is recomputed",
+    "train.scheduler": "the schedule is recomputed",
+    "train.warmup_steps": "the schedule is recomputed",
+    "train.scheduler_cycles": "the schedule is recomputed",
+    "train.scheduler_power": "the schedule is recomputed",
+    "train.max_grad_norm": "applies from the next step",
+    "train.loss": "applies from the next step",
+    "train.huber_c": "applies from the next step",
+    "train.min_snr_gamma": "applies from the next step",
+    "train.noise_offset": "applies from the next step",
+    "train.gradient_checkpointing": "speed and memory only",
+    "dataset.workers": "speed only",
+    "dataset.cache_latents": "speed only",
+    "dataset.cache_text": "speed only",
+    "extends": "the resolved values are compared, not the preset's name",
+    "validation.*": "what is measured and written, not what is trained",
+    "sample.*": "what is written, not what is trained",
+    "save.*": "what is written, not what is trained",
+    "log.*": "what is written, not what is trained",
+    "caption_auto.*": "only tags images without a caption",
+}
+
+# Why a key may not change: what it would break in the saved state.
+RESUME_REFUSED_WHY: dict[str, str] = {
+    "dataset.*": "the data position (which images come next, in which bucket)",
+    "train.batch_size": "the data position",
+    "train.grad_accum": "the data position",
+    "train.seed": "the data order and noise of the steps still to come",
+    "train.optimizer": "the optimizer state",
+    "train.optimizer_args": "the optimizer state",
+    "train.precision": "the optimizer and gradient-scaler state",
+    "train.lora_precision": "the optimizer state",
+    "train.zero_terminal_snr": "the noise schedule the adapter was trained on",
+    "network.*": "the adapter's shape (its weights and optimizer state)",
+    "model.*": "the model the adapter was trained on",
+    "mode": "what is trained",
+    "name": "the run folder (a new name is a new run)",
+    "ileco.*": "what is trained",
+    "difference.*": "what is trained",
+}
+
+
+def resume_rule(dotted: str) -> tuple[bool, str]:
+    """(may change on resume, why) for a dotted key, from RESUME_MAY_CHANGE / RESUME_REFUSED_WHY."""
+    section = dotted.split(".", 1)[0] + ".*" if "." in dotted else ""
+    for table, allowed in ((RESUME_MAY_CHANGE, True), (RESUME_REFUSED_WHY, False)):
+        if dotted in table:
+            return allowed, table[dotted]
+    for table, allowed in ((RESUME_MAY_CHANGE, True), (RESUME_REFUSED_WHY, False)):
+        if section in table:
+            return allowed, table[section]
+    return False, "the saved training state"

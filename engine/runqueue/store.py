@@ -26,6 +26,8 @@ can change the folder at the same time.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import secrets
@@ -48,6 +50,11 @@ from .lock import edit_lock
 
 QUEUED = (protocol.PENDING, protocol.RUNNING)
 RESUMABLE = (protocol.INTERRUPTED, protocol.STOPPED)
+INDEX_FILE = ".index.json"
+INDEX_VERSION = 1
+_BROKEN_HINT = "fix the file by hand, or delete it to drop the entry (its run folder is kept)"
+_SALVAGE = re.compile(r"^\s*position\s*=\s*(\d+)\s*$", re.M)
+_SALVAGE_NAME = re.compile(r'^\s*name\s*=\s*"([^"\n]*)"\s*$', re.M)
 
 
 def now_iso() -> str:
@@ -85,6 +92,9 @@ class Entry:
     """The worker process of a running entry (lets a restarted engine find a trainer still at work)."""
     adopted: bool = True
     """False for a file a user dropped into queue/ that the engine has not taken in yet."""
+    broken: bool = False
+    """An entry file that cannot be read any more (invalid TOML, unreadable): reported as failed,
+    kept at the position it had, never rewritten."""
     mtime: float = 0.0
 
     @property
@@ -182,6 +192,34 @@ def parse_entry(path: Path, text: str) -> Entry:
     return entry
 
 
+def _fields_of(entry: Entry) -> dict[str, Any]:
+    """An entry's fields as plain JSON values (for the parse cache)."""
+    out = {k: getattr(entry, k) for k in Entry.__dataclass_fields__ if k not in ("path", "mtime")}
+    return out
+
+
+def _broken(path: Path, data: bytes, error: dict[str, str]) -> Entry:
+    """The failed entry standing for a file that cannot be read, at the position it had: what is left
+    of its [queue] table is searched for `position` (and `name`), so the entries after it keep theirs."""
+    entry = Entry(run=path.stem, path=path, name=path.stem, adopted=False, broken=True)
+    entry.status = protocol.FAILED
+    entry.error = {
+        "message": error.get("message", ""),
+        "hint": error.get("hint") or _BROKEN_HINT,
+        "where": str(path),
+    }
+    text = data.decode("utf-8", errors="replace")
+    queue_at = text.rfind("[queue]")
+    if queue_at >= 0:
+        found = _SALVAGE.search(text, queue_at)
+        if found:
+            entry.position = int(found.group(1))
+    named = _SALVAGE_NAME.search(text)
+    if named and named.group(1):
+        entry.name = named.group(1)
+    return entry
+
+
 def queue_table(entry: Entry) -> tomlkit.items.Table:
     table = tomlkit.table()
     for key in QUEUE_KEYS:
@@ -221,6 +259,9 @@ class QueueStore:
         self.folder = self.workspace / "queue"
         self._problems: dict[str, Problem] = {}
         """Files the owner could not take in, by path; retried when the file changes."""
+        self._cache: dict[str, tuple[tuple, dict[str, Any]]] = {}
+        self._cache_loaded = False
+        self._cache_dirty = False
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -233,18 +274,26 @@ class QueueStore:
         """One entry; an unreadable or invalid file comes back as a failed entry explaining why."""
         try:
             stat = path.stat()
-            text = path.read_text(encoding="utf-8")
-            entry = parse_entry(path, text)
-        except (OSError, UnicodeDecodeError) as exc:
-            entry = Entry(run=path.stem, path=path, name=path.stem, adopted=False)
-            entry.status = protocol.FAILED
-            entry.error = {"message": f"cannot read {path.name}: {exc}", "hint": "", "where": str(path)}
-            return entry
-        except ConfigError as exc:
-            entry = Entry(run=path.stem, path=path, name=path.stem, adopted=False)
-            entry.status = protocol.FAILED
-            entry.error = exc.to_dict()
-            return entry
+        except OSError as exc:
+            return _broken(
+                path, b"", {"message": f"cannot read {path.name}: {exc}", "hint": "", "where": str(path)}
+            )
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        cached = self._cache.get(path.name)
+        if cached is not None and cached[0] == key:
+            entry = Entry(**{**cached[1], "path": path})
+        else:
+            data = b""
+            try:
+                data = path.read_bytes()
+                entry = parse_entry(path, data.decode("utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                message = f"cannot read {path.name}: {exc}"
+                return _broken(path, data, {"message": message, "hint": _BROKEN_HINT, "where": str(path)})
+            except ConfigError as exc:
+                return _broken(path, data, exc.to_dict())
+            self._cache[path.name] = (key, _fields_of(entry))
+            self._cache_dirty = True
         entry.mtime = stat.st_mtime
         problem = self._problems.get(str(path))
         if not entry.adopted and problem is not None and problem.mtime == stat.st_mtime:
@@ -253,14 +302,55 @@ class QueueStore:
         return entry
 
     def entries(self) -> list[Entry]:
-        """All entries in queue order (position, then creation); files not yet taken in go last."""
-        found = [self.read(p) for p in self.files()]
-        last = max((e.position for e in found if e.adopted), default=0)
+        """All entries in queue order (position, then creation); files not yet taken in go last.
+
+        Reading is near-constant in the queue length: each file is parsed once and remembered in
+        queue/.index.json by (mtime, size, inode), so `queue ls` and `queue add` stat the files and
+        parse only the ones that changed. A damaged entry keeps the position it had (read from what
+        is left of its [queue] table), so the others never move because of it.
+        """
+        self._load_cache()
+        files = self.files()
+        found = [self.read(p) for p in files]
+        names = {p.name for p in files}
+        if set(self._cache) - names:
+            self._cache = {k: v for k, v in self._cache.items() if k in names}
+            self._cache_dirty = True
+        self._save_cache()
+        placed = [e for e in found if e.adopted or (e.broken and e.position > 0)]
+        last = max((e.position for e in placed), default=0)
         for e in found:
-            if not e.adopted:
+            if not (e.adopted or (e.broken and e.position > 0)):
                 last += 1
                 e.position = last
-        return sorted(found, key=lambda e: (not e.adopted, e.position, e.created, e.run))
+        return sorted(found, key=lambda e: (e.position, not e.adopted, e.created, e.run))
+
+    # --- the parse cache (queue/.index.json: a cache only; any file change invalidates its line) ---
+
+    def _load_cache(self) -> None:
+        if self._cache_loaded:
+            return
+        self._cache_loaded = True
+        try:
+            data = json.loads((self.folder / INDEX_FILE).read_text(encoding="utf-8"))
+            if data.get("version") == INDEX_VERSION:
+                self._cache = {
+                    name: (tuple(item["key"]), item["entry"]) for name, item in data["entries"].items()
+                }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self._cache = {}
+
+    def _save_cache(self) -> None:
+        if not self._cache_dirty or not self.folder.is_dir():
+            return
+        self._cache_dirty = False
+        data = {
+            "version": INDEX_VERSION,
+            "entries": {name: {"key": list(key), "entry": e} for name, (key, e) in self._cache.items()},
+        }
+        # A cache: a write that fails (full disk, read-only folder) only costs speed next time.
+        with contextlib.suppress(OSError):
+            atomic_write_text(self.folder / INDEX_FILE, json.dumps(data))
 
     def get(self, run: str) -> Entry:
         for e in self.entries():
@@ -292,18 +382,29 @@ class QueueStore:
         text = config_text if config_text is not None else entry.path.read_text(encoding="utf-8")
         atomic_write_text(entry.path, render_entry(text, entry))
 
-    def _renumber(self, ordered: list[Entry], *, skip: str | None = None) -> None:
-        for i, e in enumerate(ordered, start=1):
+    def _renumber(
+        self, ordered: list[Entry], *, skip: str | None = None, found: list[Entry] | None = None
+    ) -> None:
+        """Positions 1..n in `ordered`'s order, leaving out those damaged entries still hold."""
+        found = self.entries() if found is None else found
+        held = {e.position for e in found if e.broken and e.position > 0}
+        i = 0
+        for e in ordered:
+            if e.broken:
+                continue
+            i += 1
+            while i in held:
+                i += 1
             if e.position != i and e.adopted:
                 e.position = i
                 if e.run != skip:
                     self._write(e)
 
-    def _check_unique(self, name: str, *, exclude: str = "") -> None:
+    def _check_unique(self, name: str, *, exclude: str = "", found: list[Entry] | None = None) -> None:
         """Refuse a name already pending or running; names that differ only in case are one name
         (they share a run folder on a case-insensitive file system)."""
         key = name_key(name)
-        for e in self.entries():
+        for e in self.entries() if found is None else found:
             if e.run != exclude and name_key(e.name) == key and e.queued:
                 same = "" if e.name == name else f' ("{e.name}" differs only in case: one run folder)'
                 raise LoratuiError(
@@ -317,11 +418,12 @@ class QueueStore:
         require_name(cfg.name)
         self.folder.mkdir(parents=True, exist_ok=True)
         with edit_lock(self.folder):
-            self._check_unique(cfg.name)
+            found = self.entries()
+            self._check_unique(cfg.name, found=found)
             run = f"{slug(cfg.name)}-{secrets.token_hex(3)}"
             while (self.folder / f"{run}.toml").exists():
                 run = f"{slug(cfg.name)}-{secrets.token_hex(3)}"
-            ordered = [e for e in self.entries() if e.adopted]
+            ordered = [e for e in found if e.adopted]
             entry = Entry(
                 run=run,
                 path=self.folder / f"{run}.toml",
@@ -334,7 +436,7 @@ class QueueStore:
             index = len(ordered) if position is None else max(0, min(int(position) - 1, len(ordered)))
             ordered.insert(index, entry)
             entry.position = index + 1
-            self._renumber(ordered, skip=run)
+            self._renumber(ordered, skip=run, found=found)
             self._write(entry, dump_resolved(cfg))
         return entry
 
@@ -439,7 +541,7 @@ class QueueStore:
                 require_name(cfg.name, where=f"{path}: name")
                 with edit_lock(self.folder):
                     self._check_unique(cfg.name, exclude=entry.run)
-                    last = max((e.position for e in self.entries() if e.adopted), default=0)
+                    last = max((e.position for e in self.entries() if e.adopted or e.broken), default=0)
                     entry = Entry(
                         run=path.stem,
                         path=path,
