@@ -220,6 +220,57 @@ def _broken(path: Path, data: bytes, error: dict[str, str]) -> Entry:
     return entry
 
 
+def run_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run_finished event that ends a run folder's events.jsonl (after its last run_started),
+    or None when the run never wrote its end (its process died)."""
+    if not run_dir:
+        return None
+    events = protocol.read_jsonl(Path(run_dir) / "events.jsonl")
+    kinds = [e.get("type") for e in events]
+    starts = [i for i, k in enumerate(kinds) if k == protocol.RUN_STARTED]
+    ends = [i for i, k in enumerate(kinds) if k == protocol.RUN_FINISHED]
+    if not ends or (starts and starts[-1] > ends[-1]):
+        return None
+    return events[ends[-1]]
+
+
+def _recovered(entry: Entry) -> dict[str, Any]:
+    """The bookkeeping of an entry found `running` with no worker, from the run's own record."""
+    from engine.train.statedirs import latest_state
+
+    end = run_record(entry.run_dir)
+    status = end.get("status") if end else None
+    lora = str(end.get("lora") or "") if end else ""
+    changes: dict[str, Any] = {"finished": now_iso(), "pid": 0, "resume": False}
+    if status == protocol.DONE and lora and Path(lora).is_file():
+        return {
+            **changes,
+            "status": protocol.DONE,
+            "lora": lora,
+            "progress": 1.0,
+            "error": None,
+            "step": entry.total_steps or entry.step,
+        }
+    if status in (protocol.FAILED, protocol.STOPPED) and end is not None:
+        error = end.get("error") if isinstance(end.get("error"), dict) else None
+        return {**changes, "status": status, "error": error, **({"lora": lora} if lora else {})}
+    state = latest_state(Path(entry.run_dir) / "state") if entry.run_dir else None
+    message = "the engine stopped while this run was training"
+    if status == protocol.DONE:
+        message = f"the run reported done but its LoRA is missing: {lora or 'no path recorded'}"
+    return {
+        **changes,
+        "status": protocol.INTERRUPTED,
+        "error": {
+            "message": message,
+            "hint": f"resume it to continue from its last saved state ({state.name})"
+            if state is not None
+            else "no saved state: resume starts it again from the beginning (set save.every_steps)",
+            "where": str(entry.path),
+        },
+    }
+
+
 def queue_table(entry: Entry) -> tomlkit.items.Table:
     table = tomlkit.table()
     for key in QUEUE_KEYS:
@@ -493,39 +544,69 @@ class QueueStore:
         self._write(entry)
         return entry
 
-    def requeue(self, run: str) -> Entry:
-        """Put an interrupted or stopped entry back as pending, to continue from its saved state."""
+    def requeue(self, run: str, sets=()) -> Entry:
+        """Put a stopped, interrupted, failed or finished entry back as pending, to continue from
+        its saved state; `sets` (key=value) change its config first, within what a resume may
+        change (engine.config.schema.RESUME_MAY_CHANGE), e.g. train.steps to extend a finished run."""
+        from engine.train.statedirs import latest_state
+
         with edit_lock(self.folder):
             entry = self.get(run)
-            if entry.status not in RESUMABLE:
+            if entry.status in QUEUED or entry.broken:
                 raise LoratuiError(
-                    f"{entry.name} ({run}) is {entry.status}; only interrupted or stopped runs can be resumed",
-                    hint="queue it again as a new run instead" if entry.status != protocol.RUNNING else "",
+                    f"{entry.name} ({run}) is {entry.status}"
+                    + (" and its file is damaged" if entry.broken else ""),
+                    hint="only an entry that ended can be resumed" if not entry.broken else _BROKEN_HINT,
+                    where=str(entry.path),
+                )
+            state = latest_state(Path(entry.run_dir) / "state") if entry.run_dir else None
+            if state is None and entry.status not in RESUMABLE:
+                raise LoratuiError(
+                    f"{entry.name} ({run}) is {entry.status} and has no saved training state to resume from",
+                    hint="queue it again as a new run (save.state = true keeps a resumable state)",
+                    where=str(Path(entry.run_dir) / "state") if entry.run_dir else str(entry.path),
+                )
+            text = None
+            if sets:
+                cfg = load_config(entry.path, sets=sets, env={}, workspace=self.workspace)
+                if name_key(cfg.name) != name_key(entry.name):
+                    raise LoratuiError(
+                        "a resumed run keeps its name (a new name is a new run)",
+                        hint="leave name out of --set, or queue the config again as a new run",
+                        where="--set name",
+                    )
+                if state is not None:
+                    from engine.train.resume import check_resume
+
+                    check_resume(state, cfg)
+                text = dump_resolved(cfg)
+            if entry.status == protocol.DONE and state is not None and text is None:
+                from engine.train.resume import finished_at
+
+                step, total = finished_at(state)
+                raise LoratuiError(
+                    f"{entry.name} ({run}) already finished at step {step}",
+                    hint=f"to train it further: loratui queue resume {run} --set train.steps={max(step, total) * 2}",
+                    where=str(entry.path),
                 )
             self._check_unique(entry.name, exclude=run)
-            return self._update(run, status=protocol.PENDING, resume=True, error=None, finished="")
+            for key, value in dict(status=protocol.PENDING, resume=True, error=None, finished="").items():
+                setattr(entry, key, value)
+            self._write(entry, text)
+            return entry
 
     # --- owner-only operations ----------------------------------------------------------------
 
     def recover(self, keep: str | None = None) -> list[Entry]:
-        """Entries left `running` by an engine that died become `interrupted` (called with the lock);
-        `keep` is one whose worker is still alive and followed."""
+        """Entries left `running` by an engine that died get the status the run's own record gives:
+        events.jsonl ending with run_finished (done with its LoRA on disk, failed, stopped), or
+        `interrupted` when the run never wrote its end. `keep` is one whose worker is still alive
+        and followed."""
         fixed = []
         with edit_lock(self.folder):
             for e in self.entries():
                 if e.adopted and e.status == protocol.RUNNING and e.run != keep:
-                    fixed.append(
-                        self._update(
-                            e.run,
-                            status=protocol.INTERRUPTED,
-                            finished=now_iso(),
-                            error={
-                                "message": "the engine stopped while this run was training",
-                                "hint": "resume it to continue from its last saved state",
-                                "where": str(e.path),
-                            },
-                        )
-                    )
+                    fixed.append(self._update(e.run, **_recovered(e)))
         return fixed
 
     def adopt(self) -> list[Entry]:
@@ -582,4 +663,14 @@ class QueueStore:
         return None
 
 
-__all__ = ["Entry", "QueueStore", "QUEUED", "RESUMABLE", "parse_entry", "render_entry", "now_iso", "slug"]
+__all__ = [
+    "Entry",
+    "QueueStore",
+    "QUEUED",
+    "RESUMABLE",
+    "parse_entry",
+    "render_entry",
+    "now_iso",
+    "run_record",
+    "slug",
+]

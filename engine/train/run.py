@@ -320,6 +320,10 @@ class TrainingRun:
     def _unexpected(self, exc: BaseException) -> dict:
         import torch
 
+        if isinstance(exc, OSError) and exc.errno:  # a full disk, a read-only mount: expected, named
+            from engine.oserrors import os_error
+
+            return os_error(exc).to_dict()
         message = f"{type(exc).__name__}: {exc}"
         hint = f"unexpected error; the traceback is in {self.run_dir / 'engine.log'}"
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
