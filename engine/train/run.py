@@ -384,6 +384,7 @@ class TrainingRun:
 
         # 2. model + adapters
         precision, lora_precision, autocast_dtype = self._precisions(device)
+        self._ran_precision = (precision, lora_precision)  # what the metadata records
         self.phase("load_model", 0, 1)
         t0 = time.time()
         from engine.models import load_base_model
@@ -1020,8 +1021,15 @@ class TrainingRun:
             f.folder: {"n_repeats": f.repeats, "img_count": f.images}
             for f in getattr(self.scan, "folders", [])
         }
+        # What actually ran (a CPU trains in fp32 whatever train.precision asks), not the request.
+        cfg = self.cfg
+        ran = getattr(self, "_ran_precision", None)
+        if ran is not None:
+            from dataclasses import replace
+
+            cfg = replace(cfg, train=replace(cfg.train, precision=ran[0], lora_precision=ran[1]))
         meta = kohya_metadata(
-            self.cfg,
+            cfg,
             self.base,
             self.network,
             steps=state.step,
