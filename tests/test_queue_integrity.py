@@ -187,3 +187,104 @@ def test_disk_full_on_the_queue_entry_write(ws):
         s.wait_for(lambda e: e.get("type") == "log" and "works again" in e.get("message", ""), 10)
     finally:
         s.stop()
+
+
+@pytest.mark.slow
+def test_disk_full_at_a_checkpoint_is_named_and_resume_equals_a_straight_run(
+    tmp_path, tiny_sd15, demo_dataset
+):
+    from safetensors.torch import load_file
+
+    from tests.train_util import config_text, csv_rows, run_in_process
+
+    sections = dict(train={"steps": 6, "scheduler": "constant", "warmup_steps": 0}, save={"every_steps": 2})
+    cfg = tmp_path / "full.toml"
+    cfg.write_text(config_text(tiny_sd15, demo_dataset, name="full", **sections))
+    flag = tmp_path / "disk-full"
+    env = dict(os.environ, PYTHONPATH=str(REPO), FAULT_DISK_FULL=str(flag), FAULT_DISK_FULL_PART="runs")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "tests" / "faultwrap.py"),
+            "train",
+            str(cfg),
+            "--workspace",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    events = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["type"] == "step" and events[-1]["step"] == 3:
+            flag.touch()  # the disk fills up before the step-4 checkpoint
+    assert proc.wait(60) == 1
+    end = events[-1]
+    assert end["type"] == "run_finished" and end["status"] == "failed"
+    assert "the disk is full" in end["error"]["message"] and "ENOSPC" in end["error"]["message"]
+    assert "free space" in end["error"]["hint"] and "resume" in end["error"]["hint"]
+    assert "unexpected" not in end["error"]["hint"]
+    run_dir = tmp_path / "runs" / "full"
+    raw = (run_dir / "events.jsonl").read_bytes()
+    assert raw.endswith(b"\n") and all(json.loads(x) for x in raw.splitlines())  # no torn line
+    assert not list(run_dir.rglob("*.tmp"))  # no half-written file left behind
+    flag.unlink()  # space is back: resume from the intact step-2 state
+    rc, resumed, _ = run_in_process(tmp_path, cfg.read_text(), resume=True)
+    assert rc == 0 and [e["step"] for e in resumed if e["type"] == "step"] == [3, 4, 5, 6]
+    rc, _, straight = run_in_process(tmp_path, config_text(tiny_sd15, demo_dataset, name="s", **sections))
+    assert rc == 0 and csv_rows(run_dir) == csv_rows(straight)
+    a, b = load_file(str(run_dir / "full.safetensors")), load_file(str(straight / "s.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+@pytest.mark.slow
+def test_metadata_records_the_precision_that_ran(tmp_path, tiny_sd15, demo_dataset):
+    from safetensors import safe_open
+
+    from tests.train_util import config_text, run_in_process
+
+    text = config_text(tiny_sd15, demo_dataset, name="p", train={"steps": 1, "precision": "bf16"})
+    rc, _, run_dir = run_in_process(tmp_path, text)
+    assert rc == 0
+    with safe_open(str(run_dir / "p.safetensors"), "pt") as f:
+        meta = f.metadata()
+    # A CPU trains in fp32 whatever train.precision asks; the file says what ran (kohya's key).
+    assert meta["ss_mixed_precision"] in ("fp32", "no")
+    text = config_text(tiny_sd15, demo_dataset, name="q", train={"steps": 1, "lora_precision": "bf16"})
+    rc, _, run_dir = run_in_process(tmp_path, text)
+    with safe_open(str(run_dir / "q.safetensors"), "pt") as f:
+        assert f.metadata().get("ss_lora_precision", "fp32") == "fp32"
+
+
+def test_loratui_queue_run_is_the_owner_itself(ws):
+    import signal
+
+    from engine.runqueue.lock import owner_pid
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "queue", "run", "--watch", "--workspace", str(ws)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while owner_pid(ws / "queue") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # The process the user started owns the queue (no wrapper around a child owner) ...
+        assert owner_pid(ws / "queue") == proc.pid
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        # ... so SIGKILL of it leaves no owner running on.
+        time.sleep(0.5)
+        assert owner_pid(ws / "queue") is None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
