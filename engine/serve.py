@@ -34,6 +34,7 @@ from engine import protocol
 from engine.errors import LoratuiError
 from engine.runqueue import Entry, OwnerLock, QueueStore, now_iso
 from engine.runqueue.lock import pid_alive
+from engine.runqueue.store import run_record
 
 ENGINE_VERSION = "0.1.0"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -631,6 +632,9 @@ class QueueServer:
         self.worker = None
         entry = worker.entry
         finished = worker.finished
+        if finished is None and worker.proc is None:
+            # A followed worker whose last events we may have missed: its own record decides.
+            finished = run_record(worker.run_dir)
         error = finished.get("error") if finished else None
         lora = finished.get("lora") if finished else None
         if finished is not None and finished.get("status") in protocol.RUN_STATUSES:
