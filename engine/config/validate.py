@@ -165,7 +165,10 @@ def validate_field(dotted: str, value: Any) -> str | None:
     spec = SCHEMA_BY_KEY.get(dotted)
     if spec is None:
         return f'unknown key "{dotted}"'
-    return check_value(spec, value)[1]
+    problem = check_value(spec, value)[1]
+    if problem is None and dotted == "name" and value:
+        problem = name_problem(value)  # empty: filled in from the file name, or refused when queued
+    return problem
 
 
 def build_config(
