@@ -288,3 +288,24 @@ def test_loratui_queue_run_is_the_owner_itself(ws):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_owner_killed_and_restarted_after_its_worker_finished(tmp_path, tiny_sd15, demo_dataset):
+    """The item-7 path end to end (bench/faults.py runs it and the other kill cases at random steps):
+    kill -9 of the owner mid-run, the trainer finishes alone, a new owner keeps the run done."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("faults", REPO / "bench" / "faults.py")
+    faults = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faults)
+    ws = tmp_path / "ws"
+    (ws / "demo" / "models").mkdir(parents=True)
+    (ws / "demo" / "models" / "tiny-sd15").symlink_to(tiny_sd15, target_is_directory=True)
+    shutil.move(str(demo_dataset), ws / "demo" / "data")
+    result = faults.case_kill(ws, "late", 4, 2, "owner-late")
+    assert result["status"] == "done"
+    assert result["max_abs_diff"] <= 1e-6 and result["csv_each_step_once"] and result["files_ok"]
+    events = protocol.read_jsonl(ws / "runs" / "late" / "events.jsonl")
+    assert [e["status"] for e in events if e["type"] == "run_finished"] == ["done"]
