@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for case in args.cases.split(","):
             n += 1
-            name = f"{case}-{n}"
+            name = f"{case}-s{args.seed}-{n}"
             at = rng.randint(1, args.steps - 1)
             t = time.time()
             if case == "disk-full":
