@@ -181,8 +181,20 @@ def run_folder_warnings(cfg, *, resume: bool = False) -> list[str]:
             f'{twin} belongs to a run whose name differs from "{cfg.name}" only in case: on a '
             "case-insensitive file system both would share one folder (choose another name)"
         ]
-    if cfg.save.overwrite or (resume and latest_state(run_dir / "state") is not None):
-        return []  # a resume continues the run in its own folder (its LoRA is the one being extended)
+    state = latest_state(run_dir / "state") if resume else None
+    if state is not None:
+        # A resume continues the run in its own folder (its LoRA is the one being extended), if the
+        # config changed only what a resume may change and steps are left to do.
+        from engine.train.resume import check_resume, nothing_left
+
+        try:
+            check_resume(state, cfg)
+        except LoratuiError as exc:
+            return [f"{exc.message} ({exc.hint})"]
+        left = nothing_left(state, int(cfg.train.steps) if cfg.mode == "lora" and not cfg.train.epochs else 0)
+        return [f"{left.message} ({left.hint})"] if left else []
+    if cfg.save.overwrite:
+        return []
     final = run_dir / f"{cfg.name}.safetensors"
     if final.exists():
         return [
