@@ -226,6 +226,10 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(True, "Trade compute for memory")
     max_grad_norm: float = opt(1.0, "Gradient clipping (0 = off)", min=0.0)
     seed: int = opt(42, "Same seed + config = same loss curve and weights", min=0)
+    tf32: bool = opt(True, "TF32 tensor cores for fp32 matmuls on Ampere+ GPUs (no effect on CPUs)")
+    fused_optimizer: bool = opt(True, "Fused CUDA kernels for adamw / adam (no effect on CPUs)")
+    compile: bool = opt(False, "torch.compile each UNet block (first steps slower; measure first)")
+    compile_backend: str = opt("inductor", "torch.compile backend for train.compile (aot_eager: no codegen)")
 
 
 @dataclass
