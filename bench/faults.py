@@ -96,7 +96,8 @@ def start_owner(ws: Path, *, fault_flag: Path | None = None) -> subprocess.Popen
             "0.2",
         ]
     env = dict(ENV, FAULT_DISK_FULL=str(fault_flag)) if fault_flag else ENV
-    log = open(ws / f"owner-{time.time_ns()}.log", "w")  # noqa: SIM115 - closed with the process
+    log_path = ws / f"owner-{time.time_ns()}.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         argv,
         cwd=ws,
@@ -106,6 +107,7 @@ def start_owner(ws: Path, *, fault_flag: Path | None = None) -> subprocess.Popen
         env=env,
         start_new_session=True,
     )
+    proc.log_path = log_path
     deadline = time.monotonic() + 60
     while owner_pid(ws / "queue") != proc.pid and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -218,19 +220,17 @@ def case_disk_full(ws: Path, name: str, steps: int, at: int) -> dict:
     flag = ws / "disk-full"
     owner = start_owner(ws, fault_flag=flag)
     wait(lambda: steps_seen(run_dir) >= at, 300, f"step {at}")
+    worker = QueueStore(ws).get(run).pid
     flag.touch()
-
-    def ended():
-        return any(e.get("type") == "run_finished" for e in protocol.read_jsonl(run_dir / "events.jsonl"))
-
-    wait(ended, 600, "the trainer to end")
+    wait(lambda: not pid_alive(worker), 600, "the trainer to end")
     time.sleep(3)
     stale = status(ws, run)  # still "running": nothing could be written
     flag.unlink()
     wait(lambda: status(ws, run) not in ("pending", "running"), 120, "the record of the run's end")
     owner.stdin.close()  # the serve loop ends once the queue is empty
     owner.wait(60)
-    errors = sum("the disk is full" in line for line in _owner_logs(ws))
+    lines = owner.log_path.read_text(errors="replace").splitlines()
+    errors = sum(line.startswith("[serve] error: the disk is full") for line in lines)
     return {"status": status(ws, run), "while_full": stale, "error_lines": errors, **verify(ws, name, steps)}
 
 
@@ -256,10 +256,6 @@ def case_corrupt(ws: Path, name: str, steps: int) -> dict:
         "positions_kept": before == after,
         **verify(ws, f"{name}-0", steps),
     }
-
-
-def _owner_logs(ws: Path) -> list[str]:
-    return [line for p in ws.glob("owner-*.log") for line in p.read_text(errors="replace").splitlines()]
 
 
 def main(argv: list[str] | None = None) -> int:
