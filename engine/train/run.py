@@ -1036,6 +1036,7 @@ class TrainingRun:
     def _save_final(self, state) -> str:
         from engine.fsutil import atomic_write_bytes
         from engine.networks import save_lora
+        from engine.networks.verify import file_keys, verify_or_remove
 
         cfg = self.cfg
         self.phase("save", 0, 1)
@@ -1060,8 +1061,9 @@ class TrainingRun:
             target = target_dir / self.final_path.name if target_dir.suffix != ".safetensors" else target_dir
             try:
                 atomic_write_bytes(target, self.final_path.read_bytes())
+                verify_or_remove(target, file_keys(self.final_path))
                 log.info("copied to %s", target)
-            except OSError as exc:
+            except (OSError, LoratuiError) as exc:
                 log.warning("could not copy the LoRA to %s: %s", target, exc)
         self.phase("save", 1, 1)
         return str(self.final_path)
