@@ -8,7 +8,6 @@ import random
 import pytest
 
 from engine.config import RunConfig
-from engine.textfile import TextEncodingError
 from engine.data.captions import (
     TokenCounter,
     apply_trigger,
@@ -16,6 +15,7 @@ from engine.data.captions import (
     find_caption_file,
     read_caption,
 )
+from engine.textfile import TextEncodingError
 
 
 @pytest.fixture
