@@ -38,6 +38,20 @@ def _cast(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Te
     return out
 
 
+DIFFUSERS_NOTE = (
+    "diffusers format: for diffusers' load_lora_weights; ComfyUI and A1111/Forge load the kohya format "
+    '(save.format = "kohya"), ComfyUI maps only part of this file\'s UNet keys'
+)
+_warned: set[str] = set()
+
+
+def _warn_diffusers_once(path: Path) -> None:
+    # Once per run folder: checkpoints and the final file share the message.
+    if str(path.parent) not in _warned:
+        _warned.add(str(path.parent))
+        log.warning("%s: %s", path.name, DIFFUSERS_NOTE)
+
+
 def _sshs_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
     from safetensors.torch import save
 
@@ -89,6 +103,8 @@ def save_lora(
         meta["sshs_model_hash"], meta["sshs_legacy_hash"] = _sshs_hashes(tensors, meta)
     else:
         meta.setdefault("format", "pt")
+        meta["loratui_format_note"] = DIFFUSERS_NOTE
+        _warn_diffusers_once(Path(path))
     return write_verified(path, tensors, meta)
 
 

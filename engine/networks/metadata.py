@@ -11,6 +11,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+# What a DoRA file's dora_scale holds (engine.networks.lycoris.dora_scale_for); its presence tells our
+# importer to convert back to peft's magnitude.
+DORA_SCALE_NOTE = (
+    "m*(|W|+eps)/|W+dW| per output row, for ComfyUI's weight_decompose (comfy/weight_adapter/base.py), "
+    "which applies it exactly; LyCORIS/A1111 normalise by |W+dW| and apply it scaled by |W|/|W+dW|; "
+    "diffusers drops dora_scale"
+)
+
 BASE_MODEL_VERSION = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 
 
@@ -59,15 +67,18 @@ def network_module_metadata(network) -> dict[str, str]:
         args = {"algo": "lora" if kind == "lora" else kind, **args}
         if dora:
             args["dora_wd"] = "True"
-            args["wd_on_out"] = "True"  # dora_scale holds one magnitude per output row
+            args["wd_on_out"] = "True"  # dora_scale holds one value per output row
     else:
         module = "networks.lora"
-    return {
+    meta = {
         "ss_network_module": module,
         "ss_network_args": json.dumps(args),
         "loratui_network_type": kind,
         "loratui_dora": "true" if dora else "false",
     }
+    if dora:
+        meta["loratui_dora_scale"] = DORA_SCALE_NOTE
+    return meta
 
 
 def _resolved_toml(cfg) -> str:

@@ -265,6 +265,7 @@ class TrainingRun:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.state_root = self.run_dir / "state"
         self._last_saved_step: int | None = None
+        self._init_metadata: dict | None = None
         self._last_checkpoint: Path | None = None
 
     # -- events --
@@ -422,7 +423,7 @@ class TrainingRun:
             sum(p.numel() for p in network.trainable_parameters()),
         )
         if init_sd is not None:
-            report = network.load_kohya_state_dict(init_sd)
+            report = network.load_kohya_state_dict(init_sd, metadata=self._init_metadata)
             log.info(
                 "init_from: loaded %d modules (%d missing), continuing at step %d",
                 report.get("loaded", 0),
@@ -676,6 +677,7 @@ class TrainingRun:
 
         path = self.cfg.resolve_path(self.cfg.network.init_from)
         sd, metadata = load_lora_file(path)
+        self._init_metadata = metadata  # how the file's dora_scale was meant (load_kohya_state_dict)
         return steps_from_metadata(metadata), sd
 
     def _precisions(self, device) -> tuple[str, str, object]:
