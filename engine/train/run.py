@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter, deque
+from collections import deque
 from pathlib import Path
 
 from engine import protocol
@@ -224,20 +224,6 @@ def _resume_digest(cfg) -> str:
         data.pop(section, None)
     data.pop("name", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def tag_frequency(items) -> dict:
-    """kohya's ss_tag_frequency: {folder: {tag: count}} over distinct images."""
-    from engine.data.captions import split_tags
-
-    out: dict[str, Counter] = {}
-    for item in items:
-        if getattr(item, "sub_image_scale", 1.0) != 1.0:
-            continue
-        counter = out.setdefault(item.folder, Counter())
-        for tag in split_tags(item.caption or ""):
-            counter[tag] += 1
-    return {k: dict(v) for k, v in out.items()}
 
 
 # ---- the run ---------------------------------------------------------------------------------------
@@ -969,12 +955,12 @@ class TrainingRun:
         return False
 
     def _metadata(self, state) -> dict:
+        from engine.data.kohya_meta import dataset_metadata
         from engine.networks import kohya_metadata
 
-        dirs = {
-            f.folder: {"n_repeats": f.repeats, "img_count": f.images}
-            for f in getattr(self.scan, "folders", [])
-        }
+        data = {}
+        if self.scan is not None:
+            data = dataset_metadata(self.scan, bucketing=bool(self.cfg.dataset.buckets))
         meta = kohya_metadata(
             self.cfg,
             self.base,
@@ -982,11 +968,10 @@ class TrainingRun:
             steps=state.step,
             epoch=state.epoch,
             training_started_at=state.training_started_at,
-            tag_frequency=tag_frequency(self.items),
-            num_train_images=self.scan.total_images if self.scan is not None else 0,
+            **data,
             num_batches_per_epoch=self.plan.batches_per_epoch if self.plan is not None else 0,
-            dataset_dirs=dirs,
             max_train_steps=self.total_steps,
+            optimizer=self.trainer.optimizer,
         )
         meta["loratui_mode"] = self.cfg.mode
         if self.cfg.mode != "lora":
