@@ -233,20 +233,39 @@ class EventWriter:
             if jsonl_path is not None:
                 os.makedirs(os.path.dirname(os.path.abspath(jsonl_path)), exist_ok=True)
                 self._jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+                # A line torn by a crash or a full disk is ended, so the next event starts a line.
+                if self._jsonl.tell() > 0 and not _ends_with_newline(jsonl_path):
+                    self._jsonl.write("\n")
 
     def emit(self, event: dict[str, Any]) -> None:
         event.setdefault("time", round(time.time(), 3))
         line = encode(event)
+        failed: OSError | None = None
         with self._lock:
             if self._jsonl is not None:
-                self._jsonl.write(line)
-                self._jsonl.flush()
+                try:
+                    self._jsonl.write(line)
+                    self._jsonl.flush()
+                except OSError as exc:
+                    # Disk full: the file stops here (its reader skips a torn line); the event still
+                    # goes out on the stream, and the caller learns of it once.
+                    failed = exc
+                    self._drop_jsonl()
             if self._stream is not None:
                 try:
                     self._stream.write(line)
                     self._stream.flush()
                 except (BrokenPipeError, OSError, ValueError):
                     self._stream = None
+        if failed is not None:
+            raise failed
+
+    def _drop_jsonl(self) -> None:
+        try:
+            self._jsonl.close()
+        except OSError:  # flushing the rest fails the same way
+            pass
+        self._jsonl = None
 
     @property
     def stream_alive(self) -> bool:
@@ -254,6 +273,12 @@ class EventWriter:
 
     def close(self) -> None:
         self.set_jsonl(None)
+
+
+def _ends_with_newline(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -290,7 +290,6 @@ class TrainingRun:
             log.error("interrupted")
             status, error = protocol.STOPPED, None
         except Exception as exc:  # a bug or an environment problem: report it, keep the traceback
-            log.error("unexpected error:\n%s", traceback.format_exc())
             error = self._unexpected(exc)
         finally:
             self.controls.restore_signals()
@@ -303,6 +302,13 @@ class TrainingRun:
     def _unexpected(self, exc: BaseException) -> dict:
         import torch
 
+        from engine.oserrors import disk_error
+
+        named = disk_error(exc, self.run_dir)
+        if named is not None:  # a full or failing disk is expected: named, with what to do
+            log.error("%s", named.render())
+            return named.to_dict()
+        log.error("unexpected error:\n%s", traceback.format_exc())
         message = f"{type(exc).__name__}: {exc}"
         hint = f"unexpected error; the traceback is in {self.run_dir / 'engine.log'}"
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
