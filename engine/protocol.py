@@ -8,6 +8,7 @@ is what the contract asks of readers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -222,6 +223,7 @@ class EventWriter:
         self._stream = stream if stream is not None else sys.stdout
         self._jsonl = None
         self._lock = threading.Lock()
+        self.jsonl_error: OSError | None = None
         self.set_jsonl(jsonl_path)
 
     def set_jsonl(self, jsonl_path: str | os.PathLike | None) -> None:
@@ -232,40 +234,42 @@ class EventWriter:
                 self._jsonl = None
             if jsonl_path is not None:
                 os.makedirs(os.path.dirname(os.path.abspath(jsonl_path)), exist_ok=True)
-                self._jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
-                # A line torn by a crash or a full disk is ended, so the next event starts a line.
-                if self._jsonl.tell() > 0 and not _ends_with_newline(jsonl_path):
-                    self._jsonl.write("\n")
+                self._jsonl = open(jsonl_path, "ab", buffering=0)  # noqa: SIM115
+                # A line torn by kill -9 mid-write is ended, so the next event starts its own line.
+                end = self._jsonl.seek(0, os.SEEK_END)
+                if end > 0:
+                    with open(jsonl_path, "rb") as fh:
+                        fh.seek(end - 1)
+                        if fh.read(1) != b"\n":
+                            self._jsonl.write(b"\n")
+
+    def _append_jsonl(self, data: bytes) -> None:
+        """Append one whole line or nothing: a write cut short (a full disk) is truncated back, so
+        events.jsonl never ends with a torn line, and the event still reaches the stream. The
+        failure is kept in `jsonl_error` (the run reports it when it ends)."""
+        fd = self._jsonl.fileno()
+        start = os.lseek(fd, 0, os.SEEK_END)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            self.jsonl_error = exc
 
     def emit(self, event: dict[str, Any]) -> None:
         event.setdefault("time", round(time.time(), 3))
         line = encode(event)
-        failed: OSError | None = None
         with self._lock:
             if self._jsonl is not None:
-                try:
-                    self._jsonl.write(line)
-                    self._jsonl.flush()
-                except OSError as exc:
-                    # Disk full: the file stops here (its reader skips a torn line); the event still
-                    # goes out on the stream, and the caller learns of it once.
-                    failed = exc
-                    self._drop_jsonl()
+                self._append_jsonl(line.encode("utf-8"))
             if self._stream is not None:
                 try:
                     self._stream.write(line)
                     self._stream.flush()
                 except (BrokenPipeError, OSError, ValueError):
                     self._stream = None
-        if failed is not None:
-            raise failed
-
-    def _drop_jsonl(self) -> None:
-        try:
-            self._jsonl.close()
-        except OSError:  # flushing the rest fails the same way
-            pass
-        self._jsonl = None
 
     @property
     def stream_alive(self) -> bool:
@@ -273,12 +277,6 @@ class EventWriter:
 
     def close(self) -> None:
         self.set_jsonl(None)
-
-
-def _ends_with_newline(path: str | os.PathLike) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
