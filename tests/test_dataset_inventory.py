@@ -57,6 +57,10 @@ def test_every_unused_file_is_listed_with_its_reason(tmp_path, demo_dataset):
     }
     text = render_text(report)
     assert "not used: 6" in text and "6 file(s) in the dataset folders are not used" in text
+    from tui.screens.check import render_report
+
+    shown = render_report(report.to_dict()).plain
+    assert "Not used" in shown and "orphan.txt: caption file without an image" in shown
     # The images' own captions and the images are used, so they are not listed.
     assert not any(Path(k).name.startswith("img0") and k.endswith((".png", ".txt")) for k in unused)
 

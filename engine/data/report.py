@@ -134,7 +134,9 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
     if s.unreadable:
         report.warnings.append(f"{len(s.unreadable)} unreadable image file(s) will be skipped")
     if s.unused:
-        report.warnings.append(f"{len(s.unused)} file(s) in the dataset folders are not used (listed above)")
+        report.warnings.append(
+            f"{len(s.unused)} file(s) in the dataset folders are not used (listed under 'not used')"
+        )
     for rel, why in s.bad_captions:
         report.problems.append(f"caption file {rel} {why}; save it as UTF-8")
     if s.missing_captions and cfg.caption_auto.tagger:
