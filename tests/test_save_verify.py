@@ -99,3 +99,27 @@ def test_lr_1e6_fp16_run_fails_instead_of_saving_inf(tmp_path, tiny_sd15, demo_d
     saved = load_file(str(run_dir / "inf_bf16.safetensors"))
     assert all(torch.isfinite(v.float()).all() for v in saved.values())
     assert max(float(v.float().abs().max()) for v in saved.values()) > 65504
+
+
+class _Net:
+    """The two export methods save_lora uses, on fixed tensors."""
+
+    def kohya_state_dict(self):
+        return {"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.ones(2, 3)}
+
+    def diffusers_state_dict(self):
+        return {"text_encoder.text_model.encoder.layers.0.mlp.fc1.lora_A.weight": torch.ones(2, 3)}
+
+
+def test_diffusers_format_says_it_is_for_diffusers(tmp_path, caplog):
+    from engine.networks import load_lora_file, save_lora
+
+    with caplog.at_level("WARNING"):
+        path = save_lora(_Net(), tmp_path / "d.safetensors", fmt="diffusers", precision="fp32")
+        save_lora(_Net(), tmp_path / "d2.safetensors", fmt="diffusers", precision="fp32")
+    said = [r.getMessage() for r in caplog.records if "for diffusers" in r.getMessage()]
+    assert len(said) == 1 and "kohya" in said[0] and "ComfyUI" in said[0]  # once per run folder
+    assert "for diffusers" in load_lora_file(path)[1]["loratui_format_note"]
+    with caplog.at_level("WARNING"):
+        save_lora(_Net(), tmp_path / "k.safetensors", fmt="kohya", precision="fp16")
+    assert len([r for r in caplog.records if "for diffusers" in r.getMessage()]) == 1
