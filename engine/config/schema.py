@@ -255,7 +255,10 @@ class SaveConfig:
     keep_last: int = opt(0, "Checkpoints kept (0 = all)", min=0)
     precision: str = opt("fp16", "dtype of saved weights", choices=("fp16", "bf16", "fp32"))
     format: str = opt(
-        "kohya", "kohya (ComfyUI / A1111 / diffusers load it) | diffusers", choices=("kohya", "diffusers")
+        "kohya",
+        "kohya: for ComfyUI, A1111/Forge (diffusers loads it too) | diffusers: for diffusers only "
+        "(ComfyUI and A1111 load just part of it)",
+        choices=("kohya", "diffusers"),
     )
     overwrite: bool = opt(False, "false: refuse to replace an existing LoRA of the same name")
     copy_to: str = opt("", "Also copy the final LoRA here (e.g. ComfyUI/models/loras)", kind=PATH)

@@ -69,6 +69,8 @@ class DatasetReport:
                 missing_captions=list(s.missing_captions),
                 empty_captions=list(s.empty_captions),
                 unreadable=[{"image": r, "reason": why} for r, why in s.unreadable],
+                bad_captions=[{"file": r, "reason": why} for r, why in s.bad_captions],
+                unused=[{"file": r, "reason": why} for r, why in s.unused],
                 long_captions=[{"image": r, "tokens": n} for r, n in s.long_captions],
                 duplicates=[list(g) for g in s.duplicates],
                 clamped_aspect=[{"image": r, "aspect": a} for r, a in s.clamped_aspect],
@@ -131,6 +133,12 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
             report.problems.append(f"no images found in dataset.dirs ({dirs})")
     if s.unreadable:
         report.warnings.append(f"{len(s.unreadable)} unreadable image file(s) will be skipped")
+    if s.unused:
+        report.warnings.append(
+            f"{len(s.unused)} file(s) in the dataset folders are not used (listed under 'not used')"
+        )
+    for rel, why in s.bad_captions:
+        report.problems.append(f"caption file {rel} {why}; save it as UTF-8")
     if s.missing_captions and cfg.caption_auto.tagger:
         report.warnings.append(
             f"{len(s.missing_captions)} image(s) have no caption file; the WD14 tagger will caption them first"
@@ -315,6 +323,8 @@ def render_text(report: DatasetReport) -> str:
             ("missing captions", s.missing_captions, lambda r: r),
             ("empty caption files", s.empty_captions, lambda r: r),
             ("unreadable (skipped)", s.unreadable, lambda e: f"{e[0]}: {e[1]}"),
+            ("caption files not in UTF-8", s.bad_captions, lambda e: f"{e[0]}: {e[1]}"),
+            ("not used", s.unused, lambda e: f"{e[0]}: {e[1]}"),
             (
                 f"captions over {CLIP_MAX_TOKENS} tokens (counted with {s.token_counter})",
                 s.long_captions,

@@ -23,6 +23,7 @@ from engine.config import ConfigError, RunConfig, apply_changes, flatten, list_p
 from engine.config.load import load_config_data
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
+from engine.textfile import read_user_text
 from tui.screens.dialogs import PresetNameModal
 from tui.widgets.form import ConfigForm
 
@@ -107,7 +108,7 @@ class MainScreen(Screen):
         """Load a preset file into the form. Errors are shown, never raised."""
         try:
             cfg = load_config(path, env={}, workspace=self.workspace)
-            text = path.read_text(encoding="utf-8")
+            text = read_user_text(path)
         except (LoratuiError, OSError) as exc:
             self.app.report_error(exc, title=f"cannot load {path.name}")
             return False
