@@ -10,7 +10,7 @@ uploaded image like a real workflow's do.
 
 Knobs for error cases: `fail_class` (execution_error at that class), `hostile` (history file names
 with ../, served anyway), `non_image` (/view answers text), `drop_outputs`, `ws` (False: /ws is 404),
-`exec_seconds` (time each prompt takes). `posted` records every accepted POST /prompt with its time.
+`exec_seconds` (time each prompt takes). Also GET /queue ({"queue_running", "queue_pending"}). `posted` records every accepted POST /prompt with its time.
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ class ComfyServer:
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.number = 0
         self.counter = 0
+        self.running: tuple | None = None
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -151,6 +152,7 @@ class ComfyServer:
                 web.get("/prompt", self.get_prompt),
                 web.post("/prompt", self.post_prompt),
                 web.get("/history/{prompt_id}", self.get_history),
+                web.get("/queue", self.get_queue),
                 web.get("/view", self.view),
                 web.post("/upload/image", self.upload),
                 web.get("/object_info/{node_class}", self.object_info),
@@ -280,6 +282,11 @@ class ComfyServer:
         await self.send("status", {"status": self.queue_info()})
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
 
+    async def get_queue(self, request):
+        pending = [list(item) for item in self.queue._queue]  # noqa: SLF001 - the test server's own queue
+        running = [list(self.running)] if self.running else []
+        return web.json_response({"queue_running": running, "queue_pending": pending})
+
     async def get_history(self, request):
         prompt_id = request.match_info["prompt_id"]
         entry = self.history.get(prompt_id)
@@ -342,6 +349,7 @@ class ComfyServer:
     async def _worker(self) -> None:
         while True:
             number, prompt_id, prompt, extra = await self.queue.get()
+            self.running = (number, prompt_id, prompt, extra, [])
             sid = extra.get("client_id")
             messages: list = []
 
@@ -381,6 +389,7 @@ class ComfyServer:
                 "status": {"status_str": status, "completed": status == "success", "messages": messages},
                 "meta": {k: {"node_id": k, "display_node": k} for k in outputs},
             }
+            self.running = None
             await self.send("executing", {"node": None, "prompt_id": prompt_id}, sid)
             await self.send("status", {"status": self.queue_info()})
 

@@ -242,3 +242,20 @@ def test_collect_cli_test_connection_reports_nodes(tmp_path, server):
     sampler = next(n for n in report["nodes"] if n["key"] == "seed_node")["object_info"]
     assert "seed" in sampler["input_required"] and sampler["output"] == ["LATENT"]
     assert server.posted == []  # a test submits nothing
+
+
+def test_stop_during_a_submission_takes_its_result_next_time(tmp_path, server):
+    server.exec_seconds = 0.5
+    cfg = batch_config(tmp_path, server.url, ["a", "b"])
+    seen: list[dict] = []
+
+    def stop_once_submitted() -> bool:
+        return any(e["type"] == "phase" and e.get("submission") == 1 for e in seen)
+
+    with pytest.raises(Stopped):
+        run_collect(cfg, seen.append, env={}, should_stop=stop_once_submitted)
+    assert len(server.posted) == 1 and not images_in(tmp_path / "data" / "char")
+    summary, events = collect(cfg)
+    assert len(server.posted) == 2 and summary.submitted == 1  # "a" was not submitted again
+    assert len(images_in(tmp_path / "data" / "char")) == 2
+    assert any("was sent before" in e.get("message", "") for e in events)

@@ -9,6 +9,7 @@ Routes and JSON shapes as ComfyUI's server.py defines them (PromptServer routes)
 - GET  /history/{prompt_id}     -> {prompt_id: {"prompt", "outputs": {node: {"images": [{"filename",
   "subfolder", "type"}]}}, "status": {"status_str", "completed", "messages": [[event, data], ...]}}}
   or {} while the prompt has not finished
+- GET  /queue                   -> {"queue_running": [[number, prompt_id, prompt, extra, outputs]], "queue_pending": [...]}
 - GET  /view?filename=&subfolder=&type= -> the file's bytes
 - POST /upload/image (multipart: image, type, subfolder) -> {"name", "subfolder", "type"}
 - GET  /object_info/{class}     -> {class: {"input", "output", "name", "display_name", ...}} or {}
@@ -153,6 +154,19 @@ class ComfyClient:
                 where="collect.workflow",
             )
         return str(data["prompt_id"])
+
+    def queued(self) -> set[str]:
+        """GET /queue: the prompt ids running or waiting ({"queue_running": [[number, id, ...]], "queue_pending": ...})."""
+        response = self._request("GET", "/queue")
+        if response.status_code != 200:
+            raise self._not_comfy("/queue", response.status_code)
+        data = self._json(response, "/queue")
+        items = (
+            [*(data.get("queue_running") or []), *(data.get("queue_pending") or [])]
+            if isinstance(data, dict)
+            else []
+        )
+        return {str(item[1]) for item in items if isinstance(item, list) and len(item) > 1}
 
     def history(self, prompt_id: str) -> dict | None:
         """GET /history/{id}: the prompt's history entry, or None while it has not finished."""

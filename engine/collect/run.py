@@ -140,8 +140,16 @@ def run_collect(
                 prompt=job.prompt,
                 seed=job.seed,
             )
-            prompt_id = client.queue_prompt(prompt)
-            summary.submitted += 1
+            prompt_id = _still_known(client, record.pending(job.key))
+            if prompt_id:
+                log(
+                    "info",
+                    f"collect: submission {job.index + 1} was sent before ({prompt_id}): taking its result",
+                )
+            else:
+                prompt_id = client.queue_prompt(prompt)
+                record.mark_pending(job.key, prompt_id)
+                summary.submitted += 1
             phase(submission=job.index + 1, node=None, node_class="", value=None, max=None)
             entry = wait_for(
                 client,
@@ -182,6 +190,16 @@ def run_collect(
         f"{summary.new} new, in {s.output_dir}",
     )
     return summary
+
+
+def _still_known(client: ComfyClient, prompt_id: str | None) -> str | None:
+    """`prompt_id` when the server still has it (finished in its history, or queued), else None (a
+    restarted server forgot it: submit again)."""
+    if not prompt_id:
+        return None
+    if client.history(prompt_id) is not None or prompt_id in client.queued():
+        return prompt_id
+    return None
 
 
 def _download(client, store, entry, outputs, job, prompt_id, summary, s) -> list[str]:

@@ -9,8 +9,10 @@ each image:
 - `<stem><caption extension>` holding the prompt, when collect.caption = "prompt" (never replacing a
   caption file that is already there, e.g. one the user edited).
 
-The run folder's `collect.json` records every finished submission (by the key of what it submitted)
-and its files, so a collect run again, or resumed after Ctrl+C, submits only what is missing.
+The run folder's `collect.json` records every submission (by the key of what it submitted): its
+prompt_id as soon as it is sent ("pending"), its files once they are downloaded. A collect run again,
+or resumed after a stop, downloads a pending prompt's result instead of submitting it again, and
+submits only what is missing.
 """
 
 from __future__ import annotations
@@ -138,7 +140,17 @@ class Record:
     def done(self, key: str, folder: Path) -> bool:
         """True when the submission finished and its files are still there."""
         job = self.jobs.get(key)
-        return bool(job) and all((folder / name).is_file() for name in job.get("files", []))
+        return (
+            bool(job) and "files" in job and all((folder / name).is_file() for name in job.get("files", []))
+        )
+
+    def pending(self, key: str) -> str | None:
+        """The prompt_id of a submission sent but not finished (a stop came while it ran)."""
+        job = self.jobs.get(key) or {}
+        return job.get("pending") if isinstance(job.get("pending"), str) else None
+
+    def mark_pending(self, key: str, prompt_id: str) -> None:
+        self.mark(key, {"pending": prompt_id})
 
     def mark(self, key: str, entry: dict) -> None:
         self.jobs[key] = entry
