@@ -259,3 +259,19 @@ def test_stop_during_a_submission_takes_its_result_next_time(tmp_path, server):
     assert len(server.posted) == 2 and summary.submitted == 1  # "a" was not submitted again
     assert len(images_in(tmp_path / "data" / "char")) == 2
     assert any("was sent before" in e.get("message", "") for e in events)
+
+
+def test_shipped_preset_and_example_workflows_fit_their_node_map():
+    from engine.collect import settings, workflow
+    from engine.collect.run import check_node_map
+    from engine.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "presets" / "sdxl-collect.toml", env={}, workspace=repo / "presets")
+    cfg.collect.reference_image = str(repo / "presets" / "comfyui" / "invert-api.json")  # any existing file
+    s = settings.resolve(cfg, env={})
+    assert s.mode == settings.BATCH
+    assert check_node_map(workflow.load_workflow(s.workflow), s) == ["9"]
+    assert len(settings.load_prompts(s.prompts)) == 4
+    invert = workflow.load_workflow(repo / "presets" / "comfyui" / "invert-api.json")
+    assert workflow.prefix_outputs(invert, "loratui") == ["4"]

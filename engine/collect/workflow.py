@@ -42,7 +42,11 @@ def load_workflow(path: Path) -> dict[str, dict[str, Any]]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise LoratuiError(f"workflow file not found: {path}", hint=UI_FORMAT_HINT, where=where) from None
+        raise LoratuiError(
+            f"workflow file not found: {path}",
+            hint="relative paths start at the workspace; export the workflow with Save (API Format)",
+            where=where,
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise LoratuiError(
             f"cannot read workflow {path}: {exc}", hint="is it a JSON file?", where=where
