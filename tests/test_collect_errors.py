@@ -231,3 +231,17 @@ def test_img2img_workflow_constant_is_api_format():
     # The test workflows are what "Save (API Format)" writes: id -> {class_type, inputs}.
     for wf in (IMG2IMG, TXT2IMG):
         assert all(set(n) >= {"class_type", "inputs"} for n in wf.values())
+
+
+def test_check_reports_collect_problems_before_any_image_exists(tmp_path):
+    from engine.data.report import check
+
+    write_workflow(tmp_path / "w.json", IMG2IMG)
+    cfg = load_config_text(
+        'name = "p"\npipeline = ["collect", "train"]\n[collect]\nworkflow = "w.json"\noutput_prefix = "nope"\n',
+        workspace=tmp_path,
+    )
+    report = check(cfg)
+    assert any("no SaveImage node has a filename_prefix starting with it" in p for p in report.problems)
+    assert any("filled by the collect step" in w for w in report.warnings)
+    assert not report.trainable

@@ -92,6 +92,22 @@ def probe(cfg, env=None) -> dict:
     return report
 
 
+def preflight(cfg, env=None) -> list[str]:
+    """What `check` says about [collect] without asking the server: settings, mode, workflow file,
+    node map and prompts file. Problems as text; empty when the collect can start."""
+    try:
+        s = settings_mod.resolve(cfg, env)
+        workflow = wf.load_workflow(s.workflow)
+        from engine.collect.run import check_node_map
+
+        check_node_map(workflow, s)
+        if s.mode == settings_mod.BATCH:
+            settings_mod.load_prompts(s.prompts)
+    except LoratuiError as exc:
+        return [f"{exc.where}: {exc.message} ({exc.hint})" if exc.where else exc.message]
+    return []
+
+
 def render(report: dict) -> str:
     """The report as terminal lines: ✓/✗ per check."""
     lines = [f"{'ok' if item['ok'] else 'FAIL'}  {item['text']}" for item in report["lines"]]
