@@ -275,3 +275,39 @@ def test_shipped_preset_and_example_workflows_fit_their_node_map():
     assert len(settings.load_prompts(s.prompts)) == 4
     invert = workflow.load_workflow(repo / "presets" / "comfyui" / "invert-api.json")
     assert workflow.prefix_outputs(invert, "loratui") == ["4"]
+
+
+def test_ctrl_c_in_loratui_collect_keeps_the_downloads(tmp_path, server):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server.exec_seconds = 0.5
+    batch_config(tmp_path, server.url, ["a", "b", "c", "d"])  # writes the workflow and prompts
+    (tmp_path / "run.toml").write_text(
+        f'name = "b"\npipeline = ["collect"]\n[collect]\nendpoint = "{server.url}"\nworkflow = "txt2img.json"\n'
+        'positive_prompt_node = "6"\nseed_node = "3"\noutput_node = "9"\nprompts = "prompts.json"\n'
+        'output_dir = "data/char"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "collect", "run.toml"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    folder = tmp_path / "data" / "char"
+    deadline = time.monotonic() + 60
+    while not (folder.is_dir() and images_in(folder)):
+        assert time.monotonic() < deadline and proc.poll() is None, "no image collected"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped: the images downloaded so far are kept" in err
+    kept = images_in(folder)
+    assert 1 <= len(kept) < 4
+    summary, _ = collect(load_config_text((tmp_path / "run.toml").read_text(), workspace=tmp_path))
+    assert len(images_in(folder)) == 4 and len(server.posted) == 4  # nothing submitted twice
