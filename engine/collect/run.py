@@ -172,7 +172,7 @@ def run_collect(
                 },
             )
             done += 1
-            phase(images=store.existing())
+            phase(images=store.existing(), node=None, node_class="", value=None, max=None)
             log(
                 "info",
                 f"collect: submission {job.index + 1}/{len(jobs)} done ({prompt_id}): {len(files)} image(s)",
