@@ -245,3 +245,29 @@ def test_check_reports_collect_problems_before_any_image_exists(tmp_path):
     assert any("no SaveImage node has a filename_prefix starting with it" in p for p in report.problems)
     assert any("filled by the collect step" in w for w in report.warnings)
     assert not report.trainable
+
+
+def test_pipeline_fails_with_the_step_reason_and_a_new_run_keeps_the_collected(tmp_path, server):
+    import io
+
+    from engine import protocol
+    from engine.pipeline import PipelineRun
+
+    cfg = batch_config(tmp_path, server.url, ["a", "b"])
+    server.fail_class = "VAEDecode"
+    out = io.StringIO()
+    code = PipelineRun(cfg, events=protocol.EventWriter(out)).execute()
+    finished = [protocol.decode(line) for line in out.getvalue().splitlines()][-1]
+    assert code == 1 and finished["type"] == "run_finished" and finished["status"] == "failed"
+    assert "VAEDecode failed on purpose" in finished["error"]["message"]
+    assert finished["error"]["where"].startswith("collect step: ")
+
+    server.fail_class = None
+    out = io.StringIO()
+    assert PipelineRun(cfg, events=protocol.EventWriter(out)).execute() == 0
+    events = [protocol.decode(line) for line in out.getvalue().splitlines()]
+    assert events[-1]["status"] == "done"
+    assert [e["step"] for e in events if e["type"] == "phase" and e["name"] == "pipeline"] == ["collect", ""]
+    assert len(images_in(tmp_path / "data" / "char")) == 2
+    # the failed prompt is in the history as an error: it is submitted again, "b" once
+    assert len(server.posted) == 3

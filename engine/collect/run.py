@@ -193,13 +193,14 @@ def run_collect(
 
 
 def _still_known(client: ComfyClient, prompt_id: str | None) -> str | None:
-    """`prompt_id` when the server still has it (finished in its history, or queued), else None (a
-    restarted server forgot it: submit again)."""
+    """`prompt_id` when the server still has it (finished well in its history, or queued), else None:
+    a restarted server forgot it, or it failed (the error was reported then): submit it again."""
     if not prompt_id:
         return None
-    if client.history(prompt_id) is not None or prompt_id in client.queued():
-        return prompt_id
-    return None
+    entry = client.history(prompt_id)
+    if entry is not None:
+        return None if (entry.get("status") or {}).get("status_str") == "error" else prompt_id
+    return prompt_id if prompt_id in client.queued() else None
 
 
 def _download(client, store, entry, outputs, job, prompt_id, summary, s) -> list[str]:
