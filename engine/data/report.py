@@ -89,6 +89,22 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
     report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
     _check_model(cfg, report)
     report.problems.extend(run_folder_warnings(cfg, resume=resume))
+    if "collect" in getattr(cfg, "pipeline", ()) and cfg.mode == "lora":
+        # The collect step makes (part of) the dataset: check its settings now, its images later.
+        from engine.collect.probe import preflight
+        from engine.collect.settings import output_folder
+        from engine.pipeline import with_collected
+
+        report.problems.extend(preflight(cfg))
+        folder = output_folder(cfg)
+        if folder.is_dir() and any(folder.iterdir()):
+            cfg = with_collected(cfg)
+        else:
+            report.warnings.append(
+                f"{folder} is filled by the collect step: its images are checked once they exist"
+            )
+            if not cfg.dataset.dirs:
+                return report
     if cfg.mode in ("ileco", "difference") and cfg.dataset.dirs:
         report.warnings.append(f"dataset.dirs is not used in mode {cfg.mode}: it trains without a dataset")
     if cfg.mode == "ileco":

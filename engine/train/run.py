@@ -239,8 +239,11 @@ class TrainingRun:
         run_id: str | None = None,
         controls: Controls | None = None,
         stop_after_step: int | None = None,
+        keep_events: bool = False,
     ) -> None:
         self.cfg = cfg
+        # The train step of a pipeline (engine.pipeline) appends to the events of its earlier steps.
+        self.keep_events = keep_events
         self.events = events
         self.resume = resume
         self.run_id = run_id
@@ -280,7 +283,8 @@ class TrainingRun:
                 self._check_resume()  # engine/train/resume.py: which config changes a resume takes
             if fresh:
                 self._refuse_discarding_state()
-                (self.run_dir / "events.jsonl").unlink(missing_ok=True)
+                if not self.keep_events:
+                    (self.run_dir / "events.jsonl").unlink(missing_ok=True)
             self.events.set_jsonl(self.run_dir / "events.jsonl")
             self.controls.install_signals()
             status, lora = self._execute(fresh)
