@@ -32,6 +32,10 @@ from engine.errors import LoratuiError
 from tui.widgets.picture import Picture
 
 
+PICTURE_DELAY = 0.08
+"""Seconds the cursor must rest on an image before its picture is loaded."""
+
+
 def matches(entry: BrowseEntry, query: str) -> bool:
     """Filter rule: `tag:NAME` (exact tag), `problem:KIND` (problem prefix), else text in name/caption."""
     query = query.strip()
@@ -83,6 +87,7 @@ class BrowserScreen(Screen):
         self.shown: list[BrowseEntry] = []
         self.current: BrowseEntry | None = None
         self.filter_text = ""
+        self._picture_timer = None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -163,12 +168,20 @@ class BrowserScreen(Screen):
         picture = self.query_one(Picture)
         editor = self.query_one("#browser-edit", TextArea)
         if entry is None:
+            if self._picture_timer is not None:
+                self._picture_timer.stop()
             picture.show(None)
             for name in ("#browser-info", "#browser-caption", "#browser-problems"):
                 self.query_one(name, Static).update("")
             editor.load_text("")
             return
-        picture.show(entry.path, draw=crop_drawer(entry))
+        # The picture waits until the cursor rests: holding the down key through 1,000 images must
+        # not decode and draw each one (the text fields below are cheap and follow at once).
+        if self._picture_timer is not None:
+            self._picture_timer.stop()
+        self._picture_timer = self.set_timer(
+            PICTURE_DELAY, lambda: picture.show(entry.path, draw=crop_drawer(entry))
+        )
         left, top, right, bottom = entry.crop
         whole = (left, top, right, bottom) == (0, 0, entry.width, entry.height)
         crop = "whole image" if whole else f"crop {left},{top}-{right},{bottom}"

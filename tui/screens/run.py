@@ -50,8 +50,13 @@ class RunScreen(Screen):
         Binding(
             "l", "toggle_lr", "Loss/LR", tooltip="Chart the learning rate instead of the loss", id="toggle_lr"
         ),
-        Binding("i", "samples", "Samples", tooltip="The run's samples, prompt × step", id="samples"),
-        Binding("p", "sample_now", "Sample", tooltip="Generate samples at the next step", id="sample_now"),
+        # Not in the footer (80 columns are full): the sample strip's label names i, the palette p.
+        Binding(
+            "i", "samples", "Samples", show=False, tooltip="The run's samples, prompt × step", id="samples"
+        ),
+        Binding(
+            "p", "sample_now", "Sample now", show=False, tooltip="Samples at the next step", id="sample_now"
+        ),
         Binding("b,escape,f7", "back", "Form", tooltip="Back to the run form", id="back"),
         # The app's ^q Quit is in the footer already; q is a shorter alternate.
         Binding("q", "app.quit", "Quit", show=False, id="quit_run"),
