@@ -31,7 +31,6 @@ from engine.data.edit import exclude_image, write_caption
 from engine.errors import LoratuiError
 from tui.widgets.picture import Picture
 
-
 PICTURE_DELAY = 0.08
 """Seconds the cursor must rest on an image before its picture is loaded."""
 
