@@ -240,7 +240,13 @@ class ValidationConfig:
 
 @dataclass
 class SampleConfig:
-    prompts: list = opt([], "Prompts of sample images generated during training")
+    prompts: list = opt(
+        [],
+        "Prompts of sample images; kohya options allowed: --n neg --w 512 --h 768 --d seed --l cfg --s steps",
+    )
+    prompts_file: str = opt(
+        "", "A kohya-style prompts file: one prompt (with its --n --w --h --d --l --s) per line", kind=PATH
+    )
     every_steps: int = opt(0, "Sample every N steps (0 = off)", min=0)
     steps: int = opt(20, "Denoising steps per sample", min=1)
     cfg: float = opt(7.0, "Classifier-free guidance scale", min=0.0)

@@ -292,6 +292,14 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             "set ileco.original_prompt; ileco.target_prompt is what it becomes (empty = erase it)",
         )
     out.extend(_pipeline_checks(cfg, add))
+    from engine.train.prompts import parse_prompt_line  # torch-free
+
+    for i, prompt in enumerate(cfg.sample.prompts):
+        try:
+            if str(prompt).strip():
+                parse_prompt_line(str(prompt))
+        except LoratuiError as exc:
+            add("sample.prompts", f"sample.prompts[{i}]: {exc.message}", exc.hint)
     if cfg.mode == "difference":
         from .passes import PASSES, pass_settings
 

@@ -664,7 +664,7 @@ class TrainingRun:
             )
         if cfg.mode != "lora":
             self._preflight_mode()
-        if cfg.sample.prompts and not cfg.sample.every_steps:
+        if (cfg.sample.prompts or cfg.sample.prompts_file) and not cfg.sample.every_steps:
             log.info("[sample] prompts are set but sample.every_steps = 0: samples only on sample_now")
 
     def _preflight_mode(self) -> None:
@@ -982,7 +982,7 @@ class TrainingRun:
         due = asked or (every > 0 and (state.step % every == 0 or last))
         if not due:
             return
-        if not sample.prompts:
+        if not (sample.prompts or sample.prompts_file):
             if asked:
                 log.warning("sample_now: there are no [sample] prompts in the config")
             return
