@@ -26,18 +26,19 @@ class Model:
     copier: Any = None  # difference mode's first-pass adapter
 
 
-def read_init_from(cfg) -> tuple[int, dict | None]:
-    """(ss_steps of network.init_from, its kohya state dict), or (0, None) without init_from."""
+def read_init_from(cfg) -> tuple[int, dict | None, dict | None]:
+    """(ss_steps of network.init_from, its kohya state dict, its metadata), or (0, None, None)."""
     if not cfg.network.init_from:
-        return 0, None
+        return 0, None, None
     from engine.networks import load_lora_file, steps_from_metadata
 
     sd, metadata = load_lora_file(cfg.resolve_path(cfg.network.init_from))
-    return steps_from_metadata(metadata), sd
+    return steps_from_metadata(metadata), sd, metadata
 
 
-def load_model(cfg, device, precision: str, lora_precision: str, init_sd, start_step: int) -> Model:
-    """Load the base model, attach the adapters (seeded), load init_from, enable checkpointing."""
+def load_model(cfg, device, precision: str, lora_precision: str, init: tuple, start_step: int) -> Model:
+    """Load the base model, attach the adapters (seeded), load init_from (`init` = its state dict and
+    metadata, or Nones), enable gradient checkpointing."""
     from engine.models import load_base_model
     from engine.networks import attach_lora
     from engine.train.rng import seed_global
@@ -72,8 +73,10 @@ def load_model(cfg, device, precision: str, lora_precision: str, init_sd, start_
         network.num_modules,
         sum(p.numel() for p in network.trainable_parameters()),
     )
+    init_sd, init_metadata = init
     if init_sd is not None:
-        report = network.load_kohya_state_dict(init_sd)
+        # The metadata says how the file's dora_scale was meant.
+        report = network.load_kohya_state_dict(init_sd, metadata=init_metadata)
         log.info(
             "init_from: loaded %d modules (%d missing), continuing at step %d",
             report.get("loaded", 0),

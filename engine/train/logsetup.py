@@ -43,6 +43,8 @@ def setup_logging(
 ) -> Callable[[], None]:
     """Attach the run's handlers to the `engine` logger; returns the function that detaches them."""
     logger = logging.getLogger("engine")
+    # Restored by cleanup: an in-process run (tests, a pipeline) must leave logging as it found it.
+    old_level, old_propagate = logger.level, logger.propagate
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
@@ -65,5 +67,7 @@ def setup_logging(
         for h in handlers:
             logger.removeHandler(h)
             h.close()
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
 
     return cleanup

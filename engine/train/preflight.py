@@ -16,8 +16,6 @@ def preflight(cfg, folder) -> None:
     """Raise LoratuiError (with key and hint) for what would fail later; `folder` is the RunFolder."""
     from engine.train.optim import check_optimizer
 
-    if not cfg.name:
-        raise LoratuiError("the run has no name", hint='set name = "..." in the config', where="name")
     folder.refuse_overwrite()
     check_optimizer(cfg.train.optimizer)
     if cfg.train.precision not in PRECISIONS:
@@ -28,7 +26,7 @@ def preflight(cfg, folder) -> None:
         )
     if cfg.mode != "lora":
         _preflight_mode(cfg)
-    if cfg.sample.prompts and not cfg.sample.every_steps:
+    if (cfg.sample.prompts or cfg.sample.prompts_file) and not cfg.sample.every_steps:
         log.info("[sample] prompts are set but sample.every_steps = 0: samples only on sample_now")
 
 

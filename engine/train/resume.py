@@ -1,21 +1,125 @@
-"""Where training starts: a fresh TrainState, or the one a saved state folder holds (engine.train.state)
-with the trainer put back where it was (the optimizer, the GradScaler, difference mode's pass).
+"""Resume semantics: what a resumed run may change, checked before anything heavy is loaded; and
+where training starts: a fresh TrainState, or the saved one with the trainer put back where it was.
+
+The rule per key lives in the schema (engine.config.schema.RESUME_MAY_CHANGE / resume_rule). A saved
+state (state/stepNNNNNN/state.json) records the run's resolved config values ("config", flat dotted
+keys); states written before that field existed are compared with the run folder's config.toml.
+Torch-free at import (the state loading imports torch when called): `queue resume RUN --set ...`
+and `check --resume` use the checks too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import time
 from pathlib import Path
+from typing import Any
 
-from engine.train.runmeta import resume_digest
-from engine.train.state import TrainState
+from engine.config import flatten, load_config
+from engine.config.schema import resume_rule
+from engine.errors import LoratuiError
 
-log = logging.getLogger("engine.train")
+log = logging.getLogger("loratui")
+# What a training run reports about its resume goes to its own log (engine.log and events).
+run_log = logging.getLogger("engine.train")
 
 
-def fresh_state(cfg, start_step: int, total_steps: int) -> TrainState:
-    """Step `start_step` (init_from's ss_steps, else 0), nothing done, data position 0, epoch 1."""
+def read_state_json(state_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def saved_config(state_dir: Path, run_dir: Path, workspace: Path) -> dict[str, Any] | None:
+    """The flat config the saved state was trained with, or None when nothing records it."""
+    data = read_state_json(state_dir).get("config")
+    if isinstance(data, dict) and data:
+        return data
+    snapshot = run_dir / "config.toml"
+    if snapshot.is_file():
+        try:
+            return flatten(load_config(snapshot, env={}, workspace=workspace))
+        except LoratuiError:
+            return None
+    return None
+
+
+def changes(old: dict[str, Any], cfg) -> dict[str, tuple[Any, Any]]:
+    """dotted key -> (saved value, new value) for every key whose value differs."""
+    new = flatten(cfg)
+    return {k: (old[k], v) for k, v in new.items() if k in old and old[k] != v}
+
+
+def check_resume(state_dir: Path, cfg) -> dict[str, tuple[Any, Any]]:
+    """Refuse a resume whose config changed a key the saved state depends on (LoratuiError naming
+    every such key and what it would break); return the allowed changes, for the log."""
+    old = saved_config(state_dir, cfg.run_dir(), cfg.workspace)
+    if old is None:
+        log.warning("the saved state does not record its config: changes cannot be checked")
+        return {}
+    changed = changes(old, cfg)
+    refused = {k: v for k, v in changed.items() if not resume_rule(k)[0]}
+    if refused:
+        parts = [
+            f"{k} ({_short(a)} -> {_short(b)}: breaks {resume_rule(k)[1]})" for k, (a, b) in refused.items()
+        ]
+        raise LoratuiError(
+            "cannot resume: the config changed keys the saved state depends on: " + "; ".join(parts),
+            hint="set them back to the saved values to resume, or start a new run (another name, or "
+            "save.overwrite = true); steps, lr, the schedule and the save/sample/log options may change "
+            "(`loratui keys` marks them ↻)",
+            where=", ".join(refused),
+        )
+    return {k: v for k, v in changed.items() if k != "extends"}
+
+
+def finished_at(state_dir: Path) -> tuple[int, int]:
+    """(step, total steps) the saved state records."""
+    data = read_state_json(state_dir)
+    return int(data.get("step", 0) or 0), int(data.get("total_steps", 0) or 0)
+
+
+def nothing_left(state_dir: Path, run_steps: int) -> LoratuiError | None:
+    """The error for resuming a state that already did every step of `run_steps`, else None."""
+    data = read_state_json(state_dir)
+    done = int(data.get("steps_done", 0) or 0)
+    if run_steps and done >= run_steps:
+        step = int(data.get("step", done) or done)
+        return LoratuiError(
+            f"the run already finished at step {step} ({done} of {run_steps} steps done)",
+            hint=f"to train further, raise train.steps above {done} (e.g. --set train.steps={done * 2})",
+            where="train.steps",
+        )
+    return None
+
+
+def check_run_resume(state_dir: Path, cfg) -> None:
+    """Before a resumed run touches anything: refuse a config change the saved state depends on, or
+    a resume with no step left to do; log the allowed changes (resume semantics: engine.config.schema)."""
+    for key, (old, new) in check_resume(state_dir, cfg).items():
+        run_log.info("resume: %s changed from %r to %r", key, old, new)
+    if cfg.mode != "lora":
+        from engine.config.passes import mode_steps
+
+        known = mode_steps(cfg)
+    else:
+        known = int(cfg.train.steps) if int(cfg.train.epochs) <= 0 and not cfg.network.init_from else 0
+    error = nothing_left(state_dir, known)
+    if error is not None:
+        raise error
+
+
+def fresh_state(cfg, start_step: int, total_steps: int):
+    """A TrainState at step `start_step` (init_from's ss_steps, else 0): nothing done, data position 0,
+    epoch 1, recording the resolved config the next resume is checked against."""
+    import time
+
+    from engine.config import flatten
+    from engine.train.runmeta import resume_digest
+    from engine.train.state import TrainState
+
     return TrainState(
         step=start_step,
         steps_done=0,
@@ -25,24 +129,34 @@ def fresh_state(cfg, start_step: int, total_steps: int) -> TrainState:
         start_step=start_step,
         training_started_at=time.time(),
         digest=resume_digest(cfg),
+        config=flatten(cfg),
     )
 
 
-def restore(cfg, state_dir: Path, trainer, base, total_steps: int) -> TrainState:
-    """Load `state_dir` into the trainer's network(s) and optimizer. A changed config or step count
-    is a warning: the user asked to resume."""
+def restore(cfg, state_dir: Path, trainer, base, total_steps: int, run_steps: int):
+    """Load `state_dir` into the trainer's network(s), optimizer and GradScaler; returns its TrainState,
+    now recording this run's total and values (what the next resume compares against). Raises
+    LoratuiError when the state already did every step of `run_steps`."""
+    from engine.config import flatten
     from engine.train.runfolder import state_params
+    from engine.train.runmeta import resume_digest
     from engine.train.state import load_state, read_state
 
     # A difference run resumes inside the pass its state belongs to (copier or saved LoRA); what is
     # trainable depends on the pass, so the parameters are listed only after.
     trainer.resume_at(read_state(state_dir).steps_done)
     state = load_state(state_dir, state_params(base), trainer.optimizer)
-    if state.digest and state.digest != resume_digest(cfg):
-        log.warning("the config changed since the state was saved; resuming anyway")
     if state.total_steps != total_steps:
-        log.warning("total steps changed from %d to %d", state.total_steps, total_steps)
+        run_log.warning("total steps changed from %d to %d", state.total_steps, total_steps)
+    if (left := nothing_left(state_dir, run_steps)) is not None:
+        raise left
+    state.total_steps, state.digest, state.config = total_steps, resume_digest(cfg), flatten(cfg)
     if trainer.scaler is not None and state.scaler:
         trainer.scaler.load_state_dict(state.scaler)
-    log.info("resuming from %s (step %d)", state_dir, state.step)
+    run_log.info("resuming from %s (step %d)", state_dir, state.step)
     return state
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."

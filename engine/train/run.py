@@ -31,9 +31,9 @@ from engine.train.controls import Controls
 from engine.train.logsetup import setup_logging
 from engine.train.preflight import PRECISIONS, device_text, precisions, preflight
 from engine.train.runfolder import RunFolder
-from engine.train.runmeta import engine_version, tag_frequency
+from engine.train.runmeta import engine_version
 
-__all__ = ["PRECISIONS", "Controls", "TrainingRun", "engine_version", "run_config", "tag_frequency"]
+__all__ = ["PRECISIONS", "Controls", "TrainingRun", "engine_version", "run_config"]
 
 log = logging.getLogger("engine.train")
 
@@ -52,8 +52,11 @@ class TrainingRun:
         run_id: str | None = None,
         controls: Controls | None = None,
         stop_after_step: int | None = None,
+        keep_events: bool = False,
     ) -> None:
         self.cfg = cfg
+        # The train step of a pipeline (engine.pipeline) appends to the events of its earlier steps.
+        self.keep_events = keep_events
         self.events = events
         self.resume = resume
         self.run_id = run_id
@@ -87,16 +90,23 @@ class TrainingRun:
         cleanup = lambda: None  # noqa: E731
         status, lora, error = protocol.FAILED, None, None
         try:
+            self.folder.refuse_name()  # before anything is created under a name the rule refuses
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cleanup = setup_logging(self.folder.log_path, self.events, self.run_id)
             self._state_dir_to_resume = self.folder.latest_state() if self.resume else None
+            self.folder.resuming_from = self._state_dir_to_resume
             fresh = self._state_dir_to_resume is None
             # Before events.jsonl and config.toml are touched: a refused run must leave the finished
             # run's record as it was (it used to replace its config.toml and mark it "failed").
-            self.folder.refuse_overwrite()
             if fresh:
+                self.folder.refuse_overwrite()
                 self.folder.refuse_discarding_state()
-                self.folder.events_path.unlink(missing_ok=True)
+                if not self.keep_events:
+                    self.folder.events_path.unlink(missing_ok=True)
+            else:
+                from engine.train.resume import check_run_resume
+
+                check_run_resume(self._state_dir_to_resume, self.cfg)
             self.events.set_jsonl(self.folder.events_path)
             self.controls.install_signals()
             status, lora = self._execute(fresh)
@@ -110,12 +120,17 @@ class TrainingRun:
             log.error("interrupted")
             status, error = protocol.STOPPED, None
         except Exception as exc:  # a bug or an environment problem: report it, keep the traceback
-            log.error("unexpected error:\n%s", traceback.format_exc())
             error = self._unexpected(exc)
         finally:
             self.controls.restore_signals()
         if error is not None:
             status = protocol.FAILED
+        if getattr(self.events, "jsonl_error", None) is not None:
+            log.warning(
+                "events.jsonl misses events it could not write (%s); the LoRA, checkpoints and loss.csv "
+                "are not affected",
+                self.events.jsonl_error,
+            )
         self.emit(protocol.run_finished(run=self.run_id, status=status, lora=lora, error=error))
         cleanup()
         return 0 if status in (protocol.DONE, protocol.STOPPED) else 1
@@ -123,6 +138,13 @@ class TrainingRun:
     def _unexpected(self, exc: BaseException) -> dict:
         import torch
 
+        if isinstance(exc, OSError) and exc.errno:  # a full disk, a read-only mount: expected, named
+            from engine.oserrors import os_error
+
+            named = os_error(exc)
+            log.error("%s", named.render())
+            return named.to_dict()
+        log.error("unexpected error:\n%s", traceback.format_exc())
         message = f"{type(exc).__name__}: {exc}"
         hint = f"unexpected error; the traceback is in {self.folder.log_path}"
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
@@ -152,7 +174,7 @@ class TrainingRun:
         # 1. the resolved config, checks that need no model
         atomic_write_text(self.folder.config_path, dump_resolved(cfg))
         preflight(cfg, self.folder)
-        start_step, init_sd = read_init_from(cfg)
+        start_step, init_sd, init_metadata = read_init_from(cfg)
         run_steps_estimate = _estimated_steps(cfg)
         self.emit(
             protocol.run_started(
@@ -185,7 +207,7 @@ class TrainingRun:
         # 3. model + adapters
         precision, lora_precision, autocast_dtype = precisions(cfg.train, device)
         self.phase("load_model", 0, 1)
-        model = load_model(cfg, device, precision, lora_precision, init_sd, start_step)
+        model = load_model(cfg, device, precision, lora_precision, (init_sd, init_metadata), start_step)
         self.phase("load_model", 1, 1)
         self._check_stop("load_model")
 
@@ -212,7 +234,7 @@ class TrainingRun:
             state = fresh_state(cfg, start_step, total_steps)
             self.folder.drop_abandoned_state()
         else:
-            state = restore(cfg, self._state_dir_to_resume, trainer, model.base, total_steps)
+            state = restore(cfg, self._state_dir_to_resume, trainer, model.base, total_steps, run_steps)
             self.folder.last_saved_step = state.step
         self.base, self.trainer, self.items, self.scan, self.plan = model.base, trainer, items, scan, plan
 
@@ -231,6 +253,7 @@ class TrainingRun:
             run_id=self.run_id,
             run_steps=run_steps,
             total_steps=total_steps,
+            ran_precision=(precision, lora_precision),
             stop_after_step=self.stop_after_step,
         )
         return loop.run(state, fresh)

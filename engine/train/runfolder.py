@@ -9,9 +9,12 @@
     checkpoints/<name>-step000050.safetensors
     state/step000050/      resumable training state (engine.train.state)
 
-Policies: a finished LoRA or an earlier attempt's resumable state is never replaced unless
-save.overwrite; checkpoints and states are pruned to save.keep_last; the final LoRA is written
-atomically (engine.networks.save_lora) and copied to save.copy_to when set.
+Policies: the run-name rule (one folder per name, compared without case); a finished LoRA or an
+earlier attempt's resumable state is never replaced unless save.overwrite (a resume extends its own
+run: the old LoRA is kept as the checkpoint of its step); checkpoints and states are pruned to
+save.keep_last; the final LoRA is written atomically (engine.networks.save_lora), a state is saved
+at the final step so a finished run can be extended, and the LoRA is copied (verified) to
+save.copy_to when set.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class RunFolder:
         self.log_path = self.path / "engine.log"
         self.last_saved_step: int | None = None
         self.last_checkpoint: Path | None = None
+        self.resuming_from: Path | None = None  # the state folder a resumed run continues
 
     def latest_state(self) -> Path | None:
         """The newest complete state folder, or None."""
@@ -45,7 +49,25 @@ class RunFolder:
         return latest_state(self.state_root)
 
     # ---- refusals (before anything in the folder is touched) -------------------------------------
+    def refuse_name(self) -> None:
+        """The run-name rule (engine.config.schema.NAME_RULE), and no run folder of a name that
+        differs only in case."""
+        from engine.config.validate import require_name
+        from engine.train.statedirs import case_twin
+
+        require_name(self.cfg.name)
+        twin = case_twin(self.path)
+        if twin is not None:
+            raise LoratuiError(
+                f'{twin} belongs to a run whose name differs from "{self.cfg.name}" only in case; on a '
+                "case-insensitive file system both would share one folder",
+                hint="choose another name (run names are compared without case)",
+                where="name",
+            )
+
     def refuse_overwrite(self) -> None:
+        if self.resuming_from is not None:
+            return  # a resume extends this run's own LoRA (the old file is kept as a checkpoint)
         if self.final_path.exists() and not self.cfg.save.overwrite:
             raise LoratuiError(
                 f"{self.final_path} already exists",
@@ -80,24 +102,46 @@ class RunFolder:
     def save_checkpoint(self, network, metadata: dict, state, trainer, base) -> Path:
         """checkpoints/<name>-stepNNNNNN.safetensors, plus the resumable state when save.state."""
         from engine.networks import save_lora
-        from engine.train.state import prune_states, save_state
 
         cfg = self.cfg
         path = self.ckpt_dir / f"{cfg.name}-step{state.step:06d}.safetensors"
         save_lora(network, path, metadata=metadata, precision=cfg.save.precision, fmt=cfg.save.format)
         if cfg.save.state:
-            if trainer.scaler is not None:
-                state.scaler = {
-                    k: (float(v) if hasattr(v, "__float__") else v)
-                    for k, v in trainer.scaler.state_dict().items()
-                }
-            # Taken now: in difference mode the trained adapter changes with the pass.
-            save_state(self.state_root, state, state_params(base), trainer.optimizer)
-            prune_states(self.state_root, int(cfg.save.keep_last))
+            self.save_state(state, trainer, base)
         self.prune_checkpoints()
         self.last_saved_step = state.step
         self.last_checkpoint = path
         return path
+
+    def save_state(self, state, trainer, base) -> None:
+        """state/stepNNNNNN/ (engine.train.state), pruned to save.keep_last."""
+        from engine.train.state import prune_states, save_state
+
+        if trainer.scaler is not None:
+            state.scaler = {
+                k: (float(v) if hasattr(v, "__float__") else v)
+                for k, v in trainer.scaler.state_dict().items()
+            }
+        # Taken now: in difference mode the trained adapter changes with the pass.
+        save_state(self.state_root, state, state_params(base), trainer.optimizer)
+        prune_states(self.state_root, int(self.cfg.save.keep_last))
+
+    def keep_resumed_final(self) -> None:
+        """Resuming a finished run replaces its LoRA with the longer-trained one; the old file is
+        kept as the checkpoint of the step it was saved at (nothing is lost)."""
+        import os
+
+        from engine.train.state import read_state
+
+        if not self.final_path.exists() or self.resuming_from is None:
+            return
+        step = read_state(self.resuming_from).step
+        keep = self.ckpt_dir / f"{self.cfg.name}-step{step:06d}.safetensors"
+        if keep.exists():
+            return
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.final_path, keep)
+        log.info("the LoRA of the finished run is kept as %s", keep)
 
     def prune_checkpoints(self) -> None:
         keep = int(self.cfg.save.keep_last)
@@ -114,24 +158,33 @@ class RunFolder:
         """The final LoRA name is held by a file save.overwrite = false protects."""
         return self.final_path.exists() and not self.cfg.save.overwrite
 
-    def save_final(self, network, metadata: dict) -> Path:
-        """Write <name>.safetensors (atomically) and copy it to save.copy_to when set (a failed copy
-        is a warning: the LoRA is saved)."""
+    def save_final(self, network, metadata: dict, state, trainer, base) -> Path:
+        """Write <name>.safetensors (atomically), a state at the final step (when save.state), and
+        copy the LoRA to save.copy_to when set (a failed copy is a warning: the LoRA is saved)."""
         from engine.fsutil import atomic_write_bytes
         from engine.networks import save_lora
+        from engine.networks.verify import file_keys, verify_or_remove
 
         cfg = self.cfg
         save_lora(
             network, self.final_path, metadata=metadata, precision=cfg.save.precision, fmt=cfg.save.format
         )
         log.info("LoRA saved: %s", self.final_path)
+        if cfg.save.state and self.last_saved_step != state.step:
+            # A state at the final step: a finished run can be extended (resume with more steps).
+            try:
+                self.save_state(state, trainer, base)
+                self.last_saved_step = state.step
+            except OSError as exc:  # the LoRA is saved; only the chance to extend the run is lost
+                log.warning("could not save the training state of the final step: %s", exc)
         if cfg.save.copy_to:
             target_dir = cfg.resolve_path(cfg.save.copy_to)
             target = target_dir / self.final_path.name if target_dir.suffix != ".safetensors" else target_dir
             try:
                 atomic_write_bytes(target, self.final_path.read_bytes())
+                verify_or_remove(target, file_keys(self.final_path))
                 log.info("copied to %s", target)
-            except OSError as exc:
+            except (OSError, LoratuiError) as exc:
                 log.warning("could not copy the LoRA to %s: %s", target, exc)
         return self.final_path
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 
 
 def engine_version() -> str:
@@ -31,29 +30,28 @@ def resume_digest(cfg) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def tag_frequency(items) -> dict:
-    """kohya's ss_tag_frequency: {folder: {tag: count}} over distinct images."""
-    from engine.data.captions import split_tags
-
-    out: dict[str, Counter] = {}
-    for item in items:
-        if getattr(item, "sub_image_scale", 1.0) != 1.0:
-            continue
-        counter = out.setdefault(item.folder, Counter())
-        for tag in split_tags(item.caption or ""):
-            counter[tag] += 1
-    return {k: dict(v) for k, v in out.items()}
-
-
-def lora_metadata(cfg, base, trainer, state, *, scan, items, plan, total_steps: int) -> dict[str, str]:
+def lora_metadata(
+    cfg, base, trainer, state, *, scan, items, plan, total_steps: int, ran_precision: tuple[str, str] | None
+) -> dict[str, str]:
     """The metadata of a LoRA saved at `state` (a checkpoint or the final file).
 
-    `trainer` is the run's StepTrainer (its network and its mode's keys); `scan`, `items` and `plan`
-    are the dataset's (None, [] and None in modes without a dataset).
+    `trainer` is the run's StepTrainer (its network, optimizer and its mode's keys); `scan` and `plan`
+    are the dataset's (None in modes without a dataset; `items` is kept for callers' symmetry);
+    `ran_precision` is the (precision, lora_precision) that actually ran (a CPU trains in fp32
+    whatever train.precision asks), recorded instead of the request.
     """
+    from dataclasses import replace
+
+    from engine.data.kohya_meta import dataset_metadata
     from engine.networks import kohya_metadata
 
-    dirs = {f.folder: {"n_repeats": f.repeats, "img_count": f.images} for f in getattr(scan, "folders", [])}
+    data = {}
+    if scan is not None:
+        data = dataset_metadata(scan, bucketing=bool(cfg.dataset.buckets))
+    if ran_precision is not None:
+        cfg = replace(
+            cfg, train=replace(cfg.train, precision=ran_precision[0], lora_precision=ran_precision[1])
+        )
     meta = kohya_metadata(
         cfg,
         base,
@@ -61,11 +59,10 @@ def lora_metadata(cfg, base, trainer, state, *, scan, items, plan, total_steps: 
         steps=state.step,
         epoch=state.epoch,
         training_started_at=state.training_started_at,
-        tag_frequency=tag_frequency(items),
-        num_train_images=scan.total_images if scan is not None else 0,
+        **data,
         num_batches_per_epoch=plan.batches_per_epoch if plan is not None else 0,
-        dataset_dirs=dirs,
         max_train_steps=total_steps,
+        optimizer=trainer.optimizer,
     )
     meta.update(trainer.metadata())
     return meta

@@ -35,6 +35,7 @@ class StepLoop:
         run_id: str | None,
         run_steps: int,
         total_steps: int,
+        ran_precision: tuple[str, str],
         stop_after_step: int | None = None,
     ) -> None:
         self.cfg = cfg
@@ -48,6 +49,7 @@ class StepLoop:
         self.run_id = run_id
         self.run_steps = run_steps
         self.total_steps = total_steps
+        self.ran_precision = ran_precision  # what the metadata records (a CPU trains in fp32)
         self.stop_after_step = stop_after_step
 
     def run(self, state, fresh: bool) -> tuple[str, str | None]:
@@ -118,7 +120,7 @@ class StepLoop:
         due = asked or (every > 0 and (state.step % every == 0 or last))
         if not due:
             return
-        if not sample.prompts:
+        if not (sample.prompts or sample.prompts_file):
             if asked:
                 log.warning("sample_now: there are no [sample] prompts in the config")
             return
@@ -160,6 +162,7 @@ class StepLoop:
             items=self.items,
             plan=self.plan,
             total_steps=self.total_steps,
+            ran_precision=self.ran_precision,
         )
 
     def save_checkpoint(self, state) -> Path:
@@ -172,6 +175,7 @@ class StepLoop:
 
     def _save_final(self, state) -> str:
         self.phase("save", 0, 1)
+        self.folder.keep_resumed_final()
         if self.folder.final_taken():
             # Appeared while training: keep it, save under a checkpoint name instead.
             path = self.save_checkpoint(state)
@@ -180,6 +184,8 @@ class StepLoop:
                 hint=f"the trained LoRA was saved as {path}",
                 where="save.overwrite",
             )
-        final = self.folder.save_final(self.trainer.network, self._metadata(state))
+        final = self.folder.save_final(
+            self.trainer.network, self._metadata(state), state, self.trainer, self.base
+        )
         self.phase("save", 1, 1)
         return str(final)
