@@ -277,6 +277,12 @@ class LogConfig:
     tensorboard: bool = opt(
         False, "Also write TensorBoard event files to runs/<name>/tensorboard/ (tensorboard --logdir runs)"
     )
+    wandb: bool = opt(
+        False, "Also log to Weights & Biases (loratui[wandb]; WANDB_API_KEY, WANDB_MODE=offline honoured)"
+    )
+    wandb_project: str = opt("loratui", "Weights & Biases project")
+    wandb_entity: str = opt("", "Weights & Biases entity, a team or user (empty: your default)")
+    wandb_run_name: str = opt("", "Weights & Biases run name (empty: the run's name)")
 
 
 @dataclass

@@ -18,6 +18,9 @@ def preflight(cfg, folder) -> None:
 
     folder.refuse_overwrite()
     check_optimizer(cfg.train.optimizer)
+    from engine.train.trackers import check_trackers
+
+    check_trackers(cfg)
     if cfg.train.precision not in PRECISIONS:
         raise LoratuiError(
             f"unknown precision {cfg.train.precision!r}",

@@ -1,6 +1,6 @@
 """StepReporter: where each step record of a run goes, once: loss.csv (engine.train.csvlog), the
-TensorBoard scalars (engine.train.tblog, when log.tensorboard is on), the protocol `step` and
-`validation` events, and a step line in the human log every run_steps/20 steps (events carry every
+protocol `step`, `validation` and `sample` events, the trackers `[log]` asks for (TensorBoard, W&B:
+engine.train.trackers) and a step line in the human log every run_steps/20 steps (events carry every
 step, so those lines stay out of the event stream).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine import protocol
 from engine.train.csvlog import LossCsv
-from engine.train.tblog import FOLDER, TensorBoardLog
+from engine.train.trackers import kohya_scalars, open_trackers
 
 log = logging.getLogger("engine.train")
 
@@ -43,7 +43,7 @@ class StepReporter:
         self.run_steps = run_steps
         self.total_steps = total_steps
         self.csv = LossCsv(run_dir / "loss.csv", resume_step=resume_step, enabled=bool(cfg.log.csv))
-        self.tb = TensorBoardLog(run_dir / FOLDER, resume_step=resume_step, enabled=bool(cfg.log.tensorboard))
+        self.trackers = open_trackers(cfg, run_dir, resume_step=resume_step, run_id=run_id)
         self._durations: deque = deque(maxlen=SPEED_WINDOW)
         self._log_every = max(1, run_steps // LOG_STEP_LINES)
         self._per_step = cfg.train.batch_size * max(1, int(cfg.train.grad_accum))
@@ -59,7 +59,7 @@ class StepReporter:
             val_loss=val_loss,
             seconds=0.0,
         )
-        self.tb.step(state.step, val_loss=val_loss)
+        self._track(state.step, kohya_scalars(val_loss=val_loss))
         self.emit(protocol.validation(run=self.run_id, step=state.step, val_loss=val_loss))
         log.info("validation loss at step %d: %.6f", state.step, val_loss)
 
@@ -78,12 +78,11 @@ class StepReporter:
             val_loss=val_loss,
             seconds=state.elapsed,
         )
-        self.tb.step(
+        self._track(
             state.step,
-            loss=loss,
-            loss_average=state.loss_ema,
-            param_groups=param_groups,
-            val_loss=val_loss,
+            kohya_scalars(
+                loss=loss, loss_average=state.loss_ema, param_groups=param_groups, val_loss=val_loss
+            ),
         )
         self.emit(
             protocol.step(
@@ -115,6 +114,27 @@ class StepReporter:
                 extra={"no_event": True},
             )
 
-    def close(self) -> None:
+    def samples(self, step: int, paths: list[str]) -> None:
+        """A round of sample images: the `sample` event, and the images to the trackers with their
+        prompts as captions."""
+        self.emit(protocol.sample(run=self.run_id, step=step, paths=paths))
+        if self.trackers and paths:
+            from engine.train.prompts import sample_prompts
+
+            captions = [p.prompt for p in sample_prompts(self.cfg)]
+            for tracker in self.trackers:
+                tracker.log_samples(step, paths, captions)
+
+    def _track(self, step: int, scalars: dict[str, float]) -> None:
+        for tracker in self.trackers:
+            tracker.log_scalars(step, scalars)
+
+    def close(self, lora: str | None = None, metadata: dict | None = None) -> None:
+        """The run ended (`lora` = the final LoRA and its metadata when it finished)."""
         self.csv.close()
-        self.tb.close()
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            try:
+                tracker.finish(lora, metadata)
+            except Exception as exc:  # a tracker must not turn a trained run into a failed one
+                log.warning("could not close the %s tracker: %s", type(tracker).__name__, exc)

@@ -55,8 +55,7 @@ class StepLoop:
     def run(self, state, fresh: bool) -> tuple[str, str | None]:
         """Train until done or stopped: (protocol.DONE, final LoRA) or (protocol.STOPPED, the last
         checkpoint or None)."""
-        cfg, trainer, controls = self.cfg, self.trainer, self.controls
-        run_steps = self.run_steps
+        cfg, trainer, run_steps = self.cfg, self.trainer, self.run_steps
         reporter = StepReporter(
             cfg,
             self.folder.path,
@@ -66,53 +65,66 @@ class StepLoop:
             run_steps=run_steps,
             total_steps=self.total_steps,
         )
-        every_val = int(cfg.validation.every_steps)
         self.phase("train", state.steps_done, run_steps, total_steps=self.total_steps)
         t_start = time.time() - state.elapsed
+        final, metadata = None, None
         try:
-            if fresh and every_val > 0:
-                reporter.validation_before_training(state, trainer.validation_loss())
-            while state.steps_done < run_steps:
-                if controls.stop.is_set():
-                    break
-                t0 = time.time()
-                before = state.global_batch
-                out = trainer.train_step(state.steps_done, state.global_batch)
-                state.steps_done += 1
-                state.step += 1
-                state.global_batch = out["global_batch"]
-                state.epoch = out["epoch"]
-                loss = out["loss"]
-                state.loss_ema = loss if state.loss_ema is None else 0.9 * state.loss_ema + 0.1 * loss
-                seconds = time.time() - t0
-                val = None
-                last = state.steps_done == run_steps
-                if every_val > 0 and (state.step % every_val == 0 or last):
-                    val = trainer.validation_loss()
-                state.elapsed = time.time() - t_start
-                reporter.step(
-                    state, out, seconds=seconds, val_loss=val, param_groups=trainer.optimizer.param_groups
-                )
-                self._maybe_sample(state, last)
-                if self.stop_after_step is not None and state.step >= self.stop_after_step:
-                    controls.request_stop(True)
-                if not last and not controls.stop.is_set() and self._checkpoint_due(before, state):
-                    self.save_checkpoint(state)
-            if controls.stop.is_set() and state.steps_done < run_steps:
-                lora = None
-                if controls.stop_save and state.steps_done > 0:
-                    if self.folder.last_saved_step != state.step:
-                        self.save_checkpoint(state)
-                    last_ckpt = self.folder.last_checkpoint
-                    lora = str(last_ckpt) if last_ckpt else None
-                log.info("stopped at step %d", state.step)
-                return protocol.STOPPED, lora
+            try:
+                outcome = self._steps(state, fresh, reporter, t_start)
+            finally:
+                trainer.close()
+            if outcome is not None:
+                return outcome
+            final, metadata = self._save_final(state)
+            return protocol.DONE, final
         finally:
-            reporter.close()
-            trainer.close()
-        return protocol.DONE, self._save_final(state)
+            reporter.close(final, metadata)
 
-    def _maybe_sample(self, state, last: bool) -> None:
+    def _steps(self, state, fresh: bool, reporter: StepReporter, t_start: float):
+        """The steps; (protocol.STOPPED, checkpoint) when stopped, None when every step is done."""
+        cfg, trainer, controls = self.cfg, self.trainer, self.controls
+        run_steps = self.run_steps
+        every_val = int(cfg.validation.every_steps)
+        if fresh and every_val > 0:
+            reporter.validation_before_training(state, trainer.validation_loss())
+        while state.steps_done < run_steps:
+            if controls.stop.is_set():
+                break
+            t0 = time.time()
+            before = state.global_batch
+            out = trainer.train_step(state.steps_done, state.global_batch)
+            state.steps_done += 1
+            state.step += 1
+            state.global_batch = out["global_batch"]
+            state.epoch = out["epoch"]
+            loss = out["loss"]
+            state.loss_ema = loss if state.loss_ema is None else 0.9 * state.loss_ema + 0.1 * loss
+            seconds = time.time() - t0
+            val = None
+            last = state.steps_done == run_steps
+            if every_val > 0 and (state.step % every_val == 0 or last):
+                val = trainer.validation_loss()
+            state.elapsed = time.time() - t_start
+            reporter.step(
+                state, out, seconds=seconds, val_loss=val, param_groups=trainer.optimizer.param_groups
+            )
+            self._maybe_sample(state, last, reporter)
+            if self.stop_after_step is not None and state.step >= self.stop_after_step:
+                controls.request_stop(True)
+            if not last and not controls.stop.is_set() and self._checkpoint_due(before, state):
+                self.save_checkpoint(state)
+        if controls.stop.is_set() and state.steps_done < run_steps:
+            lora = None
+            if controls.stop_save and state.steps_done > 0:
+                if self.folder.last_saved_step != state.step:
+                    self.save_checkpoint(state)
+                last_ckpt = self.folder.last_checkpoint
+                lora = str(last_ckpt) if last_ckpt else None
+            log.info("stopped at step %d", state.step)
+            return protocol.STOPPED, lora
+        return None
+
+    def _maybe_sample(self, state, last: bool, reporter: StepReporter) -> None:
         sample = self.cfg.sample
         asked = self.controls.sample_now.is_set()
         self.controls.sample_now.clear()
@@ -135,7 +147,7 @@ class StepLoop:
             state.step,
             self.trainer.autocast_dtype,
         )
-        self.emit(protocol.sample(run=self.run_id, step=state.step, paths=paths))
+        reporter.samples(state.step, paths)
         log.info("%d sample image(s) at step %d (%.1fs)", len(paths), state.step, time.time() - t0)
 
     def _checkpoint_due(self, before: int, state) -> bool:
@@ -173,7 +185,8 @@ class StepLoop:
         log.info("checkpoint saved: %s", path)
         return path
 
-    def _save_final(self, state) -> str:
+    def _save_final(self, state) -> tuple[str, dict]:
+        """(the final LoRA's path, its metadata)."""
         self.phase("save", 0, 1)
         self.folder.keep_resumed_final()
         if self.folder.final_taken():
@@ -184,8 +197,7 @@ class StepLoop:
                 hint=f"the trained LoRA was saved as {path}",
                 where="save.overwrite",
             )
-        final = self.folder.save_final(
-            self.trainer.network, self._metadata(state), state, self.trainer, self.base
-        )
+        metadata = self._metadata(state)
+        final = self.folder.save_final(self.trainer.network, metadata, state, self.trainer, self.base)
         self.phase("save", 1, 1)
-        return str(final)
+        return str(final), metadata

@@ -11,7 +11,8 @@ The scalars use kohya sd-scripts' tag names, so dashboards and habits carry over
     lr/unet          the UNet adapters' learning rate at that step
     lr/textencoder   the text-encoder adapters' rate, whenever the text encoder trains (kohya logs
                      both rates then, equal or not)
-    lr/d*lr/<group>  Prodigy's effective rate (d times lr), when the optimizer has one
+    lr/d*lr/<group>  Prodigy's effective rate (d times lr), when the optimizer has one (TensorBoard
+                     shows it as lr/d_lr/<group>: tensorboardX replaces characters tags may not hold)
     loss/validation  the validation loss, at validation steps (step 0 included on a fresh run)
 
 To add a tracker: a class with the `Tracker` methods in a module here, one line in `open_trackers`
