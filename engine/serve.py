@@ -276,7 +276,9 @@ class QueueServer:
             trouble["message"] = message
             return
         if trouble["count"]:
-            self.log(f"{name} works again after {trouble['count']} failure(s)")
+            self.log(
+                f"{name.strip('_').replace('_', ' ')} works again after {trouble['count']} failed attempt(s)"
+            )
         trouble.update(count=0, retry_at=0.0, message="")
 
     def request_stop(self, signum: int | None = None) -> None:
