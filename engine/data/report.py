@@ -69,6 +69,8 @@ class DatasetReport:
                 missing_captions=list(s.missing_captions),
                 empty_captions=list(s.empty_captions),
                 unreadable=[{"image": r, "reason": why} for r, why in s.unreadable],
+                bad_captions=[{"file": r, "reason": why} for r, why in s.bad_captions],
+                unused=[{"file": r, "reason": why} for r, why in s.unused],
                 long_captions=[{"image": r, "tokens": n} for r, n in s.long_captions],
                 duplicates=[list(g) for g in s.duplicates],
                 clamped_aspect=[{"image": r, "aspect": a} for r, a in s.clamped_aspect],
@@ -87,6 +89,22 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
     report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
     _check_model(cfg, report)
     report.problems.extend(run_folder_warnings(cfg, resume=resume))
+    if "collect" in getattr(cfg, "pipeline", ()) and cfg.mode == "lora":
+        # The collect step makes (part of) the dataset: check its settings now, its images later.
+        from engine.collect.probe import preflight
+        from engine.collect.settings import output_folder
+        from engine.pipeline import with_collected
+
+        report.problems.extend(preflight(cfg))
+        folder = output_folder(cfg)
+        if folder.is_dir() and any(folder.iterdir()):
+            cfg = with_collected(cfg)
+        else:
+            report.warnings.append(
+                f"{folder} is filled by the collect step: its images are checked once they exist"
+            )
+            if not cfg.dataset.dirs:
+                return report
     if cfg.mode in ("ileco", "difference") and cfg.dataset.dirs:
         report.warnings.append(f"dataset.dirs is not used in mode {cfg.mode}: it trains without a dataset")
     if cfg.mode == "ileco":
@@ -131,6 +149,12 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
             report.problems.append(f"no images found in dataset.dirs ({dirs})")
     if s.unreadable:
         report.warnings.append(f"{len(s.unreadable)} unreadable image file(s) will be skipped")
+    if s.unused:
+        report.warnings.append(
+            f"{len(s.unused)} file(s) in the dataset folders are not used (listed under 'not used')"
+        )
+    for rel, why in s.bad_captions:
+        report.problems.append(f"caption file {rel} {why}; save it as UTF-8")
     if s.missing_captions and cfg.caption_auto.tagger:
         report.warnings.append(
             f"{len(s.missing_captions)} image(s) have no caption file; the WD14 tagger will caption them first"
@@ -315,6 +339,8 @@ def render_text(report: DatasetReport) -> str:
             ("missing captions", s.missing_captions, lambda r: r),
             ("empty caption files", s.empty_captions, lambda r: r),
             ("unreadable (skipped)", s.unreadable, lambda e: f"{e[0]}: {e[1]}"),
+            ("caption files not in UTF-8", s.bad_captions, lambda e: f"{e[0]}: {e[1]}"),
+            ("not used", s.unused, lambda e: f"{e[0]}: {e[1]}"),
             (
                 f"captions over {CLIP_MAX_TOKENS} tokens (counted with {s.token_counter})",
                 s.long_captions,
