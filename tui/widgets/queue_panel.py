@@ -107,10 +107,12 @@ class QueuePanel(Vertical):
         self.paused = False
         self._eta: dict[str, Any] = {}
         self._synced: list[dict[str, Any]] | None = None
+        self._keys: tuple = ()
 
     def on_mount(self) -> None:
         # A panel mounted after the engine's last `queue` event starts from what the app has kept.
-        self.sync(getattr(self.app, "queue_entries", None), getattr(self.app, "runs", None))
+        session = getattr(self.app, "session", None)
+        self.sync(getattr(session, "queue_entries", None), getattr(session, "runs", None))
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Queue: empty"), id="queue-title")
@@ -174,7 +176,15 @@ class QueuePanel(Vertical):
         else:
             self._rebuild()
         self._update_title()
-        self.refresh_bindings()
+        self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        """Refresh the footer only when what the keys can do for the selected row changed: a queue
+        event arrives after every change and every few seconds, and each refresh rebuilds the footer."""
+        keys = tuple(self.check_action(action, ()) for action in self.APPLIES)
+        if keys != self._keys:
+            self._keys = keys
+            self.refresh_bindings()
 
     def _rebuild(self, cursor_run: str | None = None) -> None:
         table = self.table
@@ -210,6 +220,7 @@ class QueuePanel(Vertical):
                 entry.update({k: v for k, v in fields.items() if v is not None})
                 self._refresh_row(entry)
                 self._update_title()
+                self._refresh_keys()
                 return
 
     def _step(self, event: dict[str, Any]) -> None:
@@ -257,7 +268,7 @@ class QueuePanel(Vertical):
         return entry is not None and applies(entry, len(self.entries))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.refresh_bindings()  # the footer follows the selected row
+        self._refresh_keys()  # the footer follows the selected row
 
     def selected_entry(self) -> dict[str, Any] | None:
         table = self.table
