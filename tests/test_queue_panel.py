@@ -129,6 +129,9 @@ async def test_running_entry_cannot_move_or_be_removed_but_can_stop():
         assert app.requests == [("stop", "a", True), ("stop", "a", False)]
         await pilot.press("down", "backspace")
         await pilot.pause()
+        assert app.requests[-1] != ("remove", "b")  # one press only asks for confirmation
+        await pilot.press("backspace")
+        await pilot.pause()
         assert app.requests[-1] == ("remove", "b")
 
 

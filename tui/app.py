@@ -23,6 +23,7 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widgets import HelpPanel
 
 from engine.config import RunConfig, dump_resolved, list_presets
 from engine.errors import LoratuiError
@@ -58,6 +59,9 @@ class LoratuiApp(App):
 
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
+        # Escape closes the Keys panel first, on every screen (their own escape would leave the
+        # screen behind it); enabled only while the panel is open, so escape is theirs otherwise.
+        Binding("escape", "close_keys", "Close keys", show=False, priority=True, id="close_keys"),
         Binding(
             "f10",
             "history",
@@ -163,6 +167,27 @@ class LoratuiApp(App):
             self.notify(self._no_control_reason(), severity="warning")
             return
         self.notify("Stopping the run (saving a checkpoint first)", timeout=4)
+
+    def kill_run(self) -> None:
+        if not self.session.stop(save=False):
+            self.notify(self._no_control_reason(), severity="warning")
+
+    def resume_run(self) -> None:
+        state = self.run_state
+        if not state.run or state.status not in ("stopped", "interrupted", "failed"):
+            self.notify("The shown run has not stopped: nothing to resume", severity="warning")
+            return
+        self.session.command("resume", run=state.run)
+        self.notify(f"{state.name} will resume from its last saved state", timeout=4)
+
+    def _queue(self, cmd: str) -> None:
+        self.session.command(cmd)
+        self.notify(
+            "Queue paused: the running run finishes, no new one starts"
+            if cmd == "pause_queue"
+            else "Queue resumed",
+            timeout=4,
+        )
 
     def save_now(self) -> None:
         if not self.session.save_now():
@@ -287,7 +312,12 @@ class LoratuiApp(App):
             )
         )
 
+    def action_close_keys(self) -> None:
+        self.action_hide_help_panel()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "close_keys":
+            return bool(self.screen.query(HelpPanel))
         if action == "history":
             from tui.screens.history import HistoryScreen
 
@@ -334,6 +364,20 @@ class LoratuiApp(App):
             "Run history", "Past runs: overlay loss curves, smoothing, config diff (F10)", self.action_history
         )
         yield SystemCommand("Stop run", "Stop the run, saving a checkpoint first (x)", self.stop_run)
+        yield SystemCommand(
+            "Stop run without saving",
+            "Stop the shown run at once, no checkpoint (S in the queue)",
+            self.kill_run,
+        )
+        yield SystemCommand(
+            "Pause queue", "Finish the running run but start no new one", lambda: self._queue("pause_queue")
+        )
+        yield SystemCommand("Resume queue", "Start queued runs again", lambda: self._queue("resume_queue"))
+        yield SystemCommand(
+            "Resume stopped run",
+            "Continue the shown run from its last saved state (r in the queue)",
+            self.resume_run,
+        )
         yield SystemCommand("Save checkpoint now", "Write a checkpoint at the next step (n)", self.save_now)
         yield SystemCommand(
             "Toggle loss / learning rate chart", "(l in the run view)", self.run_screen.action_toggle_lr
