@@ -70,11 +70,10 @@ async def test_escape_closes_the_keys_panel_before_the_screen(tmp_path):
         app.show_run()
         await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), what="run view")
         app.action_show_help_panel()
-        await pilot.pause()
-        assert app.screen.query(HelpPanel)
+        await wait_until(pilot, lambda: app.screen.query(HelpPanel), what="keys panel")
         await pilot.press("escape")
-        await pilot.pause()
-        assert isinstance(app.screen, RunScreen) and not app.screen.query(HelpPanel)
+        await wait_until(pilot, lambda: not app.screen.query(HelpPanel), what="keys panel closed")
+        assert isinstance(app.screen, RunScreen)
         await pilot.press("escape")  # now escape is the run view's own: back to the form
         await pilot.pause()
         assert not isinstance(app.screen, RunScreen)
@@ -83,10 +82,10 @@ async def test_escape_closes_the_keys_panel_before_the_screen(tmp_path):
         await wait_until(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", what="history")
         history = app.screen
         app.action_show_help_panel()
-        await pilot.pause()
+        await wait_until(pilot, lambda: history.query(HelpPanel), what="keys panel on history")
         await pilot.press("escape")
-        await pilot.pause()
-        assert app.screen is history and not history.query(HelpPanel)
+        await wait_until(pilot, lambda: not history.query(HelpPanel), what="keys panel closed")
+        assert app.screen is history
 
 
 async def test_a_starting_run_is_in_sight_and_the_queue_keeps_its_focus_at_80x24(tmp_path):

@@ -59,9 +59,6 @@ class LoratuiApp(App):
 
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
-        # Escape closes the Keys panel first, on every screen (their own escape would leave the
-        # screen behind it); enabled only while the panel is open, so escape is theirs otherwise.
-        Binding("escape", "close_keys", "Close keys", show=False, priority=True, id="close_keys"),
         Binding(
             "f10",
             "history",
@@ -312,12 +309,16 @@ class LoratuiApp(App):
             )
         )
 
-    def action_close_keys(self) -> None:
-        self.action_hide_help_panel()
+    async def _check_bindings(self, key: str, priority: bool = False) -> bool:
+        # Escape closes the Keys panel first, on every screen (each screen's own escape would leave
+        # the screen behind the panel). Not a priority binding: the footer shows one binding per key,
+        # and a hidden app-wide escape would take each screen's "esc Back" out of its footer.
+        if priority and key == "escape" and self.screen.query(HelpPanel):
+            self.action_hide_help_panel()
+            return True
+        return await super()._check_bindings(key, priority)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "close_keys":
-            return bool(self.screen.query(HelpPanel))
         if action == "history":
             from tui.screens.history import HistoryScreen
 
