@@ -274,5 +274,8 @@ class MainScreen(Screen):
         self.dirty = True
 
     def show_status(self, text: Text) -> None:
+        if text == getattr(self, "_status_shown", None):
+            return  # called every 0.5 s: no repaint when nothing changed
+        self._status_shown = text
         for status in self.query("#run-status"):  # absent while the screen is (un)composed
             status.update(text)

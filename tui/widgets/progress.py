@@ -31,8 +31,29 @@ class RunProgress(Vertical):
         yield ProgressBar(total=None, show_eta=False, id="bar")
         yield Static("", id="figures")
 
+    _shown: tuple = ()
+
     def show(self, state: RunState) -> None:
-        """Update from the state (cheap: three small widgets)."""
+        """Update from the state; nothing is touched when nothing changed (its screen calls this
+        every 0.25 s, and every widget update means a repaint sent over the SSH link)."""
+        width = self.size.width or 80
+        key = (
+            id(state),
+            state.status,
+            state.phase,
+            state.phase_done,
+            state.phase_total,
+            state.step,
+            state.total_steps,
+            state.loss,
+            state.eta_seconds,
+            state.lora,
+            width,
+            int(state.elapsed()) if width > 120 else 0,
+        )
+        if key == self._shown:
+            return
+        self._shown = key
         if state.status == "idle":
             # Nothing has run in this session: say so instead of a phantom "run starting, ETA 00:00".
             self.query_one("#phase", Static).update(
@@ -62,7 +83,7 @@ class RunProgress(Vertical):
         else:
             bar.update(total=None)
 
-        self.query_one("#figures", Static).update(Text(figures_line(state, self.size.width or 80)))
+        self.query_one("#figures", Static).update(Text(figures_line(state, width)))
 
 
 def figures_line(state: RunState, width: int) -> str:
