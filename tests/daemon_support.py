@@ -8,12 +8,11 @@ import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
+from serve_harness import Serve
 
 from engine.daemon.connect import Connection, connect
 from engine.runqueue import owner_pid
@@ -42,14 +41,15 @@ def stop_daemon(ws: Path, timeout: float = 15.0) -> None:
         psutil.Process(pid).wait(timeout)
 
 
-class Client:
-    """A socket client collecting every event in a list (a reader thread)."""
+class Client(Serve):
+    """A socket client collecting every event (a reader thread); waits and queries as Serve's."""
 
     def __init__(self, ws: Path, *, start: bool = True) -> None:
         conn = connect(ws, start=start)
         assert conn is not None
         self.conn: Connection = conn
         self.events: list[dict[str, Any]] = []
+        self.stderr: list[str] = []
         self._cond = threading.Condition()
         self.closed = False
         threading.Thread(target=self._read, daemon=True).start()
@@ -63,24 +63,9 @@ class Client:
             self.closed = True
             self._cond.notify_all()
 
-    def wait_for(self, pred: Callable[[dict], bool], timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for event in self.events:
-                    if pred(event):
-                        return event
-                left = deadline - time.monotonic()
-                assert left > 0, f"no matching event in {timeout}s; last: {self.events[-6:]}"
-                self._cond.wait(min(left, 0.2))
-
     def send(self, cmd: str, **fields: Any) -> dict[str, Any]:
         cid = self.conn.command(cmd, **fields)
         return self.wait_for(lambda e: e.get("type") == "ack" and e.get("id") == cid, 20)
-
-    def of_type(self, kind: str) -> list[dict[str, Any]]:
-        with self._cond:
-            return [e for e in self.events if e.get("type") == kind]
 
     def close(self) -> None:
         self.conn.close()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -28,6 +29,10 @@ def test_ctrl_c_of_train_exits_130_and_prints_how_to_resume(tmp_path, tiny_sd15,
         env=dict(os.environ, PYTHONPATH=REPO),
         start_new_session=True,
     )
+    err_chunks: list[bytes] = []
+    # Drained all along: a full stderr pipe would block the trainer before its first step.
+    reader = threading.Thread(target=lambda: err_chunks.extend(iter(proc.stderr.readline, b"")), daemon=True)
+    reader.start()
     try:
         for raw in proc.stdout:
             event = protocol.decode(raw)
@@ -35,8 +40,9 @@ def test_ctrl_c_of_train_exits_130_and_prints_how_to_resume(tmp_path, tiny_sd15,
                 break
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's process group
         proc.stdout.read()
-        err = proc.stderr.read().decode()
         proc.wait(120)
+        reader.join(10)
+        err = b"".join(err_chunks).decode(errors="replace")
     finally:
         if proc.poll() is None:
             proc.kill()

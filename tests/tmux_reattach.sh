@@ -20,7 +20,9 @@ command -v tmux >/dev/null || { echo "tmux is not installed (apt-get install -y 
 cleanup() {
   tmux kill-session -t "$SESSION" 2>/dev/null || true
   # The daemon would idle out on its own (LORATUI_SERVE_IDLE_S below); end it now.
-  PYTHONPATH="$REPO" "$PY" -c "import sys; from tests.daemon_support import stop_daemon; stop_daemon(__import__('pathlib').Path(sys.argv[1]))" "$WS" 2>/dev/null || true
+  local pid
+  pid="$(PYTHONPATH="$REPO" "$PY" -c "import sys; from engine.runqueue import owner_pid; print(owner_pid(sys.argv[1]) or '')" "$WS/queue" 2>/dev/null || true)"
+  if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; sleep 2; fi
   rm -rf "$WS"
 }
 trap cleanup EXIT

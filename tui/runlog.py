@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import LoratuiError
-from engine.runqueue.liveness import last_attempt, status_of
+from engine.runqueue.liveness import head_and_tail, last_attempt, status_of
 
 try:
     import tomllib
@@ -59,7 +59,6 @@ EMA_NAMES = ("loss_ema", "ema_loss", "smoothed_loss")
 SECONDS_NAMES = ("seconds", "elapsed", "elapsed_seconds", "time", "wall_time")
 
 _HEAD_BYTES = 64 * 1024  # the header (after a tool's parameter block) must start in this window
-_TAIL_BYTES = 256 * 1024  # the last run_finished of events.jsonl is looked for in this window
 
 ACCEPTED_HINT = (
     "a loss log needs a header row with a step column (step, global_step, iteration) and a loss "
@@ -526,14 +525,7 @@ def _events_edges(path: Path) -> tuple[dict | None, dict | None]:
 
     Only the head and the tail of events.jsonl are read: it has a line per step and can be large.
     """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(_HEAD_BYTES)
-            fh.seek(max(0, size - _TAIL_BYTES))
-            tail = fh.read()
-    except OSError:
-        return None, None
+    head, tail = head_and_tail(path)
     started = finished = None
     for line in head.split(b"\n"):
         ev = _decode(line)

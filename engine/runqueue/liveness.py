@@ -47,23 +47,31 @@ def process_alive(pid: Any, started_at: Any = None) -> bool:
     return True
 
 
+def head_and_tail(path: str | os.PathLike) -> tuple[bytes, bytes]:
+    """The first 64 KiB and the last 256 KiB of a file (the same object twice when the tail holds
+    it all; two empty strings when it cannot be read): the edges of a long events.jsonl."""
+    try:
+        size = os.stat(path).st_size
+        with open(path, "rb") as fh:
+            if size <= _TAIL_BYTES:
+                whole = fh.read()
+                return whole, whole
+            head = fh.read(_HEAD_BYTES)
+            fh.seek(size - _TAIL_BYTES)
+            return head, fh.read()
+    except OSError:
+        return b"", b""
+
+
 def last_attempt(events_path: str | os.PathLike) -> tuple[dict | None, dict | None]:
     """(the last `run_started` of a run's events.jsonl, the `run_finished` after it or None).
 
     Reads the head and the tail only: the file has a line per step and can be large. (None, None)
     when the file is missing or has no run_started.
     """
-    path = Path(events_path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(_HEAD_BYTES)
-            fh.seek(max(0, size - _TAIL_BYTES))
-            tail = fh.read()
-    except OSError:
-        return None, None
+    head, tail = head_and_tail(events_path)
     started = finished = None
-    chunks = [tail] if size <= _TAIL_BYTES else [head, tail]
+    chunks = [tail] if head is tail else [head, tail]
     for chunk in chunks:
         for line in chunk.split(b"\n"):
             if b'"type"' not in line:

@@ -75,7 +75,9 @@ def interrupted_exit(controls, code: int, args: argparse.Namespace) -> int:
     signals = getattr(controls, "_signals", 0)  # counted by Controls.install_signals' handler
     if not signals or code != 0:
         return code
-    again = " ".join(shlex.quote(a) for a in ["loratui", "train", args.config, *sum((["--set", s] for s in args.sets), [])])
+    again = " ".join(
+        shlex.quote(a) for a in ["loratui", "train", args.config, *sum((["--set", s] for s in args.sets), [])]
+    )
     print(f"stopped; continue it with: {again} --resume", file=sys.stderr)
     return 130
 
