@@ -239,8 +239,11 @@ class TrainingRun:
         run_id: str | None = None,
         controls: Controls | None = None,
         stop_after_step: int | None = None,
+        keep_events: bool = False,
     ) -> None:
         self.cfg = cfg
+        # The train step of a pipeline (engine.pipeline) appends to the events of its earlier steps.
+        self.keep_events = keep_events
         self.events = events
         self.resume = resume
         self.run_id = run_id
@@ -280,7 +283,8 @@ class TrainingRun:
                 self._check_resume()  # engine/train/resume.py: which config changes a resume takes
             if fresh:
                 self._refuse_discarding_state()
-                (self.run_dir / "events.jsonl").unlink(missing_ok=True)
+                if not self.keep_events:
+                    (self.run_dir / "events.jsonl").unlink(missing_ok=True)
             self.events.set_jsonl(self.run_dir / "events.jsonl")
             self.controls.install_signals()
             status, lora = self._execute(fresh)
@@ -660,7 +664,7 @@ class TrainingRun:
             )
         if cfg.mode != "lora":
             self._preflight_mode()
-        if cfg.sample.prompts and not cfg.sample.every_steps:
+        if (cfg.sample.prompts or cfg.sample.prompts_file) and not cfg.sample.every_steps:
             log.info("[sample] prompts are set but sample.every_steps = 0: samples only on sample_now")
 
     def _preflight_mode(self) -> None:
@@ -978,7 +982,7 @@ class TrainingRun:
         due = asked or (every > 0 and (state.step % every == 0 or last))
         if not due:
             return
-        if not sample.prompts:
+        if not (sample.prompts or sample.prompts_file):
             if asked:
                 log.warning("sample_now: there are no [sample] prompts in the config")
             return

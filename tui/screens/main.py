@@ -250,6 +250,23 @@ class MainScreen(Screen):
         if cfg is not None:
             self.app.check_config(cfg)
 
+    def action_test_connection(self) -> None:
+        """Check the ComfyUI server and the [collect] node map of the form (ConnectionModal)."""
+        cfg = self.build_config("test the ComfyUI connection")
+        if cfg is None:
+            return
+        from engine.config import dump_resolved
+        from tui.screens.connection import ConnectionModal
+
+        path = self.workspace / ".loratui" / f"{cfg.name}.collect-test.toml"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, dump_resolved(cfg))
+        except OSError as exc:
+            self.app.report_error(exc, title="cannot write the config to test")
+            return
+        self.app.push_screen(ConnectionModal(path, self.workspace))
+
     def action_toggle_advanced(self) -> None:
         self.form.advanced = not self.form.advanced
 
