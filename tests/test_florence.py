@@ -144,3 +144,29 @@ def test_a_run_captions_with_florence2_then_trains(tmp_path, florence, tiny_sd15
     assert rc == 0, events[-3:]
     assert read(data / "10_sub" / "green.txt") == f"{WORDS}\n"
     assert [e for e in of_type(events, "phase") if e["name"] == "caption"][-1]["done"] == 5
+
+
+@pytest.mark.slow
+async def test_caption_screen_previews_then_writes_florence_captions(tmp_path, florence):
+    from textual.app import App
+
+    from tests.tui_support import wait_until
+    from tui.screens.caption import CaptionScreen
+
+    data = make_images(tmp_path / "data")
+    (data / "red.txt").write_text("kept\n", encoding="utf-8")
+    screen = CaptionScreen(data, "", captioner="florence2", model=florence, trigger_word="zz", cwd=ROOT)
+
+    class _App(App):
+        def on_mount(self) -> None:
+            self.push_screen(screen)
+
+    app = _App()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: screen.preview_items and not screen.busy, timeout=240, what="preview")
+        assert {i["caption"] for i in screen.preview_items} == {f"zz, {WORDS}"}
+        assert not (data / "blue.txt").exists()  # the preview wrote nothing
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: screen.summary and not screen.busy, timeout=240, what="captions")
+        assert read(data / "blue.txt") == f"zz, {WORDS}\n" and read(data / "red.txt") == "kept\n"
