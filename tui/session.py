@@ -109,6 +109,14 @@ class EngineSession:
         state.add_log("info", "save requested: a checkpoint is written at the next step")
         return True
 
+    def sample_now(self, state: RunState | None = None) -> bool:
+        state = state or self.current
+        if not self.can_control(state):
+            return False
+        self.command(protocol.CMD_SAMPLE_NOW, run=state.run)
+        state.add_log("info", "samples requested: generated at the next step")
+        return True
+
     # --- events --------------------------------------------------------------------------------
 
     def _show(self, state: RunState) -> None:

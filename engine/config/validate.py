@@ -22,6 +22,7 @@ from .schema import (
     NAME_HINT,
     PATH,
     PATHS,
+    PIPELINE_STEPS,
     RESERVED_TABLES,
     RESOLUTION,
     SCHEMA,
@@ -131,8 +132,8 @@ def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
             msg = f"one of {', '.join(spec.choices)}"
             return value, f"expected {msg}, found {describe(value)}" + (f"; {hint}" if hint else "")
     elif kind in (STRS, PATHS):
-        if isinstance(value, str) and kind == PATHS:
-            value = [value]  # a single folder is a natural thing to write
+        if isinstance(value, str) and (kind == PATHS or spec.dotted == "caption_auto.captioner"):
+            value = [value]  # a single folder (or captioner) is a natural thing to write
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             expected = 'a list of strings, e.g. ["a", "b"]'
     elif kind == DICT:
@@ -165,7 +166,10 @@ def validate_field(dotted: str, value: Any) -> str | None:
     spec = SCHEMA_BY_KEY.get(dotted)
     if spec is None:
         return f'unknown key "{dotted}"'
-    return check_value(spec, value)[1]
+    problem = check_value(spec, value)[1]
+    if problem is None and dotted == "name" and value:
+        problem = name_problem(value)  # empty: filled in from the file name, or refused when queued
+    return problem
 
 
 def build_config(
@@ -287,6 +291,38 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             'mode "ileco" needs [ileco] original_prompt (the concept to change)',
             "set ileco.original_prompt; ileco.target_prompt is what it becomes (empty = erase it)",
         )
+    auto = cfg.caption_auto
+    bad = [c for c in auto.captioner if c not in ("wd14", "florence2")]
+    if bad or not auto.captioner:
+        add(
+            "caption_auto.captioner",
+            f"caption_auto.captioner: unknown captioner {bad[0]!r}"
+            if bad
+            else "caption_auto.captioner is empty",
+            'use "wd14", "florence2" or a list of them, e.g. ["florence2", "wd14"]',
+        )
+    elif "florence2" in auto.captioner and not auto.model:
+        add(
+            "caption_auto.model",
+            "caption_auto.captioner includes florence2 but caption_auto.model is empty",
+            "set caption_auto.model to a local Florence-2 folder (e.g. florence-community/Florence-2-base "
+            "downloaded once on a machine with internet)",
+        )
+    elif "florence2" in auto.captioner and "wd14" in auto.captioner and not auto.tagger:
+        add(
+            "caption_auto.tagger",
+            "caption_auto.captioner includes wd14 but caption_auto.tagger is empty",
+            "set caption_auto.tagger to a WD14 folder (model.onnx + selected_tags.csv)",
+        )
+    out.extend(_pipeline_checks(cfg, add))
+    from engine.train.prompts import parse_prompt_line  # torch-free
+
+    for i, prompt in enumerate(cfg.sample.prompts):
+        try:
+            if str(prompt).strip():
+                parse_prompt_line(str(prompt))
+        except LoratuiError as exc:
+            add("sample.prompts", f"sample.prompts[{i}]: {exc.message}", exc.hint)
     if cfg.mode == "difference":
         from .passes import PASSES, pass_settings
 
@@ -296,3 +332,40 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             except LoratuiError as exc:
                 add(f"difference.{which}", exc.message, exc.hint)
     return out
+
+
+def _pipeline_checks(cfg: RunConfig, add) -> list[ConfigError]:
+    """`pipeline`: known steps, in collect -> caption -> train order, and what each step needs."""
+    steps = list(cfg.pipeline)
+    known = [s for s in steps if s in PIPELINE_STEPS]
+    unknown = [s for s in steps if s not in PIPELINE_STEPS]
+    if unknown:
+        hint = did_you_mean(unknown[0], PIPELINE_STEPS) or f"the steps are {', '.join(PIPELINE_STEPS)}"
+        add("pipeline", f'pipeline: unknown step "{unknown[0]}"', hint)
+    elif not steps:
+        add("pipeline", "pipeline is empty", 'use e.g. ["train"] or ["collect", "caption", "train"]')
+    elif known != [s for s in PIPELINE_STEPS if s in known] or len(set(known)) != len(known):
+        add(
+            "pipeline",
+            f"pipeline: {known} is out of order or repeats a step",
+            f"list each step once, in this order: {', '.join(PIPELINE_STEPS)}",
+        )
+    if (set(steps) & {"collect", "caption"}) and cfg.mode != "lora":
+        add(
+            "pipeline",
+            f'pipeline steps collect and caption make a dataset, which mode "{cfg.mode}" does not read',
+            'use mode = "lora", or pipeline = ["train"]',
+        )
+    if "caption" in steps and not cfg.caption_auto.tagger:
+        add(
+            "caption_auto.tagger",
+            'pipeline has "caption" but caption_auto.tagger is empty',
+            "set caption_auto.tagger to a WD14 tagger folder (model.onnx + selected_tags.csv)",
+        )
+    if "collect" in steps and not cfg.collect.workflow:
+        add(
+            "collect.workflow",
+            'pipeline has "collect" but collect.workflow is empty',
+            'set collect.workflow to a workflow saved with ComfyUI\'s "Save (API Format)"',
+        )
+    return []
