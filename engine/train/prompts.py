@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import LoratuiError
-from engine.textfile import read_user_text
+from engine.textfile import TextEncodingError, read_user_text
 
 OPTIONS = {"n": "negative prompt", "w": "width", "h": "height", "d": "seed", "l": "guidance", "s": "steps"}
 
@@ -94,9 +94,9 @@ def prompt_lines(cfg) -> list[tuple[str, str]]:
     if ref:
         path = Path(cfg.resolve_path(ref))
         try:
-            text = read_user_text(path)
-        except LoratuiError:
-            raise  # an encoding problem, already naming the file
+            text = read_user_text(path)  # UTF-8 / BOM-marked UTF-16; another encoding is named
+        except TextEncodingError as exc:
+            raise LoratuiError(exc.message, hint=exc.hint, where="sample.prompts_file") from None
         except OSError as exc:
             raise LoratuiError(
                 f"cannot read the sample prompts file {path}: {getattr(exc, 'strerror', None) or exc}",
