@@ -544,7 +544,9 @@ class TrainingRun:
         """Captions (WD14), the dataset scan and the batch plan of a lora run: (scan, items, plan, steps)."""
         cfg = self.cfg
         # 0. WD14 captions for images without a caption file, when [caption_auto] asks for it
-        if cfg.caption_auto.tagger:
+        from engine.tagger.run import caption_auto_enabled
+
+        if caption_auto_enabled(cfg):
             from engine.tagger.run import run_caption_auto
 
             run_caption_auto(cfg, self.emit, run=self.run_id, should_stop=self.controls.stop.is_set)
