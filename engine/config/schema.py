@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # Field kinds: how a value is checked and which widget the TUI uses for it.
-INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM = (
+INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM, DEVICES = (
     "int",
     "float",
     "bool",
@@ -23,6 +23,7 @@ INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM = (
     "dict",
     "resolution",
     "enum",
+    "devices",
 )
 
 
@@ -205,7 +206,15 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 class TrainConfig:
     steps: int = opt(1000, "Optimizer steps; ignored when epochs > 0", min=1, basic=True)
     epochs: int = opt(0, "Epochs (0 = use steps)", min=0, **LORA_ONLY)
-    batch_size: int = opt(4, "Images per batch", min=1, basic=True)
+    batch_size: int = opt(
+        4, "Images per batch on each device (global batch = batch_size x devices)", min=1, basic=True
+    )
+    devices: Any = opt(
+        1,
+        "Devices of a data-parallel run: a count (2) or explicit GPU ids ([0, 1]); > 1 runs one rank per "
+        "device with torch.distributed (lora mode)",
+        kind=DEVICES,
+    )
     grad_accum: int = opt(1, "Gradient accumulation steps", min=1)
     lr: float = opt(1e-4, "Learning rate", min=0.0, min_exclusive=True, basic=True)
     text_encoder_lr: float = opt(0.0, "Text-encoder learning rate (0 = same as lr)", min=0.0)
