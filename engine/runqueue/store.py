@@ -81,6 +81,8 @@ class Entry:
     lora: str = ""
     pid: int = 0
     """The worker process of a running entry (lets a restarted engine find a trainer still at work)."""
+    devices: str = ""
+    """The device slots a running entry holds ("0,1", "cpu0"); engine serve pins its worker to them."""
     adopted: bool = True
     """False for a file a user dropped into queue/ that the engine has not taken in yet."""
     mtime: float = 0.0
@@ -108,6 +110,7 @@ class Entry:
             "total_steps": self.total_steps,
             "resume": self.resume,
             "lora": self.lora or None,
+            "devices": self.devices,
             "file": str(self.path),
         }
 
@@ -128,6 +131,7 @@ QUEUE_KEYS: dict[str, type] = {
     "resume": bool,
     "lora": str,
     "pid": int,
+    "devices": str,
 }
 
 
@@ -459,6 +463,22 @@ class QueueStore:
                     continue
                 self._problems[str(path)] = Problem(exc, mtime)
         return taken
+
+    def claim(self, run: str, devices: str = "") -> Entry | None:
+        """Mark pending entry `run` running on `devices`; None when it is no longer pending."""
+        with edit_lock(self.folder):
+            for e in self.entries():
+                if e.run == run and e.adopted and e.status == protocol.PENDING:
+                    return self._update(
+                        e.run,
+                        status=protocol.RUNNING,
+                        started=now_iso(),
+                        finished="",
+                        error=None,
+                        progress=0.0 if not e.resume else e.progress,
+                        devices=devices,
+                    )
+        return None
 
     def claim_next(self) -> Entry | None:
         """Mark the first pending entry running and return it (None when nothing is pending)."""
