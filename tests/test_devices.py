@@ -146,3 +146,51 @@ def test_impossible_requests_are_reported_and_do_not_block():
 def test_cpu_slots_schedule_like_gpus():
     plan = plan_starts([Want("a"), Want("b"), Want("c")], ["cpu0", "cpu1"], ["cpu0", "cpu1"])
     assert plan.starts == [("a", ["cpu0"]), ("b", ["cpu1"])] and plan.waiting == "c"
+
+
+# ---- serve's slots -------------------------------------------------------------------------------------
+
+
+def test_slots_track_holders_and_pin_workers(tmp_path):
+    from engine.devices.slots import Slots
+
+    slots = Slots(discover("", env={}, gpus=GPUS))
+    entry = tmp_path / "e.toml"
+    entry.write_text('name = "e"\n[train]\ndevices = [2, 0]\n')
+    want = slots.want_of("e", entry)
+    assert want == Want("e", 2, ("2", "0"))
+    plan = slots.plan([want, Want("f", 1)])
+    assert plan.starts == [("e", ["2", "0"]), ("f", ["1"])]
+    slots.hold("e", ["2", "0"])
+    slots.hold("f", ["1"])
+    assert slots.free() == ["3"]
+    env = slots.env_for(["2", "0"])
+    assert env == {PIN_ENV: f"{GPUS[2][0]},{GPUS[0][0]}", PINNED_ENV: "2,0"}
+    slots.release("e")
+    assert slots.free() == ["0", "2", "3"]
+    # unreadable or missing devices: one device (the worker reports the bad config itself)
+    entry.write_text("[train\n")
+    assert slots.want_of("e", entry) == Want("e", 1)
+
+
+def test_cpu_slots_hide_the_gpus_from_their_workers(tmp_path):
+    from engine.devices.slots import Slots
+
+    slots = Slots(discover("cpu:2", env={}, gpus=GPUS))
+    assert slots.env_for(["cpu1"]) == {PIN_ENV: "", PINNED_ENV: "cpu1"}
+    entry = tmp_path / "e.toml"
+    entry.write_text("[train]\ndevices = [1]\n")
+    assert slots.want_of("e", entry) == Want("e", 1, ("cpu1",))
+    assert slots.describe() == "2 CPU slot(s)"
+
+
+def test_the_form_reads_and_writes_devices():
+    from engine.config.schema import SCHEMA_BY_KEY
+    from tui.widgets.form import format_value, parse_value
+
+    spec = SCHEMA_BY_KEY["train.devices"]
+    assert parse_value(spec, "2") == (2, None)
+    assert parse_value(spec, "0, 3") == ([0, 3], None)
+    assert parse_value(spec, "1,") == ([1], None)
+    assert parse_value(spec, "two")[1].startswith("expected a device count or device ids")
+    assert format_value(spec, [0, 3]) == "0, 3" and format_value(spec, 1) == "1"
