@@ -8,7 +8,7 @@ as in real data-parallel scaling), fp32, cached latents and text, no validation 
 machine without GPUs the ranks are CPU processes talking gloo; with GPUs, one GPU per rank over NCCL.
 
 Per rank count it prints, after the warm-up steps:
-- s/step: mean gap between `step` events;
+- s/step: median gap between `step` events;
 - samples/s: global batch / s/step, and the scaling efficiency against 1 rank
   (samples/s with N ranks / (N x samples/s with 1 rank));
 - comm: rank 0's share of the step spent in all-reduces (gradients through DDP's hook, the loss),
@@ -63,7 +63,7 @@ def run(
     if out.returncode != 0 or len(steps_ev) <= WARMUP + 1:
         raise SystemExit(f"{ranks} rank(s) failed:\n{out.stderr[-3000:]}")
     times = [b["time"] - a["time"] for a, b in zip(steps_ev[WARMUP:], steps_ev[WARMUP + 1 :])]
-    per_step = statistics.mean(times)
+    per_step = statistics.median(times)
     comm = [e.get("comm_seconds", 0.0) for e in steps_ev[WARMUP + 1 :]]
     return {
         "ranks": ranks,

@@ -206,13 +206,11 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 class TrainConfig:
     steps: int = opt(1000, "Optimizer steps; ignored when epochs > 0", min=1, basic=True)
     epochs: int = opt(0, "Epochs (0 = use steps)", min=0, **LORA_ONLY)
-    batch_size: int = opt(
-        4, "Images per batch on each device (global batch = batch_size x devices)", min=1, basic=True
-    )
+    batch_size: int = opt(4, "Images per batch", min=1, basic=True)
     devices: Any = opt(
         1,
-        "Devices of a data-parallel run: a count (2) or explicit GPU ids ([0, 1]); > 1 runs one rank per "
-        "device with torch.distributed (lora mode)",
+        "Devices of a data-parallel run: a count (2) or GPU ids ([0, 1]); > 1 runs one rank per device "
+        "with torch.distributed, batch_size per device (global batch = batch_size x devices; lora mode)",
         kind=DEVICES,
     )
     grad_accum: int = opt(1, "Gradient accumulation steps", min=1)
