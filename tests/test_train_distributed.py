@@ -132,9 +132,9 @@ def test_stop_resume_kill_and_resume_on_one_rank_equal_the_straight_run(
     rc, events, err = _spawn_resume(tmp_path, "k", "train.devices=1")
     assert rc == 1
     assert events[-1]["status"] == "failed"
-    assert "global batch of 2" in events[-1]["error"]["message"]
+    assert "the global batch goes from 2 to 1 samples" in events[-1]["error"]["message"]
     assert events[-1]["error"]["hint"].startswith("set train.batch_size = 2 for 1 device(s)")
-    assert events[-1]["error"]["where"] == "train.batch_size"
+    assert events[-1]["error"]["where"] == "train.devices, train.batch_size"
 
     # 3. resume on 2 ranks; SIGKILL rank 1 once the step-6 checkpoint is out
     proc = _spawn(tmp_path, config, "--resume")

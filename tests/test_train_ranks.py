@@ -72,3 +72,34 @@ def test_rank_zero_speaks_for_a_clean_ending():
     assert decide_outcome(stopped, {1: _failure(1)}, 2)[0] == "stopped"
     # no report at all from rank 0 (the agent itself was stopped first)
     assert decide_outcome({}, {}, 2)[0] == protocol.INTERRUPTED
+
+
+def test_resume_may_change_devices_but_not_the_global_batch(tmp_path):
+    import json
+
+    from engine.config import load_config_text
+    from engine.train.resume import global_batch_change
+
+    state = tmp_path / "step000004"
+    state.mkdir()
+    (state / "state.json").write_text(json.dumps({"global_batch_size": 4}))
+
+    def cfg(batch, devices):
+        return load_config_text(
+            f'name = "r"\n[train]\nbatch_size = {batch}\ndevices = {devices}\n', workspace=tmp_path
+        )
+
+    for batch, devices in ((4, 1), (2, 2), (1, 4), (1, "[0, 3, 5, 6]")):
+        assert global_batch_change(state, {}, cfg(batch, devices)) is None
+    saved, now, what, fit = global_batch_change(state, {}, cfg(2, 1))
+    assert (saved, now) == (4, 2)
+    assert what.startswith("the global batch goes from 4 to 2 samples (train.batch_size 2 x 1 device(s))")
+    assert fit == "set train.batch_size = 4 for 1 device(s)"
+    assert global_batch_change(state, {}, cfg(1, 3))[3] == "use a device count that divides 4"
+    # the number of ranks actually running counts (a torchrun launch), not the config's devices
+    assert global_batch_change(state, {}, cfg(1, 1), world=4) is None
+    # a state from before devices existed: its config's batch size on one device
+    (state / "state.json").write_text("{}")
+    assert global_batch_change(state, {"train.batch_size": 2}, cfg(1, 2)) is None
+    assert global_batch_change(state, {"train.batch_size": 2}, cfg(2, 2))[:2] == (2, 4)
+    assert global_batch_change(state, {}, cfg(2, 2)) is None  # nothing recorded: nothing to compare
