@@ -240,6 +240,26 @@ class LoratuiApp(App):
         self.client.send(protocol.command(protocol.CMD_SAVE_NOW, run=self.run_state.run))
         self.run_state.add_log("info", "save requested: a checkpoint is written at the next step")
 
+    def sample_now(self) -> None:
+        if not self.can_control_run():
+            self.notify("No run of this loratui is going", severity="warning")
+            return
+        self.client.send(protocol.command(protocol.CMD_SAMPLE_NOW, run=self.run_state.run))
+        self.run_state.add_log("info", "samples requested: generated at the next step")
+
+    def can_sample_now(self, run_dir: str | os.PathLike) -> bool:
+        """Whether `sample_now` reaches the run of this folder (the shown, controllable run)."""
+        shown = self.run_state.run_dir
+        return self.can_control_run() and bool(shown) and Path(shown).resolve() == Path(run_dir).resolve()
+
+    def browse_dataset(self) -> None:
+        """The dataset browser on the form's config."""
+        from tui.screens.browser import BrowserScreen
+
+        cfg = self.main_screen.build_config("browse the dataset")
+        if cfg is not None:
+            self.push_screen(BrowserScreen(cfg))
+
     def check_config(self, cfg: RunConfig) -> None:
         path = self.workspace / ".loratui" / f"{cfg.name}.check.toml"
         try:
@@ -461,6 +481,9 @@ class LoratuiApp(App):
         yield SystemCommand(
             "Save preset", "Save over the loaded preset, comments kept (F2)", main.action_save
         )
+        yield SystemCommand(
+            "Browse dataset", "Images, buckets, crops, captions; edit and exclude", self.browse_dataset
+        )
         yield SystemCommand("Save preset as", "Save the form as a new preset (F3)", main.action_save_as)
         yield SystemCommand(
             "Toggle advanced fields", "Show or hide advanced fields (F4)", main.action_toggle_advanced
@@ -471,10 +494,16 @@ class LoratuiApp(App):
             "Caption images (WD14)", "Tag a dataset folder with a WD14 tagger", self.show_caption
         )
         yield SystemCommand(
+            "Test ComfyUI connection",
+            "Server reachable, [collect] node ids and their classes, the server's object info",
+            main.action_test_connection,
+        )
+        yield SystemCommand(
             "Run history", "Past runs: overlay loss curves, smoothing, config diff (F10)", self.action_history
         )
         yield SystemCommand("Stop run", "Stop the run, saving a checkpoint first (x)", self.stop_run)
         yield SystemCommand("Save checkpoint now", "Write a checkpoint at the next step (n)", self.save_now)
+        yield SystemCommand("Sample now", "Generate samples at the next step (p)", self.sample_now)
         yield SystemCommand(
             "Toggle loss / learning rate chart", "(l in the run view)", self.run_screen.action_toggle_lr
         )

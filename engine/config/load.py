@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.textfile import TextEncodingError, read_user_text
+
 from .schema import ENUM, PATH, PATHS, SCHEMA_BY_KEY, SECTION_TYPES, STR, STRS, TOP_LEVEL_KEYS, RunConfig
 from .validate import ConfigError, build_config, did_you_mean, require_name
 
@@ -63,7 +65,9 @@ def find_preset(ref: str, *, relative_to: Path | None, workspace: Path) -> Path:
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file's data; errors name the file and, for syntax errors, the line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_user_text(path)
+    except TextEncodingError as exc:
+        raise ConfigError(exc.message, hint=exc.hint, where=str(path)) from None
     except FileNotFoundError:
         raise ConfigError(
             f"config file not found: {path}",

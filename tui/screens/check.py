@@ -84,6 +84,14 @@ def render_report(report: dict[str, Any]) -> Text:
                     f"  {f.get('folder', f.get('path', '?'))}: {f.get('images', '?')} images"
                     f" x {f.get('repeats', 1)} repeats\n"
                 )
+    unused = report.get("unused")
+    if isinstance(unused, list) and unused:
+        text.append("\nNot used\n", style="bold underline")
+        for entry in unused[:20]:
+            if isinstance(entry, dict):
+                text.append(f"  {entry.get('file', '?')}: {entry.get('reason', '')}\n")
+        if len(unused) > 20:
+            text.append(f"  ... and {len(unused) - 20} more (loratui check CONFIG lists all)\n", style="dim")
     buckets = _buckets_of(report)
     if buckets:
         text.append("\nBuckets (images per bucket)\n", style="bold underline")
@@ -118,6 +126,7 @@ class CheckScreen(Screen):
     BINDINGS = [
         Binding("escape,b,f6", "app.pop_screen", "Back", id="check_back"),
         Binding("r,f5", "rerun", "Check again", id="check_again"),
+        Binding("d", "browse", "Browse images", tooltip="Walk the dataset image by image", id="check_browse"),
     ]
 
     def __init__(self, config_path: Path, argv: Sequence[str], cwd: Path) -> None:
@@ -136,6 +145,19 @@ class CheckScreen(Screen):
 
     def on_mount(self) -> None:
         self.run_check()
+
+    def action_browse(self) -> None:
+        """The dataset browser on the checked config, with this report's per-image problems."""
+        from engine.config import load_config
+        from engine.errors import LoratuiError
+        from tui.screens.browser import BrowserScreen
+
+        try:
+            cfg = load_config(self.config_path, env={}, workspace=self.cwd)
+        except LoratuiError as exc:
+            self.notify(f"{exc.message}\nhint: {exc.hint}", severity="error", markup=False)
+            return
+        self.app.push_screen(BrowserScreen(cfg, report=self.report))
 
     def action_rerun(self) -> None:
         self.query_one("#check-busy").display = True
