@@ -32,6 +32,14 @@ def prepare_devices(cfg) -> int:
             hint="set train.devices = 1",
             where="train.devices",
         )
+    if request.count > 1 and list(getattr(cfg, "pipeline", ["train"])) != ["train"]:
+        raise LoratuiError(
+            f"a pipeline ({', '.join(cfg.pipeline)}) runs in one process: train.devices = "
+            f"{request.text()} is for a run that only trains",
+            hint="set train.devices = 1, or run the collect/caption steps as their own run and train "
+            'with pipeline = ["train"]',
+            where="train.devices",
+        )
     if request.ids and PINNED_ENV not in os.environ and not in_worker():
         try:
             os.environ.update(pin_env(request.ids))
