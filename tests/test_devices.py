@@ -63,10 +63,10 @@ def test_discover_gpus_cpu_slots_and_restrictions():
     assert [d.key for d in discover("1,3", env={}, gpus=GPUS)] == ["1", "3"]
     assert [d.pin for d in discover(None, env={PIN_ENV: "3,2"}, gpus=GPUS)] == [GPUS[3][0], GPUS[2][0]]
     cpu = discover("cpu:2", env={}, gpus=GPUS)
-    assert cpu == [Device("cpu0", "CPU"), Device("cpu1", "CPU")] and not cpu[0].is_gpu
+    assert [(d.key, d.is_gpu, d.hide_gpus) for d in cpu] == [("cpu0", False, True), ("cpu1", False, True)]
     assert discover(None, env={"LORATUI_DEVICES": "cpu:3"}, gpus=[])[-1].key == "cpu2"
     # no GPU at all: one CPU slot
-    assert discover("", env={}, gpus=[]) == [Device("cpu0", "CPU")]
+    assert discover("", env={}, gpus=[]) == [Device("cpu0", "CPU")]  # no GPU pinning, no hiding
     assert describe(cpu) == "2 CPU slot(s)"
     assert describe(slots[:1]) == "1 GPU(s): 0 NVIDIA H200"
 
@@ -182,6 +182,8 @@ def test_cpu_slots_hide_the_gpus_from_their_workers(tmp_path):
     entry.write_text("[train]\ndevices = [1]\n")
     assert slots.want_of("e", entry) == Want("e", 1, ("cpu1",))
     assert slots.describe() == "2 CPU slot(s)"
+    # the one slot of a box where no GPU was found leaves CUDA_VISIBLE_DEVICES alone
+    assert Slots(discover("", env={}, gpus=[])).env_for(["cpu0"]) == {PINNED_ENV: "cpu0"}
 
 
 def test_the_form_reads_and_writes_devices():

@@ -34,6 +34,7 @@ class Device:
     name: str
     pin: str = ""
     memory_total: int | None = None  # bytes
+    hide_gpus: bool = False  # a declared CPU slot: its worker sees no GPU (CUDA_VISIBLE_DEVICES="")
 
     @property
     def is_gpu(self) -> bool:
@@ -127,7 +128,7 @@ def discover(setting: str | None = None, env=None, gpus=None) -> list[Device]:
     env = os.environ if env is None else env
     kind, value = parse_setting(setting if setting is not None else env.get(SETTING_ENV, ""))
     if kind == "cpu":
-        return [Device(f"cpu{i}", "CPU") for i in range(int(value))]
+        return [Device(f"cpu{i}", "CPU", hide_gpus=True) for i in range(int(value))]
     found = visible_gpus(nvml_gpus() if gpus is None else gpus, env)
     if kind == "gpus":
         missing = [i for i in value if i >= len(found)]
@@ -141,6 +142,7 @@ def discover(setting: str | None = None, env=None, gpus=None) -> list[Device]:
     else:
         chosen = list(enumerate(found))
     if not chosen:
+        # No GPU found (or NVML unreadable): one slot, and its worker picks its device itself.
         return [Device("cpu0", "CPU")]
     return [Device(str(i), name, uuid, total) for i, (uuid, name, total) in chosen]
 

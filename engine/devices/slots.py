@@ -40,6 +40,13 @@ class Slots:
     def plan(self, wants: list[Want]) -> Plan:
         return plan_starts(wants, self.free(), self.keys)
 
+    def label(self, keys: list[str]) -> str:
+        """The devices text a queue entry records ("0,1", "cpu1"); "" on a box with one slot and no
+        GPU, where there is nothing to tell apart."""
+        if len(self.devices) == 1 and not self.devices[0].is_gpu and not self.devices[0].hide_gpus:
+            return ""
+        return ",".join(keys)
+
     def want_of(self, run: str, path: Path) -> Want:
         """What the entry file at `path` asks for (train.devices; 1 when unreadable: the worker
         reports a bad config itself). Explicit ids name slot keys: GPU ids, or the nth CPU slot."""
@@ -58,7 +65,11 @@ class Slots:
 
     def env_for(self, keys: list[str]) -> dict[str, str]:
         """Environment entries pinning a worker to `keys`: CUDA_VISIBLE_DEVICES = the GPUs' UUIDs, or
-        empty (no GPU) for CPU slots; LORATUI_PINNED_DEVICES = the keys (the worker does not re-pin)."""
+        empty (no GPU) for declared CPU slots, untouched for the one slot of a box where no GPU was
+        found; LORATUI_PINNED_DEVICES = the keys (the worker does not re-pin)."""
         devices = [self.by_key[k] for k in keys]
         pins = [d.pin for d in devices if d.is_gpu]
-        return {PIN_ENV: ",".join(pins), PINNED_ENV: ",".join(keys)}
+        env = {PINNED_ENV: ",".join(keys)}
+        if pins or any(d.hide_gpus for d in devices):
+            env[PIN_ENV] = ",".join(pins)
+        return env

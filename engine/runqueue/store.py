@@ -601,15 +601,16 @@ class QueueStore:
 
     # --- owner-only operations ----------------------------------------------------------------
 
-    def recover(self, keep: str | None = None) -> list[Entry]:
+    def recover(self, keep: str | set[str] | None = None) -> list[Entry]:
         """Entries left `running` by an engine that died get the status the run's own record gives:
         events.jsonl ending with run_finished (done with its LoRA on disk, failed, stopped), or
         `interrupted` when the run never wrote its end. `keep` is one whose worker is still alive
-        and followed."""
+        and followed (or a set of them: several entries run at once on their devices)."""
+        keeps = {keep} if isinstance(keep, str) else set(keep or ())
         fixed = []
         with edit_lock(self.folder):
             for e in self.entries():
-                if e.adopted and e.status == protocol.RUNNING and e.run != keep:
+                if e.adopted and e.status == protocol.RUNNING and e.run not in keeps:
                     fixed.append(self._update(e.run, **_recovered(e)))
         return fixed
 
