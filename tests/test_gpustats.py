@@ -32,3 +32,23 @@ def test_no_spill_warning_without_memory_figures_or_history():
     for _ in range(6):
         watch.check(0.1, {})
     assert watch.check(10.0, {}) is None
+
+
+def test_run_view_state_keeps_ranks_and_memory_peaks():
+    from tui.runstate import RunState
+
+    state = RunState()
+    state.apply({"type": "run_started", "run": "r", "name": "r", "total_steps": 10, "devices": 2})
+    step = {"type": "step", "run": "r", "step": 1, "total_steps": 10, "loss": 0.5, "samples_per_second": 4.0}
+    state.apply(step)
+    assert state.devices == 2 and state.memory == {} and state.memory_text() == ""  # a CPU run
+    state.apply(
+        dict(
+            step,
+            step=2,
+            max_memory_allocated=12 * GIB,
+            max_memory_reserved=int(14.5 * GIB),
+            memory_total=80 * GIB,
+        )
+    )
+    assert state.memory_text() == "VRAM 12.0/14.5 of 80.0 GiB"

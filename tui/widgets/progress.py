@@ -73,4 +73,9 @@ class RunProgress(Vertical):
             f"{_fmt(state.seconds_per_step, '.2f')} s/step  "
             f"{_fmt(state.samples_per_second, '.1f')} samples/s"
         )
+        # samples/s and the ETA already count every rank of a data-parallel run
+        if state.devices > 1:
+            figures += f"  {state.devices} ranks"
+        if state.memory_text():
+            figures += f"  {state.memory_text()}"
         self.query_one("#figures", Static).update(Text(figures))
