@@ -92,8 +92,10 @@ def test_two_ranks_equal_one_rank_with_the_global_batch(tmp_path, tiny_sd15, _de
         "engine.log",
         "events.jsonl",
         "loss.csv",
+        "state",
         "two.safetensors",
     ]
+    assert [p.name for p in (run_dir / "state").iterdir()] == [f"step{STEPS:06d}"]  # one set: rank 0's
     assert len((run_dir / "loss.csv").read_text().splitlines()) == STEPS + 1
     # samples/s counts both ranks: 2 samples per step
     step = [e for e in events if e["type"] == "step"][-1]

@@ -55,7 +55,7 @@ def join():
     return DistContext.from_env()
 
 
-def watch_launcher(controls, grace_s: float = 60.0) -> None:
+def watch_launcher(controls, grace_s: float = 10.0) -> None:
     """A rank whose launcher died (killed) stops without saving, and exits after `grace_s` at most:
     the agent started it in its own session, so nothing else would end it."""
     import threading
