@@ -442,6 +442,9 @@ class LoratuiApp(App):
                 general_threshold=v.get("caption_auto.general_threshold") or 0.35,
                 character_threshold=v.get("caption_auto.character_threshold") or 0.85,
                 undesired_tags=v.get("caption_auto.undesired_tags") or (),
+                captioner=v.get("caption_auto.captioner") or "wd14",
+                model=v.get("caption_auto.model") or "",
+                task=v.get("caption_auto.task") or "<CAPTION>",
                 cwd=self.workspace,
             )
         )
@@ -491,7 +494,9 @@ class LoratuiApp(App):
         yield SystemCommand("Show run", "The live run view (F7)", self.show_run)
         yield SystemCommand("Show form", "The run form", self.show_form)
         yield SystemCommand(
-            "Caption images (WD14)", "Tag a dataset folder with a WD14 tagger", self.show_caption
+            "Caption images (WD14 / Florence-2)",
+            "Caption a dataset folder with WD14 tags and/or Florence-2 sentences",
+            self.show_caption,
         )
         yield SystemCommand(
             "Test ComfyUI connection",

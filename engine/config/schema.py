@@ -164,6 +164,25 @@ class DatasetConfig:
 
 @dataclass
 class CaptionAutoConfig:
+    captioner: list = opt(
+        ["wd14"],
+        'wd14 | florence2, or a list: ["florence2", "wd14"] writes a Florence-2 sentence, then WD14 tags',
+        kind=STRS,
+        **LORA_ONLY,
+    )
+    model: str = opt(
+        "",
+        "Florence-2 model folder in transformers' format (e.g. florence-community/Florence-2-base), local only",
+        kind=PATH,
+        **LORA_ONLY,
+    )
+    task: str = opt(
+        "<CAPTION>",
+        "Florence-2 task: a sentence, a detailed one, or a paragraph",
+        choices=("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"),
+        **LORA_ONLY,
+    )
+    batch_size: int = opt(8, "Images per captioning batch", min=1, **LORA_ONLY)
     tagger: str = opt(
         "", "WD14 tagger folder (model.onnx + selected_tags.csv); empty = off", kind=PATH, **LORA_ONLY
     )

@@ -585,7 +585,9 @@ class TrainingRun:
         """Captions (WD14), the dataset scan and the batch plan of a lora run: (scan, items, plan, steps)."""
         cfg = self.cfg
         # 0. WD14 captions for images without a caption file, when [caption_auto] asks for it
-        if cfg.caption_auto.tagger:
+        from engine.tagger.run import caption_auto_enabled
+
+        if caption_auto_enabled(cfg):
             from engine.tagger.run import run_caption_auto
 
             # Rank 0 writes the caption files; the others scan once they are there.
