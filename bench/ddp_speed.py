@@ -1,11 +1,13 @@
 """Data-parallel speed: `engine train` with 1, 2, ... ranks, step time, samples/s, communication share.
 
-    python bench/ddp_speed.py [--ranks 1,2] [--batch 1] [--steps 12] [--resolution 64] [--keep DIR]
+    python bench/ddp_speed.py [--ranks 1,2] [--batch 1] [--steps 12] [--resolution 64] [--threads 1]
 
 Builds the demo's tiny SD1.5-style model and dataset (nothing is downloaded), then runs the same
 training with each rank count, `--batch` samples per rank (so the global batch grows with the ranks,
 as in real data-parallel scaling), fp32, cached latents and text, no validation or checkpoints. On a
-machine without GPUs the ranks are CPU processes talking gloo; with GPUs, one GPU per rank over NCCL.
+machine without GPUs the ranks are CPU processes talking gloo, one CPU thread each by default (a
+1-rank run with every core's threads on a busy machine measures thread contention, not scaling); with
+GPUs, one GPU per rank over NCCL.
 
 Per rank count it prints, after the warm-up steps:
 - s/step: median gap between `step` events;
@@ -33,7 +35,14 @@ WARMUP = 2
 
 
 def run(
-    workspace: Path, model: Path, data: Path, ranks: int, batch: int, steps: int, resolution: int
+    workspace: Path,
+    model: Path,
+    data: Path,
+    ranks: int,
+    batch: int,
+    steps: int,
+    resolution: int,
+    threads: int = 1,
 ) -> dict:
     from tests.train_util import config_text
 
@@ -49,7 +58,7 @@ def run(
             save={"overwrite": True, "state": False},
         )
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
     out = subprocess.run(
         [sys.executable, "-m", "engine", "train", str(config), "--workspace", str(workspace)],
         cwd=ROOT,
@@ -79,6 +88,12 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=1, help="samples per rank")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--resolution", type=int, default=64)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads per rank (OMP_NUM_THREADS; 1 compares like for like)",
+    )
     p.add_argument("--keep", default=None, help="workspace folder to keep (default: a temp folder)")
     args = p.parse_args()
     from engine.demo import build_demo_dataset, build_tiny_sd15
@@ -92,7 +107,7 @@ def main() -> int:
     if not data.exists():
         build_demo_dataset(data)
     rows = [
-        run(workspace, model, data, int(n), args.batch, args.steps, args.resolution)
+        run(workspace, model, data, int(n), args.batch, args.steps, args.resolution, args.threads)
         for n in args.ranks.split(",")
     ]
     base = next((r["samples_per_s"] for r in rows if r["ranks"] == 1), None)
