@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 # Field kinds: how a value is checked and which widget the TUI uses for it.
-INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM = (
+INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM, DEVICES = (
     "int",
     "float",
     "bool",
@@ -24,6 +24,7 @@ INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM = (
     "dict",
     "resolution",
     "enum",
+    "devices",
 )
 
 
@@ -163,6 +164,25 @@ class DatasetConfig:
 
 @dataclass
 class CaptionAutoConfig:
+    captioner: list = opt(
+        ["wd14"],
+        'wd14 | florence2, or a list: ["florence2", "wd14"] writes a Florence-2 sentence, then WD14 tags',
+        kind=STRS,
+        **LORA_ONLY,
+    )
+    model: str = opt(
+        "",
+        "Florence-2 model folder in transformers' format (e.g. florence-community/Florence-2-base), local only",
+        kind=PATH,
+        **LORA_ONLY,
+    )
+    task: str = opt(
+        "<CAPTION>",
+        "Florence-2 task: a sentence, a detailed one, or a paragraph",
+        choices=("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"),
+        **LORA_ONLY,
+    )
+    batch_size: int = opt(8, "Images per captioning batch", min=1, **LORA_ONLY)
     tagger: str = opt(
         "", "WD14 tagger folder (model.onnx + selected_tags.csv); empty = off", kind=PATH, **LORA_ONLY
     )
@@ -207,6 +227,12 @@ class TrainConfig:
     steps: int = opt(1000, "Optimizer steps; ignored when epochs > 0", min=1, basic=True)
     epochs: int = opt(0, "Epochs (0 = use steps)", min=0, **LORA_ONLY)
     batch_size: int = opt(4, "Images per batch", min=1, basic=True)
+    devices: Any = opt(
+        1,
+        "Devices of a data-parallel run: a count (2) or GPU ids ([0, 1]); > 1 runs one rank per device "
+        "with torch.distributed, batch_size per device (global batch = batch_size x devices; lora mode)",
+        kind=DEVICES,
+    )
     grad_accum: int = opt(1, "Gradient accumulation steps", min=1)
     lr: float = opt(1e-4, "Learning rate", min=0.0, min_exclusive=True, basic=True)
     text_encoder_lr: float = opt(0.0, "Text-encoder learning rate (0 = same as lr)", min=0.0)
@@ -626,6 +652,7 @@ RESUME_MAY_CHANGE: dict[str, str] = {
     "train.min_snr_gamma": "applies from the next step",
     "train.noise_offset": "applies from the next step",
     "train.gradient_checkpointing": "speed and memory only",
+    "train.devices": "the ranks split the same global batch (batch_size x devices must not change)",
     "dataset.workers": "speed only",
     "dataset.cache_latents": "speed only",
     "dataset.cache_text": "speed only",
@@ -640,7 +667,8 @@ RESUME_MAY_CHANGE: dict[str, str] = {
 # Why a key may not change: what it would break in the saved state.
 RESUME_REFUSED_WHY: dict[str, str] = {
     "dataset.*": "the data position (which images come next, in which bucket)",
-    "train.batch_size": "the data position",
+    "train.batch_size": "the data position (per device: it may change with train.devices when "
+    "batch_size x devices stays)",
     "train.grad_accum": "the data position",
     "train.seed": "the data order and noise of the steps still to come",
     "train.optimizer": "the optimizer state",

@@ -15,6 +15,7 @@ from engine.errors import LoratuiError
 from .aliases import alias_target, near_alias_target
 from .schema import (
     BOOL,
+    DEVICES,
     DICT,
     ENUM,
     FLOAT,
@@ -132,8 +133,8 @@ def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
             msg = f"one of {', '.join(spec.choices)}"
             return value, f"expected {msg}, found {describe(value)}" + (f"; {hint}" if hint else "")
     elif kind in (STRS, PATHS):
-        if isinstance(value, str) and kind == PATHS:
-            value = [value]  # a single folder is a natural thing to write
+        if isinstance(value, str) and (kind == PATHS or spec.dotted == "caption_auto.captioner"):
+            value = [value]  # a single folder (or captioner) is a natural thing to write
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             expected = 'a list of strings, e.g. ["a", "b"]'
     elif kind == DICT:
@@ -150,6 +151,10 @@ def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
             expected = "a whole number or [width, height]"
         elif (ok_int and value < 64) or (ok_pair and min(value) < 64):
             return value, f"expected at least 64, found {describe(value)}"
+    elif kind == DEVICES:
+        from engine.devices.spec import check_devices
+
+        expected = check_devices(value)
     if expected:
         return value, f"expected {expected}, found {describe(value)}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -290,6 +295,29 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             "ileco.original_prompt",
             'mode "ileco" needs [ileco] original_prompt (the concept to change)',
             "set ileco.original_prompt; ileco.target_prompt is what it becomes (empty = erase it)",
+        )
+    auto = cfg.caption_auto
+    bad = [c for c in auto.captioner if c not in ("wd14", "florence2")]
+    if bad or not auto.captioner:
+        add(
+            "caption_auto.captioner",
+            f"caption_auto.captioner: unknown captioner {bad[0]!r}"
+            if bad
+            else "caption_auto.captioner is empty",
+            'use "wd14", "florence2" or a list of them, e.g. ["florence2", "wd14"]',
+        )
+    elif "florence2" in auto.captioner and not auto.model:
+        add(
+            "caption_auto.model",
+            "caption_auto.captioner includes florence2 but caption_auto.model is empty",
+            "set caption_auto.model to a local Florence-2 folder (e.g. florence-community/Florence-2-base "
+            "downloaded once on a machine with internet)",
+        )
+    elif "florence2" in auto.captioner and "wd14" in auto.captioner and not auto.tagger:
+        add(
+            "caption_auto.tagger",
+            "caption_auto.captioner includes wd14 but caption_auto.tagger is empty",
+            "set caption_auto.tagger to a WD14 folder (model.onnx + selected_tags.csv)",
         )
     out.extend(_pipeline_checks(cfg, add))
     from engine.train.prompts import parse_prompt_line  # torch-free

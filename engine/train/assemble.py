@@ -89,10 +89,22 @@ def load_model(cfg, device, precision: str, lora_precision: str, init: tuple, st
 
 
 def build_trainer(
-    cfg, model: Model, *, items, plan, run_steps, total_steps, autocast_dtype, device, phase, copier_path
+    cfg,
+    model: Model,
+    *,
+    items,
+    plan,
+    run_steps,
+    total_steps,
+    autocast_dtype,
+    device,
+    phase,
+    copier_path,
+    dist=None,
 ):
     """The StepTrainer of cfg.mode, in training mode. `phase` emits phase events (difference mode
-    encodes its two images as cache_latents and announces its second pass as a train phase)."""
+    encodes its two images as cache_latents and announces its second pass as a train phase); `dist`
+    is the DistContext of a data-parallel run (mode lora only), None in a single process."""
     if cfg.mode == "lora":
         from engine.data.captions import augment_caption
         from engine.train.dataprep import dataset_sources
@@ -111,6 +123,7 @@ def build_trainer(
             autocast_dtype=autocast_dtype,
             device=device,
             augment_caption=augment_caption,
+            dist=dist,
         )
     elif cfg.mode == "ileco":
         from engine.train.ileco import IlecoTrainer

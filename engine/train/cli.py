@@ -2,12 +2,14 @@
 
 Runs one training run headless: JSON-lines events on stdout (PROTOCOL.md), human logs on stderr and
 in runs/<name>/engine.log, commands (`stop`, `save_now`, `sample_now`) on stdin. Exit code 0 when the
-run finished or was stopped, 1 when it failed (a config that does not load included).
+run finished or was stopped by a command, 1 when it failed (a config that does not load included), 130
+when Ctrl-C (or SIGTERM) stopped it: it then prints the command that continues it.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from engine import protocol
@@ -47,11 +49,36 @@ def main(argv: list[str] | None = None) -> int:
             protocol.run_finished(run=args.run_id, status=protocol.FAILED, lora=None, error=exc.to_dict())
         )
         return 1
+    from engine.train import ranks
+
+    try:
+        nproc = ranks.prepare_devices(cfg)
+    except LoratuiError as exc:
+        print(exc.render(), file=sys.stderr)
+        events.emit(
+            protocol.run_finished(run=args.run_id, status=protocol.FAILED, lora=None, error=exc.to_dict())
+        )
+        return 1
+    if nproc > 1 and not ranks.in_worker():
+        # This process becomes the launcher of nproc ranks (engine.train.launch).
+        from engine.train.launch import launch
+
+        try:
+            return launch(
+                list(argv if argv is not None else sys.argv[1:]), nproc, cfg.run_dir(), args.run_id, events
+            )
+        finally:
+            events.close()
     from engine.train.controls import Controls
     from engine.train.run import TrainingRun
 
+    dist = ranks.join()
+    if not dist.is_main:
+        events = ranks.NullEvents()
     controls = Controls()
-    if not args.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
+    if dist.enabled:
+        ranks.watch_launcher(controls)
+    if dist.is_main and not args.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
         controls.read_stream(sys.stdin)
     from engine.pipeline import PipelineRun, uses_pipeline
 
@@ -64,11 +91,29 @@ def main(argv: list[str] | None = None) -> int:
         run_id=args.run_id,
         controls=controls,
         stop_after_step=args.stop_after_step,
+        dist=dist,
     )
     try:
-        return run.execute()
+        code = ranks.finish(run, run.execute())
     finally:
         events.close()
+        dist.close()
+    if dist.enabled:
+        return code  # a rank: the launcher reports the run's ending
+    return interrupted_exit(controls, code, args)
+
+
+def interrupted_exit(controls, code: int, args: argparse.Namespace) -> int:
+    """A run stopped by Ctrl-C or SIGTERM exits non-zero (130 / 143, as a shell reports a signal)
+    and says how to continue it; a stop asked on stdin (the queue's) keeps its exit status."""
+    signals = getattr(controls, "_signals", 0)  # counted by Controls.install_signals' handler
+    if not signals or code != 0:
+        return code
+    again = " ".join(
+        shlex.quote(a) for a in ["loratui", "train", args.config, *sum((["--set", s] for s in args.sets), [])]
+    )
+    print(f"stopped; continue it with: {again} --resume", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -16,15 +16,24 @@ from engine.errors import LoratuiError
 log = logging.getLogger("engine.train")
 
 
-def scan_and_plan(cfg, *, phase, check_stop, emit, run_id, should_stop):
-    """WD14 captions (when [caption_auto] asks), the dataset scan and the batch plan.
+def scan_and_plan(cfg, *, phase, check_stop, emit, run_id, should_stop, dist=None):
+    """Automatic captions (when [caption_auto] asks), the dataset scan and the batch plan.
 
+    `dist`: the DistContext of a data-parallel run (rank 0 writes the captions; the plan is of global
+    batches, batch_size x ranks, each rank training its shard); None in a single process.
     Returns (scan, items, plan, run_steps); raises LoratuiError when there is nothing to train.
     """
-    if cfg.caption_auto.tagger:
+    from engine.tagger.run import caption_auto_enabled
+
+    world = dist.world_size if dist is not None else 1
+    if caption_auto_enabled(cfg):
         from engine.tagger.run import run_caption_auto
 
-        run_caption_auto(cfg, emit, run=run_id, should_stop=should_stop)
+        # Rank 0 writes the caption files; the others scan once they are there.
+        if dist is None or dist.is_main:
+            run_caption_auto(cfg, emit, run=run_id, should_stop=should_stop)
+        if dist is not None:
+            dist.barrier()
         check_stop("caption")
 
     phase("scan", 0, 1)
@@ -48,7 +57,7 @@ def scan_and_plan(cfg, *, phase, check_stop, emit, run_id, should_stop):
 
     from engine.data.dataset import BatchPlan
 
-    plan = BatchPlan(items, cfg.train.batch_size, cfg.train.seed)
+    plan = BatchPlan(items, cfg.train.batch_size * world, cfg.train.seed)
     accum = max(1, int(cfg.train.grad_accum))
     if int(cfg.train.epochs) > 0:
         run_steps = math.ceil(int(cfg.train.epochs) * plan.batches_per_epoch / accum)
@@ -98,8 +107,20 @@ def dataset_sources(cfg, base, items):
     return LatentSource(base, items, ds, latent_cache, pixels), text_cache
 
 
-def fill_caches(trainer, items, *, phase, check_stop) -> None:
-    """Encode what the latent and text caches miss (the dataset trainer's), with phase events."""
+def fill_caches(trainer, items, *, phase, check_stop, dist=None) -> None:
+    """Encode what the latent and text caches miss (the dataset trainer's), with phase events. In a
+    data-parallel run (`dist`) rank 0 fills them; the other ranks then find every entry there."""
+    if dist is not None and dist.enabled:
+        if not dist.is_main:
+            dist.barrier()
+        _fill_caches(trainer, items, phase=phase, check_stop=check_stop)
+        if dist.is_main:
+            dist.barrier()
+        return
+    _fill_caches(trainer, items, phase=phase, check_stop=check_stop)
+
+
+def _fill_caches(trainer, items, *, phase, check_stop) -> None:
     latents = trainer.latents
     if latents.cache is not None:
         t0 = time.time()

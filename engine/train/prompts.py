@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import LoratuiError
+from engine.textfile import TextEncodingError, read_user_text
 
 OPTIONS = {"n": "negative prompt", "w": "width", "h": "height", "d": "seed", "l": "guidance", "s": "steps"}
 
@@ -93,8 +94,10 @@ def prompt_lines(cfg) -> list[tuple[str, str]]:
     if ref:
         path = Path(cfg.resolve_path(ref))
         try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_user_text(path)  # UTF-8 / BOM-marked UTF-16; another encoding is named
+        except TextEncodingError as exc:
+            raise LoratuiError(exc.message, hint=exc.hint, where="sample.prompts_file") from None
+        except OSError as exc:
             raise LoratuiError(
                 f"cannot read the sample prompts file {path}: {getattr(exc, 'strerror', None) or exc}",
                 hint="sample.prompts_file is a UTF-8 text file with one prompt per line",

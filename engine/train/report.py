@@ -1,7 +1,8 @@
 """StepReporter: where each step record of a run goes, once: loss.csv (engine.train.csvlog), the
 protocol `step`, `validation` and `sample` events, the trackers `[log]` asks for (TensorBoard, W&B:
 engine.train.trackers) and a step line in the human log every run_steps/20 steps (events carry every
-step, so those lines stay out of the event stream).
+step, so those lines stay out of the event stream). In a data-parallel run only rank 0 writes
+loss.csv and feeds the trackers; samples per second count the global batch (batch_size x ranks).
 """
 
 from __future__ import annotations
@@ -36,17 +37,22 @@ class StepReporter:
         resume_step: int | None,
         run_steps: int,
         total_steps: int,
+        dist=None,
     ) -> None:
+        writes = dist is None or dist.is_main
+        world = dist.world_size if dist is not None else 1
         self.cfg = cfg
         self.emit = emit
         self.run_id = run_id
         self.run_steps = run_steps
         self.total_steps = total_steps
-        self.csv = LossCsv(run_dir / "loss.csv", resume_step=resume_step, enabled=bool(cfg.log.csv))
-        self.trackers = open_trackers(cfg, run_dir, resume_step=resume_step, run_id=run_id)
+        self.csv = LossCsv(
+            run_dir / "loss.csv", resume_step=resume_step, enabled=bool(cfg.log.csv) and writes
+        )
+        self.trackers = open_trackers(cfg, run_dir, resume_step=resume_step, run_id=run_id) if writes else []
         self._durations: deque = deque(maxlen=SPEED_WINDOW)
         self._log_every = max(1, run_steps // LOG_STEP_LINES)
-        self._per_step = cfg.train.batch_size * max(1, int(cfg.train.grad_accum))
+        self._per_step = cfg.train.batch_size * world * max(1, int(cfg.train.grad_accum))
 
     def validation_before_training(self, state, val_loss: float) -> None:
         """The validation loss of the untrained network (a fresh run's step-0 row)."""
@@ -63,9 +69,19 @@ class StepReporter:
         self.emit(protocol.validation(run=self.run_id, step=state.step, val_loss=val_loss))
         log.info("validation loss at step %d: %.6f", state.step, val_loss)
 
-    def step(self, state, out: dict, *, seconds: float, val_loss: float | None, param_groups) -> None:
+    def step(
+        self,
+        state,
+        out: dict,
+        *,
+        seconds: float,
+        val_loss: float | None,
+        param_groups,
+        stats: dict | None = None,
+    ) -> None:
         """One optimizer step: `out` is StepTrainer.train_step's answer, `seconds` its wall time,
-        `param_groups` the optimizer's (their learning rates go to TensorBoard)."""
+        `param_groups` the optimizer's (their learning rates go to TensorBoard), `stats` extra fields
+        of the `step` event (GPU memory peaks in bytes, a data-parallel run's comm_seconds)."""
         self._durations.append(seconds)
         sps = sum(self._durations) / len(self._durations)
         loss = out["loss"]
@@ -96,6 +112,7 @@ class StepReporter:
                 seconds_per_step=sps,
                 eta_seconds=sps * (self.run_steps - state.steps_done),
                 samples_per_second=self._per_step / sps if sps > 0 else 0.0,
+                **(stats or {}),
             )
         )
         if val_loss is not None:

@@ -53,8 +53,13 @@ class TrainingRun:
         controls: Controls | None = None,
         stop_after_step: int | None = None,
         keep_events: bool = False,
+        dist=None,
     ) -> None:
+        from engine.train.distributed import DistContext
+
         self.cfg = cfg
+        # This process's rank in a data-parallel run (engine.train.distributed); only rank 0 writes.
+        self.dist = dist if dist is not None else DistContext.single()
         # The train step of a pipeline (engine.pipeline) appends to the events of its earlier steps.
         self.keep_events = keep_events
         self.events = events
@@ -62,7 +67,7 @@ class TrainingRun:
         self.run_id = run_id
         self.controls = controls or Controls()
         self.stop_after_step = stop_after_step
-        self.folder = RunFolder(cfg)
+        self.folder = RunFolder(cfg, writes=self.dist.is_main)
         self.run_dir: Path = self.folder.path
         self.final_path = self.folder.final_path
         self.state_root = self.folder.state_root
@@ -92,7 +97,12 @@ class TrainingRun:
         try:
             self.folder.refuse_name()  # before anything is created under a name the rule refuses
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            cleanup = setup_logging(self.folder.log_path, self.events, self.run_id)
+            main = self.dist.is_main
+            cleanup = setup_logging(self.folder.log_path if main else None, self.events, self.run_id)
+            if not main:
+                from engine.train.ranks import quiet_logging
+
+                quiet_logging(self.dist.rank)
             self._state_dir_to_resume = self.folder.latest_state() if self.resume else None
             self.folder.resuming_from = self._state_dir_to_resume
             fresh = self._state_dir_to_resume is None
@@ -101,13 +111,14 @@ class TrainingRun:
             if fresh:
                 self.folder.refuse_overwrite()
                 self.folder.refuse_discarding_state()
-                if not self.keep_events:
+                if main and not self.keep_events:
                     self.folder.events_path.unlink(missing_ok=True)
             else:
                 from engine.train.resume import check_run_resume
 
-                check_run_resume(self._state_dir_to_resume, self.cfg)
+                check_run_resume(self._state_dir_to_resume, self.cfg, self.dist.world_size)
             self.events.set_jsonl(self.folder.events_path)
+            self._record = main
             self.controls.install_signals()
             status, lora = self._execute(fresh)
         except _StoppedBeforeTraining as exc:
@@ -131,7 +142,17 @@ class TrainingRun:
                 "are not affected",
                 self.events.jsonl_error,
             )
-        self.emit(protocol.run_finished(run=self.run_id, status=status, lora=lora, error=error))
+        self.outcome = {
+            "status": status,
+            "lora": lora,
+            "error": error,
+            "record": getattr(self, "_record", False),
+        }
+        from engine.train.launch import launched_rank_results
+
+        # A rank of a launched data-parallel run reports to the launcher, which writes the one ending.
+        if not (self.dist.enabled and launched_rank_results() is not None):
+            self.emit(protocol.run_finished(run=self.run_id, status=status, lora=lora, error=error))
         cleanup()
         return 0 if status in (protocol.DONE, protocol.STOPPED) else 1
 
@@ -161,18 +182,16 @@ class TrainingRun:
         from engine.train.resume import fresh_state, restore
         from engine.train.steploop import StepLoop
 
-        cfg = self.cfg
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.emit(
-            protocol.hello(
-                engine_version=engine_version(), workspace=str(cfg.workspace), device=device_text(device)
-            )
-        )
+        cfg, dist = self.cfg, self.dist
+        device = dist.device if dist.enabled else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        shown = device_text(device) + (f" x {dist.world_size} ranks" if dist.enabled else "")
+        self.emit(protocol.hello(engine_version=engine_version(), workspace=str(cfg.workspace), device=shown))
         if self.resume and fresh:
             log.warning("no saved training state in %s: starting from the beginning", self.state_root)
 
         # 1. the resolved config, checks that need no model
-        atomic_write_text(self.folder.config_path, dump_resolved(cfg))
+        if dist.is_main:
+            atomic_write_text(self.folder.config_path, dump_resolved(cfg))
         preflight(cfg, self.folder)
         start_step, init_sd, init_metadata = read_init_from(cfg)
         run_steps_estimate = _estimated_steps(cfg)
@@ -183,7 +202,9 @@ class TrainingRun:
                 config=str(self.folder.config_path),
                 total_steps=start_step + run_steps_estimate if run_steps_estimate else 0,
                 run_dir=str(self.run_dir),
-                pid=os.getpid(),
+                # The launcher of a data-parallel run is the process to signal (it stops every rank).
+                pid=int(os.environ.get("LORATUI_LAUNCHER_PID", "0") or 0) or os.getpid(),
+                devices=dist.world_size,
             )
         )
 
@@ -198,6 +219,7 @@ class TrainingRun:
                 emit=self.emit,
                 run_id=self.run_id,
                 should_stop=self.controls.stop.is_set,
+                dist=dist,
             )
         else:
             scan, items, plan, run_steps = None, [], None, run_steps_estimate
@@ -223,11 +245,12 @@ class TrainingRun:
             device=device,
             phase=self.phase,
             copier_path=self.state_root / "copier.safetensors",
+            dist=dist,
         )
         if cfg.mode == "lora":
             from engine.train.dataprep import fill_caches
 
-            fill_caches(trainer, items, phase=self.phase, check_stop=self._check_stop)
+            fill_caches(trainer, items, phase=self.phase, check_stop=self._check_stop, dist=dist)
 
         # 5. fresh start or resume
         if fresh:
@@ -236,7 +259,9 @@ class TrainingRun:
         else:
             state = restore(cfg, self._state_dir_to_resume, trainer, model.base, total_steps, run_steps)
             self.folder.last_saved_step = state.step
+        state.global_batch_size = int(cfg.train.batch_size) * dist.world_size
         self.base, self.trainer, self.items, self.scan, self.plan = model.base, trainer, items, scan, plan
+        dist.wrap_models(model.base, bool(cfg.network.train_text_encoder))
 
         # 6. the loop and the final save
         self._training = True
@@ -255,6 +280,7 @@ class TrainingRun:
             total_steps=total_steps,
             ran_precision=(precision, lora_precision),
             stop_after_step=self.stop_after_step,
+            dist=dist,
         )
         return loop.run(state, fresh)
 

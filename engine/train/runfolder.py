@@ -14,7 +14,8 @@ earlier attempt's resumable state is never replaced unless save.overwrite (a res
 run: the old LoRA is kept as the checkpoint of its step); checkpoints and states are pruned to
 save.keep_last; the final LoRA is written atomically (engine.networks.save_lora), a state is saved
 at the final step so a finished run can be extended, and the LoRA is copied (verified) to
-save.copy_to when set.
+save.copy_to when set. In a data-parallel run only rank 0's RunFolder writes (`writes`): the other
+ranks keep the same bookkeeping (the last saved step) and write nothing.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ log = logging.getLogger("engine.train")
 
 
 class RunFolder:
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, *, writes: bool = True) -> None:
         self.cfg = cfg
+        self.writes = writes  # False on the ranks other than 0 of a data-parallel run
         self.path: Path = cfg.run_dir()
         self.final_path = self.path / f"{cfg.name}.safetensors"
         self.ckpt_dir = self.path / "checkpoints"
@@ -94,7 +96,7 @@ class RunFolder:
         """Training starts over: older resumable state belongs to an abandoned attempt and would
         otherwise be picked up by a later --resume. Called only once training is about to start, so a
         run that fails before (bad setting, missing model) leaves it intact."""
-        if self.state_root.exists():
+        if self.writes and self.state_root.exists():
             log.info("starting fresh: removing the old training state in %s", self.state_root)
             shutil.rmtree(self.state_root, ignore_errors=True)
 
@@ -105,6 +107,9 @@ class RunFolder:
 
         cfg = self.cfg
         path = self.ckpt_dir / f"{cfg.name}-step{state.step:06d}.safetensors"
+        if not self.writes:
+            self.last_saved_step, self.last_checkpoint = state.step, path
+            return path
         save_lora(network, path, metadata=metadata, precision=cfg.save.precision, fmt=cfg.save.format)
         if cfg.save.state:
             self.save_state(state, trainer, base)

@@ -27,6 +27,13 @@ def resume_digest(cfg) -> str:
     for section in ("save", "log", "sample", "validation", "caption_auto"):
         data.pop(section, None)
     data.pop("name", None)
+    # The device count may change across a resume while the global batch stays (checked on its own).
+    from engine.devices.spec import parse_devices
+
+    train = data.get("train", {})
+    count = parse_devices(train.pop("devices", 1)).count
+    if "batch_size" in train:
+        train["batch_size"] = int(train["batch_size"]) * count
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -4,6 +4,10 @@ then the final save.
 
 A stop (stdin command, SIGINT/SIGTERM, --stop-after-step) ends the loop after the current step; it
 saves a checkpoint plus state unless it asked not to, and the run ends with status `stopped`.
+
+In a data-parallel run (`dist`, engine.train.distributed) every rank runs this loop: the stop, save
+and sample requests are shared before each step so all ranks act at the same step, and only rank 0
+writes (samples, checkpoints, the final LoRA through its RunFolder, the reporter's files).
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ class StepLoop:
         total_steps: int,
         ran_precision: tuple[str, str],
         stop_after_step: int | None = None,
+        dist=None,
     ) -> None:
+        from engine.train.distributed import DistContext
+
         self.cfg = cfg
         self.folder = folder  # engine.train.runfolder.RunFolder
         self.trainer = trainer  # engine.train.steptrainer.StepTrainer
@@ -51,6 +58,7 @@ class StepLoop:
         self.total_steps = total_steps
         self.ran_precision = ran_precision  # what the metadata records (a CPU trains in fp32)
         self.stop_after_step = stop_after_step
+        self.dist = dist if dist is not None else DistContext.single()
 
     def run(self, state, fresh: bool) -> tuple[str, str | None]:
         """Train until done or stopped: (protocol.DONE, final LoRA) or (protocol.STOPPED, the last
@@ -64,6 +72,7 @@ class StepLoop:
             resume_step=None if fresh else state.step,
             run_steps=run_steps,
             total_steps=self.total_steps,
+            dist=self.dist,
         )
         self.phase("train", state.steps_done, run_steps, total_steps=self.total_steps)
         t_start = time.time() - state.elapsed
@@ -82,15 +91,22 @@ class StepLoop:
 
     def _steps(self, state, fresh: bool, reporter: StepReporter, t_start: float):
         """The steps; (protocol.STOPPED, checkpoint) when stopped, None when every step is done."""
-        cfg, trainer, controls = self.cfg, self.trainer, self.controls
+        from engine.train.gpustats import SpillWatch, step_memory
+
+        cfg, trainer, controls, dist = self.cfg, self.trainer, self.controls, self.dist
         run_steps = self.run_steps
         every_val = int(cfg.validation.every_steps)
         if fresh and every_val > 0:
             reporter.validation_before_training(state, trainer.validation_loss())
+        step_memory(self.base.device)  # peaks count from the first step on
+        spill = SpillWatch()
         while state.steps_done < run_steps:
+            # Every rank takes the same stop / save / sample decision at the same step.
+            dist.sync_controls(controls)
             if controls.stop.is_set():
                 break
             t0 = time.time()
+            comm0 = dist.comm_seconds
             before = state.global_batch
             out = trainer.train_step(state.steps_done, state.global_batch)
             state.steps_done += 1
@@ -100,13 +116,24 @@ class StepLoop:
             loss = out["loss"]
             state.loss_ema = loss if state.loss_ema is None else 0.9 * state.loss_ema + 0.1 * loss
             seconds = time.time() - t0
+            stats = step_memory(self.base.device)  # GPU memory peaks of this step (none on a CPU)
+            if warning := spill.check(seconds, stats):
+                log.warning("%s", warning)
+            if dist.enabled:
+                # rank 0's seconds in gradient and loss all-reduces (waiting for other ranks included)
+                stats["comm_seconds"] = round(dist.comm_seconds - comm0, 6)
             val = None
             last = state.steps_done == run_steps
             if every_val > 0 and (state.step % every_val == 0 or last):
                 val = trainer.validation_loss()
             state.elapsed = time.time() - t_start
             reporter.step(
-                state, out, seconds=seconds, val_loss=val, param_groups=trainer.optimizer.param_groups
+                state,
+                out,
+                seconds=seconds,
+                val_loss=val,
+                param_groups=trainer.optimizer.param_groups,
+                stats=stats,
             )
             self._maybe_sample(state, last, reporter)
             if self.stop_after_step is not None and state.step >= self.stop_after_step:
@@ -130,7 +157,7 @@ class StepLoop:
         self.controls.sample_now.clear()
         every = int(sample.every_steps)
         due = asked or (every > 0 and (state.step % every == 0 or last))
-        if not due:
+        if not due or not self.dist.is_main:
             return
         if not (sample.prompts or sample.prompts_file):
             if asked:
@@ -186,7 +213,9 @@ class StepLoop:
         return path
 
     def _save_final(self, state) -> tuple[str, dict]:
-        """(the final LoRA's path, its metadata)."""
+        """(the final LoRA's path, its metadata); ("", None) on ranks other than 0, which save nothing."""
+        if not self.dist.is_main:
+            return "", None
         self.phase("save", 0, 1)
         self.folder.keep_resumed_final()
         if self.folder.final_taken():

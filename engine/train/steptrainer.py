@@ -72,15 +72,19 @@ class DiffusionStep:
         return stepping.autocast(self.base.device, self.autocast_dtype)
 
     def weighted_loss(self, pred, target, timesteps, *, weighted: bool) -> torch.Tensor:
+        """`weighted_per_sample` averaged over the batch: a 0-dim tensor."""
+        return self.weighted_per_sample(pred, target, timesteps, weighted=weighted).mean()
+
+    def weighted_per_sample(self, pred, target, timesteps, *, weighted: bool) -> torch.Tensor:
         """train.loss averaged per sample, min-SNR-γ weighted when `weighted` and train.min_snr_gamma
-        is set (engine.train.losses.min_snr_weights), then averaged over the batch: a 0-dim tensor."""
+        is set (engine.train.losses.min_snr_weights): shape [B]."""
         train = self.cfg.train
         per_sample = losses.per_sample_loss(pred, target, train.loss, train.huber_c)
         if weighted and train.min_snr_gamma:
             per_sample = per_sample * losses.min_snr_weights(
                 self.sched.alphas_cumprod, timesteps, train.min_snr_gamma, self.prediction
             ).to(per_sample.device)
-        return per_sample.mean()
+        return per_sample
 
     def validation_timesteps(self) -> torch.Tensor:
         """VAL_TIMESTEPS timesteps at the centres of equal spans of the schedule (CPU, int64)."""

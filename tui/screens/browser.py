@@ -128,7 +128,7 @@ class BrowserScreen(Screen):
     def _loaded(self, view: DatasetView | None, error: LoratuiError | None) -> None:
         if view is None:
             text = f"{error.message}" + (f"\nhint: {error.hint}" if error and error.hint else "")
-            self.query_one("#browser-status", Static).update(text)
+            self.query_one("#browser-status", Static).update(text, layout=False)
             return
         self.view = view
         self.refill()
@@ -152,7 +152,7 @@ class BrowserScreen(Screen):
         status = f"{len(self.shown)} of {len(view.entries)} images · {bad} with problems"
         if view.unreadable:
             status += f" · {len(view.unreadable)} unreadable"
-        self.query_one("#browser-status", Static).update(status)
+        self.query_one("#browser-status", Static).update(status, layout=False)
         if self.shown:
             self._select(self.shown[0])
         else:
@@ -171,7 +171,7 @@ class BrowserScreen(Screen):
                 self._picture_timer.stop()
             picture.show(None)
             for name in ("#browser-info", "#browser-caption", "#browser-problems"):
-                self.query_one(name, Static).update("")
+                self.query_one(name, Static).update("", layout=False)
             editor.load_text("")
             return
         # The picture waits until the cursor rests: holding the down key through 1,000 images must
@@ -189,18 +189,23 @@ class BrowserScreen(Screen):
             f"{entry.width}x{entry.height} → bucket {entry.bucket[0]}x{entry.bucket[1]} · {crop}"
             f" · repeats {entry.repeats}"
         )
-        self.query_one("#browser-info", Static).update(info)
+        self.query_one("#browser-info", Static).update(info, layout=False)
         self._show_caption(entry)
         text = ""
-        if entry.caption_file is not None and entry.caption_file.is_file():
+        if entry.caption_file is not None and entry.caption_file.is_file() and not entry.error:
             from engine.data.captions import read_caption_file
 
-            text = read_caption_file(entry.caption_file)
+            try:
+                text = read_caption_file(entry.caption_file)
+            except LoratuiError as exc:  # changed on disk since the scan
+                entry.error = exc.message
         editor.load_text(text)
         problems = Text()
         for p in entry.problems:
             problems.append(f"⚠ {p}\n", style="yellow")
-        self.query_one("#browser-problems", Static).update(problems or Text("no problems", style="dim"))
+        self.query_one("#browser-problems", Static).update(
+            problems or Text("no problems", style="dim"), layout=False
+        )
 
     def _show_caption(self, entry: BrowseEntry) -> None:
         text = Text("trained as: ", style="dim")
@@ -213,7 +218,7 @@ class BrowserScreen(Screen):
             text.append("(empty caption)", style="italic")
         if entry.source != "file":
             text.append(f"  [{entry.source}]", style="dim")
-        self.query_one("#browser-caption", Static).update(text)
+        self.query_one("#browser-caption", Static).update(text, layout=False)
 
     # --- events -------------------------------------------------------------------------------
 
@@ -269,6 +274,14 @@ class BrowserScreen(Screen):
             )
             return
         text = self.query_one("#browser-edit", TextArea).text
+        if entry.error:
+            self.notify(
+                f"{entry.caption_file} cannot be read ({entry.error}); save it as UTF-8 first, "
+                "so its text is not replaced unseen",
+                severity="warning",
+                markup=False,
+            )
+            return
         try:
             path = write_caption(entry.path, text, self.cfg.dataset.caption_extensions)
         except LoratuiError as exc:
@@ -314,7 +327,7 @@ class BrowserScreen(Screen):
         else:
             self._select(None)
         self.query_one("#browser-status", Static).update(
-            f"{len(self.shown)} of {len(self.view.entries)} images · {entry.rel} excluded"
+            f"{len(self.shown)} of {len(self.view.entries)} images · {entry.rel} excluded", layout=False
         )
 
     @property
