@@ -417,7 +417,7 @@ def benchmark(args) -> int:
     for label, res, bs, rank, eng, bare, peak, ref in rows:
         per_sample_ratio = (eng / bs) / ref
         print(
-            f"{label:<12} {res:>5} {bs:>3} {rank:>4} {eng:>14.4f} {bs / eng:>10.2f} {bare:>12.4f}"
+            f"{label:<12} {res:>5} {bs:>3} {rank:>4} {eng:>14.4f} {bs / eng:>10.4g} {bare:>12.4f}"
             f" {eng / bare:>12.2f} {peak[0]:>15.2f} {peak[1]:>18.2f} {peak[2]:>13.2f} {per_sample_ratio:>13.2f}"
         )
     if small:
