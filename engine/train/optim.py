@@ -117,10 +117,20 @@ def check_optimizer(name: str) -> None:
     optimizer_class(name)
 
 
-def build_optimizer(name: str, param_groups: list[dict], lr: float, args: dict | None = None):
-    """Create the optimizer over `param_groups` (each with its own "lr")."""
+def build_optimizer(
+    name: str, param_groups: list[dict], lr: float, args: dict | None = None, *, train_cfg=None
+):
+    """Create the optimizer over `param_groups` (each with its own "lr").
+
+    With `train_cfg`, the fast paths of engine.train.fastpaths apply (fused AdamW/Adam on CUDA);
+    `args` (train.optimizer_args) always win over them.
+    """
     cls = optimizer_class(name)
     kwargs = dict(args or {})
+    if train_cfg is not None:
+        from engine.train.fastpaths import optimizer_kwargs
+
+        kwargs = {**optimizer_kwargs(name, param_groups, train_cfg), **kwargs}
     if name == "adafactor":
         # With an explicit learning rate Adafactor must not compute its own relative step size.
         kwargs.setdefault("relative_step", False)

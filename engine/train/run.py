@@ -475,6 +475,9 @@ class TrainingRun:
             )
         if cfg.train.gradient_checkpointing:
             base.enable_gradient_checkpointing(text_encoders=bool(cfg.network.train_text_encoder))
+        from engine.train.fastpaths import prepare_model
+
+        prepare_model(cfg, base, network, device, int(cfg.dataset.resolution))
         self.phase("load_model", 1, 1)
         self._check_stop("load_model")
 
@@ -839,7 +842,9 @@ class TrainingRun:
         latents = LatentSource(base, items, ds, latent_cache, pixels)
         groups = network.param_groups(cfg.train.lr, cfg.train.text_encoder_lr or None)
         base_lrs = [g["lr"] for g in groups]
-        optimizer = build_optimizer(cfg.train.optimizer, groups, cfg.train.lr, cfg.train.optimizer_args)
+        optimizer = build_optimizer(
+            cfg.train.optimizer, groups, cfg.train.lr, cfg.train.optimizer_args, train_cfg=cfg.train
+        )
         scaler = None
         if device.type == "cuda" and autocast_dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")

@@ -41,7 +41,9 @@ def make_optimizer(network, train_cfg, lr: float, device: torch.device, autocast
 
     groups = network.param_groups(lr)
     base_lrs = [g["lr"] for g in groups]
-    optimizer = build_optimizer(train_cfg.optimizer, groups, lr, train_cfg.optimizer_args)
+    optimizer = build_optimizer(
+        train_cfg.optimizer, groups, lr, train_cfg.optimizer_args, train_cfg=train_cfg
+    )
     scaler = None
     if device.type == "cuda" and autocast_dtype == torch.float16:
         scaler = torch.amp.GradScaler("cuda")
