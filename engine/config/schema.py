@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # Field kinds: how a value is checked and which widget the TUI uses for it.
-INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM = (
+INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM, STEP_RULES = (
     "int",
     "float",
     "bool",
@@ -23,6 +23,7 @@ INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM = (
     "dict",
     "resolution",
     "enum",
+    "step_rules",  # engine.config.steprules: "100:0.5,200:0.25" or a list; stored as that text
 )
 
 
@@ -213,7 +214,17 @@ class TrainConfig:
     optimizer_args: dict = opt({}, "Passed to the optimizer, e.g. { weight_decay = 0.01 }")
     scheduler: str = opt("cosine", "Learning-rate schedule", choices=SCHEDULERS)
     warmup_steps: int = opt(0, "Linear warm-up steps", min=0)
-    scheduler_cycles: int = opt(1, "Cycles for cosine_with_restarts; steps per decay for step", min=1)
+    scheduler_cycles: int = opt(
+        1,
+        "Cycles for cosine_with_restarts; for step (without lr_step_rules) how often the rate halves",
+        min=1,
+    )
+    lr_step_rules: str = opt(
+        "",
+        'scheduler "step": the LR multiplier from each milestone on, "STEP:FACTOR,...", e.g. '
+        '"100:0.5,200:0.25" (or [[100, 0.5], [200, 0.25]]); empty = halve scheduler_cycles times evenly',
+        kind=STEP_RULES,
+    )
     scheduler_power: float = opt(1.0, "Power for polynomial", min=0.0)
     loss: str = opt("mse", "Loss function", choices=LOSSES)
     huber_c: float = opt(0.1, "Huber / smooth-L1 threshold", min=0.0, min_exclusive=True)

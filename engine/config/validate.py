@@ -25,6 +25,7 @@ from .schema import (
     SCHEMA,
     SCHEMA_BY_KEY,
     SECTION_TYPES,
+    STEP_RULES,
     STR,
     STRS,
     TOP_LEVEL_KEYS,
@@ -165,6 +166,13 @@ def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
             expected = "a whole number or [width, height]"
         elif (ok_int and value < 64) or (ok_pair and min(value) < 64):
             return value, f"expected at least 64, found {describe(value)}"
+    elif kind == STEP_RULES:
+        from .steprules import StepRulesError, format_step_rules, parse_step_rules
+
+        try:
+            value = format_step_rules(parse_step_rules(value))
+        except StepRulesError as exc:
+            return value, f'expected milestones "STEP:FACTOR,..." (e.g. "100:0.5,200:0.25"): {exc}'
     if expected:
         return value, f"expected {expected}, found {describe(value)}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -304,6 +312,12 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             "ileco.original_prompt",
             'mode "ileco" needs [ileco] original_prompt (the concept to change)',
             "set ileco.original_prompt; ileco.target_prompt is what it becomes (empty = erase it)",
+        )
+    if cfg.train.lr_step_rules and cfg.train.scheduler != "step":
+        add(
+            "train.lr_step_rules",
+            f'train.lr_step_rules is set but train.scheduler is "{cfg.train.scheduler}"',
+            'the milestones are the "step" schedule: set train.scheduler = "step", or clear lr_step_rules',
         )
     if cfg.mode == "difference":
         from .passes import PASSES, pass_settings
