@@ -54,8 +54,15 @@ def default_train_cmd() -> list[str]:
 
 def worker_env() -> dict[str, str]:
     """Environment of a worker: the entry file is already fully resolved, so config overrides from
-    the environment (LORATUI_<SECTION>__<KEY>) must not apply a second time."""
-    env = {k: v for k, v in os.environ.items() if not (k.startswith("LORATUI_") and "__" in k)}
+    the environment (LORATUI_<SECTION>__<KEY>, and LoRACat's names where [compat] env = true) must
+    not apply a second time."""
+    from engine.config.compat import ENV_ALIASES
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("LORATUI_") and "__" in k) and k not in ENV_ALIASES
+    }
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .schema import SECTION_TYPES, TOP_LEVEL_KEYS, RunConfig
+from .compat import ENV_PREFIX as _OWN_PREFIX
+from .compat import alias_value, read_environment
+from .schema import PATH, SCHEMA_BY_KEY, SECTION_TYPES, STR, TOP_LEVEL_KEYS, RunConfig
 from .validate import ConfigError, build_config, did_you_mean
 
 ENV_PREFIX = "LORATUI_"
@@ -196,6 +198,33 @@ def apply_overrides(
     return data
 
 
+def apply_environment(
+    data: dict[str, Any], env: Mapping[str, str], origins: dict[str, str], *, env_compat: bool = False
+) -> tuple[list, list[str]]:
+    """Set the keys environment variables name (engine.config.compat); returns (values, warnings).
+
+    LoRACat's names apply when `env_compat`, the data's `[compat] env = true` or
+    LORATUI_COMPAT__ENV=true asks for them.
+    """
+    table = data.get("compat")
+    compat = (
+        env_compat
+        or (isinstance(table, dict) and table.get("env") is True)
+        or parse_override_value(env.get("LORATUI_COMPAT__ENV", "false")) is True
+    )
+    values, warnings = read_environment(env, SCHEMA_BY_KEY, compat=compat)
+    for v in values:
+        if not v.applied:
+            continue
+        raw = v.raw if v.variable.startswith(_OWN_PREFIX) else alias_value(v.variable, v.raw)
+        spec = SCHEMA_BY_KEY.get(v.key)
+        # Another tool's text value ("TRIGGER_WORD=true") stays text; ours keep TOML parsing.
+        keep_text = spec is not None and spec.kind in (STR, PATH) and not v.variable.startswith(_OWN_PREFIX)
+        value = raw if keep_text else parse_override_value(raw)
+        _set_dotted(data, v.key, value, origins, f"environment {v.variable}")
+    return values, warnings
+
+
 def load_config_data(
     data: dict[str, Any],
     *,
@@ -204,14 +233,17 @@ def load_config_data(
     sets: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     workspace: str | os.PathLike | None = None,
+    env_compat: bool = False,
 ) -> RunConfig:
     """A RunConfig from already parsed TOML data (see load_config)."""
     ws = Path(workspace).resolve() if workspace else Path.cwd()
     origins: dict[str, str] = {}
     seen = [path.resolve()] if path else []
     merged = _load_chain(data, source, path, ws, origins, seen)
-    merged = apply_overrides(merged, sets, env, origins)
+    env_values, env_warnings = apply_environment(merged, env or {}, origins, env_compat=env_compat)
+    merged = apply_overrides(merged, sets, None, origins)
     cfg = build_config(merged, source=source, origins=origins)
+    cfg.env_values, cfg.env_warnings = env_values, env_warnings
     cfg.extends = data.get("extends", "") if isinstance(data.get("extends", ""), str) else ""
     cfg.workspace = ws
     cfg.source_path = path
@@ -227,8 +259,10 @@ def load_config(
     sets: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     workspace: str | os.PathLike | None = None,
+    env_compat: bool = False,
 ) -> RunConfig:
-    """Load, merge and validate a run config file. `env` defaults to os.environ."""
+    """Load, merge and validate a run config file. `env` defaults to os.environ; `env_compat` also
+    reads LoRACat's variable names (engine.config.compat)."""
     if workspace and not Path(workspace).expanduser().is_dir():
         # Checked here, before anything is written: a mistyped --workspace would otherwise get a
         # fresh runs/ tree of its own.
@@ -246,6 +280,7 @@ def load_config(
         sets=sets,
         env=os.environ if env is None else env,
         workspace=workspace,
+        env_compat=env_compat,
     )
 
 

@@ -170,6 +170,7 @@ class CaptionAutoConfig:
     character_threshold: float = opt(0.85, "Confidence needed for a character tag", **PROB, **LORA_ONLY)
     undesired_tags: list = opt([], "Tags never written", **LORA_ONLY)
     overwrite: bool = opt(False, "Re-caption images that already have a caption file", **LORA_ONLY)
+    batch_size: int = opt(8, "Images the tagger runs on at once", min=1, max=256, **LORA_ONLY)
     escape: bool = opt(
         False,
         "Write ( ) as \\( \\) (A1111 prompt syntax); training captions are normally unescaped",
@@ -329,6 +330,15 @@ class DifferenceConfig:
     )
 
 
+@dataclass
+class CompatConfig:
+    env: bool = opt(
+        False,
+        "Also read LoRACat's environment variables (LEARNING_RATE, LORA_RANK, ...) as config values "
+        "(loratui train / check / queue add; same as --env-compat)",
+    )
+
+
 SECTION_TYPES: dict[str, type] = {
     "model": ModelConfig,
     "dataset": DatasetConfig,
@@ -341,6 +351,7 @@ SECTION_TYPES: dict[str, type] = {
     "log": LogConfig,
     "ileco": IlecoConfig,
     "difference": DifferenceConfig,
+    "compat": CompatConfig,
 }
 
 # Top-level tables that are not part of a run config: the queue keeps its bookkeeping in [queue].
@@ -368,10 +379,15 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
     ileco: IlecoConfig = field(default_factory=IlecoConfig)
     difference: DifferenceConfig = field(default_factory=DifferenceConfig)
+    compat: CompatConfig = field(default_factory=CompatConfig)
     # Where the config came from and which folder relative paths refer to (not TOML keys).
     workspace: Path = field(default_factory=Path.cwd, metadata={"internal": True}, compare=False)
     source_path: Path | None = field(default=None, metadata={"internal": True}, compare=False)
     preset: str = field(default="", metadata={"internal": True}, compare=False)
+    # Environment variables that name keys (engine.config.compat.EnvValue) and LORATUI_* names that
+    # name none, as loading found them; `check` shows both.
+    env_values: list = field(default_factory=list, metadata={"internal": True}, compare=False)
+    env_warnings: list = field(default_factory=list, metadata={"internal": True}, compare=False)
 
     def resolve_path(self, path: str | Path) -> Path:
         """A config path made absolute: relative paths refer to the workspace; ~ is expanded."""

@@ -31,6 +31,8 @@ class DatasetReport:
     model: str
     scan: DatasetScan | None  # None for modes without a dataset (ileco) or when the scan failed
     problems: list[str] = field(default_factory=list)  # each one stops the run
+    # Environment variables that name config keys (engine.config.compat.EnvValue.to_dict()).
+    environment: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # worth fixing, the run can go ahead
 
     @property
@@ -46,6 +48,7 @@ class DatasetReport:
             "trainable": self.trainable,
             "problems": list(self.problems),
             "warnings": list(self.warnings),
+            "environment": list(self.environment),
         }
         s = self.scan
         if s is not None:
@@ -83,6 +86,8 @@ def check(cfg, *, scan: DatasetScan | None = None) -> DatasetReport:
     """Check a loaded RunConfig: the model path and the dataset. Raises LoratuiError only for errors
     in the config itself (e.g. a dataset folder that does not exist)."""
     report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
+    report.environment = [v.to_dict() for v in getattr(cfg, "env_values", [])]
+    report.warnings.extend(getattr(cfg, "env_warnings", []))
     _check_model(cfg, report)
     report.warnings.extend(run_folder_warnings(cfg))
     if cfg.mode in ("ileco", "difference") and cfg.dataset.dirs:
@@ -309,6 +314,12 @@ def render_text(report: DatasetReport) -> str:
             lines.extend(f"  {fmt(e)}" for e in entries[:_SHOW])
             lines.extend(_more(entries, _SHOW))
     lines.append("")
+    if report.environment:
+        lines.append("from the environment:")
+        for v in report.environment:
+            text = f"  {v['variable']}={v['value']} -> {v['key']}"
+            lines.append(text if v["applied"] else f"{text}: ignored ({v['note']})")
+        lines.append("")
     for w in report.warnings:
         lines.append(f"warning: {w}")
     for p in report.problems:
@@ -339,12 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workspace", default=None, help="folder relative paths refer to (default: current)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--env-compat", action="store_true", help="also read LoRACat's variables (LEARNING_RATE, ...)"
+    )
     args = parser.parse_args(argv)
 
     from engine.config import load_config
 
     try:
-        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace)
+        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace, env_compat=args.env_compat)
         report = check(cfg)
     except LoratuiError as exc:
         if args.json:

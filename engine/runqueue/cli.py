@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     p_add.add_argument("config")
     p_add.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE")
     p_add.add_argument("--position", type=int)
+    p_add.add_argument(
+        "--env-compat", action="store_true", help="also read LoRACat's variables (LEARNING_RATE, ...)"
+    )
     p_ls = sub.add_parser("ls")
     p_ls.add_argument("--json", action="store_true")
     sub.add_parser("rm").add_argument("run")
@@ -212,8 +215,16 @@ def main(argv: list[str] | None = None) -> int:
             raise LoratuiError(f"workspace folder not found: {workspace}", where="--workspace")
         store = QueueStore(workspace)
         if opts.command == "add":
-            entry = store.add_file(opts.config, sets=opts.sets, position=opts.position)
+            from engine.config import load_config
+            from engine.config.compat import environment_lines
+
+            cfg = load_config(
+                opts.config, sets=opts.sets, workspace=store.workspace, env_compat=opts.env_compat
+            )
+            entry = store.add(cfg, position=opts.position)
             print(f"queued {entry.name} as {entry.run} at position {entry.position}")
+            for level, text in environment_lines(cfg):
+                print(f"{level}: {text}" if level == "warning" else text, file=sys.stderr)
             _early_warnings(entry.path, workspace)
             _not_running_note(store)
         elif opts.command == "ls":

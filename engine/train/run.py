@@ -343,6 +343,10 @@ class TrainingRun:
                 engine_version=engine_version(), workspace=str(cfg.workspace), device=_device_text(device)
             )
         )
+        from engine.config.compat import environment_lines
+
+        for level, text in environment_lines(cfg):
+            log.log(logging.WARNING if level == "warning" else logging.INFO, text)
         if self.resume and fresh:
             log.warning("no saved training state in %s: starting from the beginning", self.state_root)
         atomic_write_text(self.run_dir / "config.toml", dump_resolved(cfg))
