@@ -193,6 +193,18 @@ class NetworkConfig:
     blocks: list = opt(
         [], 'Blocks to train; [] = all, else e.g. ["IN04", "MID", "OUT03"] ("BASE" = text encoder)'
     )
+    targets: str = opt(
+        "kohya",
+        "kohya = attention/MLP (and conv for locon...) layers as kohya trains; all = every >=2-D weight "
+        "(UNet, and the text encoders when they train), like ComfyUI's Train LoRA node",
+        choices=("kohya", "all"),
+    )
+    train_norm_bias: bool = opt(
+        False,
+        "Also train every 1-D weight (norms) and bias as a plain difference (.diff / .diff_b keys; "
+        "ComfyUI loads them, diffusers does not)",
+        **LORA_ONLY,
+    )
     train_text_encoder: bool = opt(False, "Also train the text encoder(s)")
     init_from: str = opt("", "Continue from an existing LoRA file", kind=PATH)
 

@@ -643,6 +643,10 @@ class TrainingRun:
             )
         if cfg.save.every_epochs:
             log.warning("save.every_epochs is not used in mode %s; use save.every_steps", cfg.mode)
+        if cfg.network.train_norm_bias:
+            # iLECO and difference switch adapters on and off; differences in the base weights stay on.
+            log.warning("network.train_norm_bias is not used in mode %s", cfg.mode)
+            cfg.network.train_norm_bias = False
         if cfg.mode == "ileco" and not cfg.ileco.original_prompt.strip():
             raise LoratuiError(
                 "ileco.original_prompt is empty",
