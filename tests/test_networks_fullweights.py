@@ -79,7 +79,7 @@ def comfy_key_map(family: str, fresh) -> dict[str, tuple[str, str]]:
     """LoRA key -> (component, parameter path of the weight) as model_lora_keys_unet / _clip build it."""
     key_map = {}
     ldm = LdmNameMap(fresh.unet)
-    for name, p in fresh.unet.named_parameters():
+    for name, _ in fresh.unet.named_parameters():
         if not name.endswith(".weight"):
             continue
         module = name[: -len(".weight")]
@@ -92,7 +92,7 @@ def comfy_key_map(family: str, fresh) -> dict[str, tuple[str, str]]:
     clips = COMFY_CLIP_NAMES[family]
     for i, enc in enumerate(fresh.text_encoders):
         component = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
-        for name, p in enc.named_parameters():
+        for name, _ in enc.named_parameters():
             if not name.endswith(".weight"):
                 continue
             path = text_model_path(name[: -len(".weight")])
