@@ -11,6 +11,7 @@ import os
 import sys
 
 ENGINE_COMMANDS = ("check", "train", "caption", "serve", "demo", "keys")
+BENCH_SCRIPTS = ("gpu",)  # `loratui bench NAME` runs bench/NAME.py of this checkout
 TUI_COMMANDS = {
     "logs": "tui.logs_cli",
     "queue": "tui.queue_cli",
@@ -23,7 +24,8 @@ USAGE = """usage: loratui [--workspace DIR] [--demo] [--no-mouse]      open the 
        loratui caption DIR --tagger MODEL_DIR [...]           WD14 captions for a folder
        loratui logs [RUN_OR_CSV ...] [--summary]              review loss logs
        loratui demo [--workspace DIR]                         build the demo workspace
-       loratui keys                                           print the run config reference"""
+       loratui keys                                           print the run config reference
+       loratui bench gpu [--quick]                            GPU benchmark / CUDA smoke test"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "engine", *args]
         sys.stdout.flush()
         os.execv(sys.executable, cmd)
+    if args and args[0] == "bench":
+        return _bench(args[1:])
     if args and args[0] in TUI_COMMANDS:
         module = importlib.import_module(TUI_COMMANDS[args[0]])
         return int(module.main(args[1:]) or 0)
@@ -44,6 +48,21 @@ def main(argv: list[str] | None = None) -> int:
     from tui.app import run  # the app itself, only when the UI is asked for
 
     return int(run(args) or 0)
+
+
+def _bench(args: list[str]) -> int:
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / f"{args[0] if args else ''}.py"
+    if not args or args[0] not in BENCH_SCRIPTS or not script.is_file():
+        print(
+            f"usage: loratui bench {'|'.join(BENCH_SCRIPTS)} [options]  (bench/ of a loratui checkout)",
+            file=sys.stderr,
+        )
+        return 2
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, str(script), *args[1:]])
+    return 0  # not reached
 
 
 if __name__ == "__main__":
