@@ -142,7 +142,11 @@ class DatasetConfig:
     max_aspect: float = opt(2.0, "Largest aspect ratio of a bucket", min=1.0, **BUCKETING)
     upscale: bool = opt(False, "false: small images are never enlarged to fill a bucket", **BUCKETING)
     resize: str = opt(
-        "crop", "How an image is fitted to its bucket", choices=("crop", "stretch", "pad"), **BUCKETING
+        "crop",
+        "How an image is fitted to its bucket; none = each image at its own size (rounded down to a "
+        "multiple of 8), batches only of same-size images, no buckets",
+        choices=("crop", "stretch", "pad", "none"),
+        **BUCKETING,
     )
     crop: str = opt("center", "Crop position", choices=("center", "random"), **LORA_ONLY)
     flip: bool = opt(False, "Random horizontal flip", **LORA_ONLY)

@@ -66,6 +66,7 @@ class DatasetReport:
                     for f in s.folders
                 ],
                 buckets=[list(b) for b in s.buckets],
+                native_sizes=s.native_sizes,
                 bucket_histogram=[
                     {"width": b[0], "height": b[1], "images": n} for b, n in s.bucket_histogram.items()
                 ],
@@ -281,7 +282,17 @@ def render_text(report: DatasetReport) -> str:
             lines.append(
                 f"  {f.folder:<{width}}  {f.images:>5} images x {f.repeats:<3} repeats = {f.samples:>6}{note}"
             )
-        if s.bucket_histogram:
+        if s.bucket_histogram and s.native_sizes:
+            lines.append("")
+            lines.append(
+                f"size groups: {len(s.bucket_histogram)} (resize = none: each image at its own size, "
+                "rounded down to a multiple of 8; a batch holds one size)"
+            )
+            peak = max(s.bucket_histogram.values())
+            for (bw, bh), n in s.bucket_histogram.items():
+                bar = "#" * max(1, round(_BAR_WIDTH * n / peak))
+                lines.append(f"  {f'{bw}x{bh}':>11}  {bar:<{_BAR_WIDTH}} {n}")
+        elif s.bucket_histogram:
             lines.append("")
             standard = sum(1 for b in s.bucket_histogram if b in set(s.buckets))
             own = len(s.bucket_histogram) - standard
