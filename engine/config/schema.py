@@ -344,6 +344,22 @@ class DifferenceConfig:
         modes=("difference",),
         basic=True,
     )
+    save_first_pass: bool = opt(
+        False,
+        "difference: also write the copier of pass 1 as runs/<name>/<name>-copier.safetensors",
+        modes=("difference",),
+    )
+    first_pass_only: bool = opt(
+        False,
+        "difference: stop after pass 1; the saved LoRA is the copier",
+        modes=("difference",),
+    )
+    load_first_pass: str = opt(
+        "",
+        "difference: skip pass 1 and use this copier file (from save_first_pass or a pass-1 checkpoint)",
+        kind=PATH,
+        modes=("difference",),
+    )
 
 
 @dataclass

@@ -319,6 +319,12 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             f'train.lr_step_rules is set but train.scheduler is "{cfg.train.scheduler}"',
             'the milestones are the "step" schedule: set train.scheduler = "step", or clear lr_step_rules',
         )
+    if cfg.difference.first_pass_only and str(cfg.difference.load_first_pass).strip():
+        add(
+            "difference.first_pass_only",
+            "difference.first_pass_only and difference.load_first_pass leave nothing to train",
+            "pass 1 only trains the copier; a loaded copier skips pass 1: set one of them",
+        )
     if cfg.mode == "difference":
         from .passes import PASSES, pass_settings
 

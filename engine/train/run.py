@@ -464,6 +464,8 @@ class TrainingRun:
             # before training (bad setting, missing model) leaves it intact.
             log.info("starting fresh: removing the old training state in %s", self.state_root)
             shutil.rmtree(self.state_root, ignore_errors=True)
+        if fresh and cfg.mode == "difference" and str(cfg.difference.load_first_pass).strip():
+            trainer.skip_first_pass(state, cfg.resolve_path(cfg.difference.load_first_pass))
         if not fresh:
             from engine.train.state import read_state
 
@@ -528,6 +530,8 @@ class TrainingRun:
             trainer.announce = lambda done, name: self.phase(
                 "train", done, run_steps, total_steps=self.total_steps, difference_pass=name
             )
+            if cfg.difference.save_first_pass and not cfg.difference.first_pass_only:
+                trainer.on_first_pass_done = self._save_first_pass
         trainer.set_train_mode(True)
         return trainer
 
@@ -664,6 +668,13 @@ class TrainingRun:
 
             for which in PASSES:
                 pass_settings(cfg, which)
+            copier = str(cfg.difference.load_first_pass or "").strip()
+            if copier and not cfg.resolve_path(copier).is_file():
+                raise LoratuiError(
+                    f"difference.load_first_pass not found: {cfg.resolve_path(copier)}",
+                    hint="point it at a copier saved by difference.save_first_pass (or a pass-1 checkpoint)",
+                    where="difference.load_first_pass",
+                )
             for key in ("original_image", "target_image"):
                 value = str(getattr(cfg.difference, key) or "").strip()
                 path = cfg.resolve_path(value) if value else None
@@ -1029,6 +1040,14 @@ class TrainingRun:
         self.emit(protocol.checkpoint(run=self.run_id, step=state.step, path=str(path)))
         log.info("checkpoint saved: %s", path)
         return path
+
+    def _save_first_pass(self) -> None:
+        """difference.save_first_pass: the copier, now trained, as runs/<name>/<name>-copier.safetensors."""
+        from engine.networks import save_lora
+
+        path = self.run_dir / f"{self.cfg.name}-copier.safetensors"
+        save_lora(self.network, path, metadata=self._metadata(self.state), precision=self.cfg.save.precision)
+        log.info("copier of pass 1 saved: %s", path)
 
     def _prune_checkpoints(self) -> None:
         keep = int(self.cfg.save.keep_last)
