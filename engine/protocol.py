@@ -8,6 +8,7 @@ is what the contract asks of readers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -222,6 +223,7 @@ class EventWriter:
         self._stream = stream if stream is not None else sys.stdout
         self._jsonl = None
         self._lock = threading.Lock()
+        self.jsonl_error: OSError | None = None
         self.set_jsonl(jsonl_path)
 
     def set_jsonl(self, jsonl_path: str | os.PathLike | None) -> None:
@@ -232,15 +234,29 @@ class EventWriter:
                 self._jsonl = None
             if jsonl_path is not None:
                 os.makedirs(os.path.dirname(os.path.abspath(jsonl_path)), exist_ok=True)
-                self._jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+                self._jsonl = open(jsonl_path, "ab", buffering=0)  # noqa: SIM115
+
+    def _append_jsonl(self, data: bytes) -> None:
+        """Append one whole line or nothing: a write cut short (a full disk) is truncated back, so
+        events.jsonl never ends with a torn line, and the event still reaches the stream. The
+        failure is kept in `jsonl_error` (the run reports it when it ends)."""
+        fd = self._jsonl.fileno()
+        start = os.lseek(fd, 0, os.SEEK_END)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            self.jsonl_error = exc
 
     def emit(self, event: dict[str, Any]) -> None:
         event.setdefault("time", round(time.time(), 3))
         line = encode(event)
         with self._lock:
             if self._jsonl is not None:
-                self._jsonl.write(line)
-                self._jsonl.flush()
+                self._append_jsonl(line.encode("utf-8"))
             if self._stream is not None:
                 try:
                     self._stream.write(line)

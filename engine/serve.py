@@ -34,6 +34,7 @@ from engine import protocol
 from engine.errors import LoratuiError
 from engine.runqueue import Entry, OwnerLock, QueueStore, now_iso
 from engine.runqueue.lock import pid_alive
+from engine.runqueue.store import run_record
 
 ENGINE_VERSION = "0.1.0"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -175,6 +176,10 @@ class QueueServer:
         self._last_snapshot: list[dict[str, Any]] | None = None
         self._last_scan = 0.0
         self._lock = OwnerLock(self.store.folder)
+        self._trouble: dict[str, dict[str, Any]] = {}
+        """Loop steps that keep failing: failure count, when to retry, the last message (backoff)."""
+        self._unrecorded: dict[str, dict[str, Any]] = {}
+        """Queue-entry changes that could not be written (a full disk), retried until they are."""
 
     # --- output ------------------------------------------------------------------------------
 
@@ -221,8 +226,9 @@ class QueueServer:
             )
             self._adopt_orphan()
             for entry in self.store.recover(keep=self.worker.entry.run if self.worker else None):
-                self._finish_events_file(entry.run_dir, entry.run, protocol.INTERRUPTED, entry.error)
-                self.log(f"{entry.name} ({entry.run}) was running when the engine stopped: interrupted")
+                # The status comes from the run's own record (a run that finished stays done).
+                self._finish_events_file(entry.run_dir, entry.run, entry.status, entry.error)
+                self.log(f"{entry.name} ({entry.run}) was running when the engine stopped: {entry.status}")
             if stdin is not None:
                 threading.Thread(target=self._read_commands, args=(stdin,), daemon=True).start()
             else:
@@ -253,12 +259,38 @@ class QueueServer:
             self._lock.release()
 
     def _safely(self, step) -> None:
-        """Run one step of the loop; an unexpected error is reported, never the end of the queue."""
+        """Run one step of the loop; an error is reported, never the end of the queue. A step that
+        keeps failing (a full disk) backs off, 1 s doubling up to a minute, and is logged when it
+        starts failing, when the reason changes, at each doubling, and when it works again."""
+        from engine.oserrors import os_error
+
+        name = step.__name__
+        trouble = self._trouble.setdefault(name, {"count": 0, "retry_at": 0.0, "message": ""})
+        if time.monotonic() < trouble["retry_at"]:
+            return
         try:
             step()
         except Exception as exc:  # noqa: BLE001
-            self.log(f"internal error in {step.__name__}: {exc!r}", level="error")
-            time.sleep(0.5)  # a persistent fault (disk full) must not spin the CPU
+            if isinstance(exc, OSError) and exc.errno:
+                error = os_error(exc, doing="updating the queue", then="the queue goes on by itself")
+                message = f"{error.message} (hint: {error.hint})"
+            else:
+                message = f"internal error in {name}: {exc!r}"
+            trouble["count"] += 1
+            delay = min(60.0, 2.0 ** (trouble["count"] - 1))
+            trouble["retry_at"] = time.monotonic() + delay
+            count = trouble["count"]
+            if message != trouble["message"] or count & (count - 1) == 0:
+                self.log(
+                    f"{message}; retrying in {delay:.0f} s"
+                    + (f" (failed {count} times)" if count > 1 else ""),
+                    level="error",
+                )
+            trouble["message"] = message
+            return
+        if trouble["count"]:
+            self.log(f"{name} works again after {trouble['count']} failure(s)")
+        trouble.update(count=0, retry_at=0.0, message="")
 
     def request_stop(self, signum: int | None = None) -> None:
         """SIGTERM/SIGINT: stop the current run saving its state (resumable), start nothing, exit."""
@@ -269,6 +301,8 @@ class QueueServer:
             return False
         if self.shutting_down:
             return True
+        if self._unrecorded:
+            return False  # a run's end is not on disk yet (disk full): keep retrying
         if self.stdin_closed:
             # Nobody can send commands any more: run what is queued, then end.
             return self.paused or not any(
@@ -283,13 +317,16 @@ class QueueServer:
         return max(0.05, wait)
 
     def _tick(self) -> None:
+        if self._unrecorded:
+            self._safely(self._write_records)
         worker = self.worker
         if worker is not None and worker.kill_at is not None and time.monotonic() >= worker.kill_at:
             worker.kill_at = None
             self.log(f"{worker.entry.name} did not stop in time: killing it", run=worker.entry.run)
             worker.kill()
         if time.monotonic() - self._last_scan >= self.poll_s:
-            self._scan()
+            self._last_scan = time.monotonic()
+            self._safely(self._scan)
 
     def _scan(self, *, force: bool = False) -> None:
         """Poll the folder: take in files users copied there, emit the queue if anything changed."""
@@ -512,7 +549,7 @@ class QueueServer:
             self.snapshot(force=True)
             return None
         if cmd == protocol.CMD_RESUME:
-            entry = self.store.requeue(str(m.get("run")))
+            entry = self.store.requeue(str(m.get("run")), sets=[str(x) for x in m.get("sets") or []])
             self.log(f"{entry.name} ({entry.run}) queued to resume from its last saved state", run=entry.run)
             return None
         if cmd == protocol.CMD_SHUTDOWN:
@@ -553,8 +590,10 @@ class QueueServer:
             return
         worker = Worker(entry=entry, proc=proc, argv=argv, pid=proc.pid, run_dir=entry.run_dir)
         self.worker = worker
-        # Recorded so that an engine restarted while this worker still trains can follow it.
-        self.store.update(entry.run, pid=proc.pid)
+        # Recorded so that an engine restarted while this worker still trains can follow it (a
+        # nicety: a full disk must not leave the worker unwatched).
+        with contextlib.suppress(OSError):
+            self.store.update(entry.run, pid=proc.pid)
         threading.Thread(target=self._read_worker_stdout, args=(worker,), daemon=True).start()
         threading.Thread(target=self._read_worker_stderr, args=(worker,), daemon=True).start()
         self.log(
@@ -589,7 +628,8 @@ class QueueServer:
                 now = time.monotonic()
                 if now - worker.last_progress_write >= PROGRESS_WRITE_S:
                     worker.last_progress_write = now
-                    self.store.update(run, step=step, total_steps=total, progress=worker.entry.progress)
+                    with contextlib.suppress(OSError):  # progress only; the end is recorded for sure
+                        self.store.update(run, step=step, total_steps=total, progress=worker.entry.progress)
         elif kind == protocol.CHECKPOINT and isinstance(event.get("step"), int):
             self.store.update(run, step=event["step"])
 
@@ -599,6 +639,9 @@ class QueueServer:
         self.worker = None
         entry = worker.entry
         finished = worker.finished
+        if finished is None and worker.proc is None:
+            # A followed worker whose last events we may have missed: its own record decides.
+            finished = run_record(worker.run_dir)
         error = finished.get("error") if finished else None
         lora = finished.get("lora") if finished else None
         if finished is not None and finished.get("status") in protocol.RUN_STATUSES:
@@ -653,8 +696,7 @@ class QueueServer:
                 changes["step"] = entry.total_steps
         else:
             changes.update(step=entry.step, progress=entry.progress)
-        with contextlib.suppress(LoratuiError):
-            self.store.update(entry.run, **changes)
+        self._record(entry.run, changes)
         self.snapshot()  # the queue first, so whoever reacts to run_finished sees the new status
         self.emit(protocol.run_finished(run=entry.run, status=status, lora=lora, error=error or None))
         level = "info" if status == protocol.DONE else "warning" if status != protocol.FAILED else "error"
@@ -662,6 +704,20 @@ class QueueServer:
         if error and error.get("message"):
             message += f": {error['message']}"
         self.log(message, level=level, run=entry.run)
+
+    def _record(self, run: str, changes: dict[str, Any]) -> None:
+        """Write an entry's end to its queue file; when the disk refuses (full), keep the change and
+        retry it from the loop until it is written, so the record is true once space is back."""
+        self._unrecorded[run] = {**self._unrecorded.get(run, {}), **changes}
+        self._safely(self._write_records)
+
+    def _write_records(self) -> None:
+        for run in list(self._unrecorded):
+            try:
+                self.store.update(run, **self._unrecorded[run])
+            except LoratuiError:
+                pass  # the entry was removed by hand: nothing left to record
+            del self._unrecorded[run]
 
     def _finish_events_file(self, run_dir: str, run: str | None, status: str, error: dict | None) -> None:
         """Append a run_finished to a run's events.jsonl when it lacks one (its worker died)."""

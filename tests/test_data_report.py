@@ -52,15 +52,29 @@ def test_demo_preset_is_trainable(workspace):
     assert out.rstrip().endswith("verdict: ready to train")
 
 
-def test_check_warns_about_state_a_fresh_start_would_delete(workspace):
+def test_check_refuses_what_a_fresh_start_would_delete(workspace):
     state = workspace / "runs" / "demo" / "state" / "step000020"
     state.mkdir(parents=True)
     (state / "state.json").write_text("{}")
     keep = run_check(DEMO, "--workspace", workspace, "--set", "save.overwrite=false")
-    assert keep.returncode == 0  # still trainable: resuming is the way
-    assert "holds the resumable state of an earlier attempt (step000020)" in keep.stdout
-    # the demo preset overwrites on purpose: nothing to warn about
+    # `train` would refuse this run, so `check && train` must stop here: a problem, exit 1.
+    assert keep.returncode == 1, keep.stdout
+    assert "problem: " in keep.stdout and "(step000020)" in keep.stdout
+    assert keep.stdout.rstrip().endswith("verdict: NOT trainable (1 problem)")
+    # Resuming is the way, and `check --resume` says so.
+    resume = run_check(DEMO, "--workspace", workspace, "--set", "save.overwrite=false", "--resume")
+    assert resume.returncode == 0 and "resumable state" not in resume.stdout
+    # the demo preset overwrites on purpose: nothing to say
     assert "resumable state" not in run_check(DEMO, "--workspace", workspace).stdout
+
+
+def test_check_refuses_an_existing_lora_without_overwrite(workspace):
+    final = workspace / "runs" / "demo" / "demo.safetensors"
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"x")
+    r = run_check(DEMO, "--workspace", workspace, "--set", "save.overwrite=false")
+    assert r.returncode == 1 and "verdict: ready" not in r.stdout
+    assert f"problem: {final} already exists" in r.stdout
 
 
 def test_demo_preset_json_and_no_torch(workspace):

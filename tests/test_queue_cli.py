@@ -121,7 +121,7 @@ def test_run_in_the_foreground_prints_progress_and_empties_the_queue(ws):
     assert "100% 5/5" in listing and "no images" in listing
     # a done run is not resumable; the message says what to do instead
     res = loratui(ws, "resume", "a")
-    assert res.returncode == 2 and "only interrupted or stopped runs can be resumed" in res.stderr
+    assert res.returncode == 2 and "is done and has no saved training state to resume from" in res.stderr
     # nothing left to run: success, and it says so
     again = loratui(ws, "run", timeout=60)
     assert again.returncode == 0 and "the queue is empty: nothing to run" in again.stdout

@@ -553,6 +553,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="engine mode (default: serve when available)",
     )
+    parser.add_argument(
+        "--images",
+        choices=("auto", "kitty", "sixel", "halfblock", "off"),
+        default="auto",
+        help="how images are drawn: detect, Kitty graphics, Sixel, Unicode half-blocks, or not at all",
+    )
     return parser.parse_args(list(argv) if argv is not None else None)
 
 
@@ -566,6 +572,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from tui import termimage
+
+    termimage.setup(args.images)  # before Textual owns the terminal: detection queries it
     app = LoratuiApp(workspace, mode=args.engine, preset=args.preset, demo=args.demo)
     app.run(mouse=not args.no_mouse)
     return 0

@@ -18,6 +18,7 @@ TUI_COMMANDS = {
 }
 
 USAGE = """usage: loratui [--workspace DIR] [--demo] [--no-mouse]      open the terminal UI
+                [--images auto|kitty|sixel|halfblock|off]
        loratui check CONFIG [--set key=value ...]             check a config and its dataset
        loratui train CONFIG [--set key=value ...] [--resume]  train one run headless
        loratui queue add|ls|rm|run|resume ...                 manage the run queue headless

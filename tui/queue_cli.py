@@ -1,15 +1,15 @@
-"""`loratui queue add|ls|rm|run|resume`: hands the command to `python -m engine.runqueue`.
+"""`loratui queue add|ls|rm|run|resume`: becomes `python -m engine.runqueue` (exec, same process).
 
 The queue folder belongs to the engine side (engine.runqueue: entries, locks, the serve loop); the TUI
-process imports only engine.protocol/config/errors, so the headless queue commands run in a fresh
-interpreter, the same way `loratui train` does. The child shares our terminal and process group:
-Ctrl-C reaches it directly, and we only wait for it to finish.
+process imports only engine.protocol/config/errors, so the headless queue commands replace this
+interpreter with a fresh one by exec, the way `loratui train` does. Exec, not a child process: the
+`loratui queue run` a user sees (in ps, systemd, a SIGKILL) is the queue owner itself, never a
+wrapper that dies while the real owner runs on.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,15 +18,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
     sys.stdout.flush()
-    proc = subprocess.Popen([sys.executable, "-m", "engine.runqueue", *args], env=env)
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            continue  # the child got the same Ctrl-C and is stopping its run cleanly; wait for it
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "engine.runqueue", *args])
 
 
 if __name__ == "__main__":

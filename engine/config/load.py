@@ -15,8 +15,8 @@ from typing import Any
 
 from .compat import ENV_PREFIX as _OWN_PREFIX
 from .compat import alias_value, read_environment
-from .schema import PATH, SCHEMA_BY_KEY, SECTION_TYPES, STR, TOP_LEVEL_KEYS, RunConfig
-from .validate import ConfigError, build_config, did_you_mean
+from .schema import ENUM, PATH, PATHS, SCHEMA_BY_KEY, SECTION_TYPES, STR, STRS, TOP_LEVEL_KEYS, RunConfig
+from .validate import ConfigError, build_config, did_you_mean, require_name
 
 ENV_PREFIX = "LORATUI_"
 SHIPPED_PRESETS = Path(__file__).resolve().parents[2] / "presets"
@@ -145,12 +145,27 @@ def _load_chain(
     return merged
 
 
-def parse_override_value(text: str) -> Any:
-    """A --set / environment value: TOML syntax when it parses (5e-5, true, [1, 2]), else a string."""
+_TEXT_KINDS = (STR, PATH, ENUM)
+
+
+def parse_override_value(text: str, dotted: str | None = None) -> Any:
+    """A --set / environment value for key `dotted`, read by the key's kind in the schema.
+
+    String keys (name, paths, prompts, choices) take the text as it is: `--set name=nan` is the
+    string "nan", `--set dataset.trigger_word=true` the string "true" (a quoted TOML string, "a b",
+    is unquoted). Other keys take TOML syntax when it parses (5e-5, true, [1, 2], { a = 1 }); list
+    keys also take one bare string. Unknown keys parse as TOML, so validation can name them.
+    """
+    spec = SCHEMA_BY_KEY.get(dotted) if dotted else None
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    if spec is not None and spec.kind in _TEXT_KINDS and not isinstance(value, str):
+        return text
+    if spec is not None and spec.kind in (STRS, PATHS) and not isinstance(value, (list, str)):
+        return text
+    return value
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any, origins: dict[str, str], source: str) -> None:
@@ -186,7 +201,7 @@ def apply_overrides(
     data: dict[str, Any], sets: Iterable[str], env: Mapping[str, str] | None, origins: dict[str, str]
 ) -> dict[str, Any]:
     for dotted, raw, name in env_overrides(env or {}):
-        _set_dotted(data, dotted, parse_override_value(raw), origins, f"environment {name}")
+        _set_dotted(data, dotted, parse_override_value(raw, dotted), origins, f"environment {name}")
     for item in sets:
         dotted, eq, raw = item.partition("=")
         if not eq or not dotted.strip():
@@ -194,7 +209,7 @@ def apply_overrides(
                 f'--set "{item}" is not key=value', hint="e.g. --set train.lr=5e-5", where="--set"
             )
         dotted = dotted.strip()
-        _set_dotted(data, dotted, parse_override_value(raw.strip()), origins, f"--set {dotted}")
+        _set_dotted(data, dotted, parse_override_value(raw.strip(), dotted), origins, f"--set {dotted}")
     return data
 
 
@@ -210,18 +225,15 @@ def apply_environment(
     compat = (
         env_compat
         or (isinstance(table, dict) and table.get("env") is True)
-        or parse_override_value(env.get("LORATUI_COMPAT__ENV", "false")) is True
+        or parse_override_value(env.get("LORATUI_COMPAT__ENV", "false"), "compat.env") is True
     )
     values, warnings = read_environment(env, SCHEMA_BY_KEY, compat=compat)
     for v in values:
         if not v.applied:
             continue
         raw = v.raw if v.variable.startswith(_OWN_PREFIX) else alias_value(v.variable, v.raw)
-        spec = SCHEMA_BY_KEY.get(v.key)
-        # Another tool's text value ("TRIGGER_WORD=true") stays text; ours keep TOML parsing.
-        keep_text = spec is not None and spec.kind in (STR, PATH) and not v.variable.startswith(_OWN_PREFIX)
-        value = raw if keep_text else parse_override_value(raw)
-        _set_dotted(data, v.key, value, origins, f"environment {v.variable}")
+        # Read by the key's kind: "TRIGGER_WORD=true" stays the text "true".
+        _set_dotted(data, v.key, parse_override_value(raw, v.key), origins, f"environment {v.variable}")
     return values, warnings
 
 
@@ -248,9 +260,14 @@ def load_config_data(
     cfg.workspace = ws
     cfg.source_path = path
     cfg.preset = cfg.extends or (path.stem if path else "")
+    name_origin = origins.get("name", "")
+    if not cfg.name and name_origin.startswith(("--set", "environment")):
+        # An explicit empty override is a mistake, never "use the preset's (or the file's) name".
+        require_name(cfg.name, where=name_origin)
     if not cfg.name and path is not None:
         # A config without a name trains under its file name, like "mychar.toml" -> "mychar".
         cfg.name = path.stem
+        require_name(cfg.name, where=f"{source}: name (taken from the file name)")
     return cfg
 
 

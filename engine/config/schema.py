@@ -7,6 +7,7 @@ Field names are the TOML key names and are a contract: never rename or drop one.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,10 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(True, "Trade compute for memory")
     max_grad_norm: float = opt(1.0, "Gradient clipping (0 = off)", min=0.0)
     seed: int = opt(42, "Same seed + config = same loss curve and weights", min=0)
+    tf32: bool = opt(True, "TF32 tensor cores for fp32 matmuls on Ampere+ GPUs (no effect on CPUs)")
+    fused_optimizer: bool = opt(True, "Fused CUDA kernels for adamw / adam (no effect on CPUs)")
+    compile: bool = opt(False, "torch.compile each UNet block (first steps slower; measure first)")
+    compile_backend: str = opt("inductor", "torch.compile backend for train.compile (aot_eager: no codegen)")
 
 
 @dataclass
@@ -390,9 +395,65 @@ SECTION_TYPES: dict[str, type] = {
 RESERVED_TABLES = ("queue",)
 
 
+# --- the run name: one rule for config validation, the queue and the engine -------------------------
+
+NAME_MAX = 100
+NAME_FORBIDDEN = '/\\:*?"<>|'
+NAME_RULE = (
+    "a run name is the LoRA's file stem and its run folder: 1-100 characters, letters, digits, "
+    'spaces and punctuation such as - _ . ( ) +; no / \\ : * ? " < > |, no control characters '
+    "(newline, tab, NUL), no leading or trailing space, no leading dot; names that differ only in "
+    "case are the same run (dup = Dup)"
+)
+
+NAME_HINT = (
+    'set name = "..." (or --set name=...): letters, digits, spaces and - _ . ( ) +, e.g. "mychar-v1"; '
+    'no / \\ : * ? " < > | or control characters, no leading dot or space'
+)
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` is not a valid run name, or None when it is (the rule is NAME_RULE).
+
+    Names become folder and file names on every file system a workspace may live on (ext4, but also
+    case-insensitive APFS, NTFS and SMB shares), so the portable subset is enforced everywhere and
+    uniqueness is compared with `name_key`.
+    """
+    if not isinstance(name, str):
+        return f"the run name must be a string, found {name!r}"
+    if not name:
+        return "the run name is empty"
+    if not name.strip():
+        return "the run name is only spaces"
+    controls = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if controls:
+        return f"the run name {name!r} contains a control character ({controls[0]!r})"
+    bad = sorted({c for c in name if c in NAME_FORBIDDEN})
+    if bad:
+        return f"the run name {name!r} contains {' '.join(bad)}, which a file name cannot hold"
+    if name != name.strip():
+        return f"the run name {name!r} starts or ends with a space"
+    if name.startswith("."):
+        return f"the run name {name!r} starts with a dot (a hidden or special folder)"
+    if len(name) > NAME_MAX:
+        return f"the run name is {len(name)} characters long (at most {NAME_MAX})"
+    return None
+
+
+def name_key(name: str) -> str:
+    """What two run names are compared by: `dup` and `Dup` share a folder on a case-insensitive file
+    system, so they are one name (Unicode case folding, NFC-normalised as macOS normalises names)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 @dataclass
 class RunConfig:
-    name: str = opt("", "Run name: output file stem and run folder; unique among queued runs", basic=True)
+    name: str = opt(
+        "",
+        "Run name: output file stem and run folder; unique among queued runs (case-insensitive). "
+        'Letters, digits, spaces, - _ . ( ) +; no / \\ : * ? " < > | or control characters',
+        basic=True,
+    )
     extends: str = opt("", "A preset (presets/<name>.toml or a path) whose values this file overrides")
     mode: str = opt(
         "lora",
@@ -491,3 +552,69 @@ def _build_schema() -> list[FieldSpec]:
 SCHEMA: list[FieldSpec] = _build_schema()
 SCHEMA_BY_KEY: dict[str, FieldSpec] = {s.dotted: s for s in SCHEMA}
 TOP_LEVEL_KEYS = tuple(s.key for s in SCHEMA if not s.section)
+
+
+# --- resume: which keys a resumed run may change ---------------------------------------------------
+# A resumed run continues from its saved state (adapter weights, optimizer moments, data position =
+# the index of the next batch, step). A key may change on resume when the saved state stays
+# meaningful under the new value; every other change is refused, naming the keys and why.
+# After an allowed change the LR schedule is the one the new settings define over the new total,
+# taken from the saved step on (so a cosine run extended from 6 to 10 steps continues at step 7 with
+# the 10-step cosine's LR for step 7), and the data position continues where it stopped.
+
+RESUME_MAY_CHANGE: dict[str, str] = {
+    "train.steps": "the run continues to the new total",
+    "train.epochs": "the run continues to the new total",
+    "train.lr": "the schedule is recomputed",
+    "train.text_encoder_lr": "the schedule is recomputed",
+    "train.scheduler": "the schedule is recomputed",
+    "train.warmup_steps": "the schedule is recomputed",
+    "train.scheduler_cycles": "the schedule is recomputed",
+    "train.scheduler_power": "the schedule is recomputed",
+    "train.max_grad_norm": "applies from the next step",
+    "train.loss": "applies from the next step",
+    "train.huber_c": "applies from the next step",
+    "train.min_snr_gamma": "applies from the next step",
+    "train.noise_offset": "applies from the next step",
+    "train.gradient_checkpointing": "speed and memory only",
+    "dataset.workers": "speed only",
+    "dataset.cache_latents": "speed only",
+    "dataset.cache_text": "speed only",
+    "extends": "the resolved values are compared, not the preset's name",
+    "validation.*": "what is measured and written, not what is trained",
+    "sample.*": "what is written, not what is trained",
+    "save.*": "what is written, not what is trained",
+    "log.*": "what is written, not what is trained",
+    "caption_auto.*": "only tags images without a caption",
+}
+
+# Why a key may not change: what it would break in the saved state.
+RESUME_REFUSED_WHY: dict[str, str] = {
+    "dataset.*": "the data position (which images come next, in which bucket)",
+    "train.batch_size": "the data position",
+    "train.grad_accum": "the data position",
+    "train.seed": "the data order and noise of the steps still to come",
+    "train.optimizer": "the optimizer state",
+    "train.optimizer_args": "the optimizer state",
+    "train.precision": "the optimizer and gradient-scaler state",
+    "train.lora_precision": "the optimizer state",
+    "train.zero_terminal_snr": "the noise schedule the adapter was trained on",
+    "network.*": "the adapter's shape (its weights and optimizer state)",
+    "model.*": "the model the adapter was trained on",
+    "mode": "what is trained",
+    "name": "the run folder (a new name is a new run)",
+    "ileco.*": "what is trained",
+    "difference.*": "what is trained",
+}
+
+
+def resume_rule(dotted: str) -> tuple[bool, str]:
+    """(may change on resume, why) for a dotted key, from RESUME_MAY_CHANGE / RESUME_REFUSED_WHY."""
+    section = dotted.split(".", 1)[0] + ".*" if "." in dotted else ""
+    for table, allowed in ((RESUME_MAY_CHANGE, True), (RESUME_REFUSED_WHY, False)):
+        if dotted in table:
+            return allowed, table[dotted]
+    for table, allowed in ((RESUME_MAY_CHANGE, True), (RESUME_REFUSED_WHY, False)):
+        if section in table:
+            return allowed, table[section]
+    return False, "the saved training state"

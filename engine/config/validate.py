@@ -12,12 +12,14 @@ from typing import Any
 
 from engine.errors import LoratuiError
 
+from .aliases import alias_target, near_alias_target
 from .schema import (
     BOOL,
     DICT,
     ENUM,
     FLOAT,
     INT,
+    NAME_HINT,
     PATH,
     PATHS,
     RESERVED_TABLES,
@@ -31,6 +33,7 @@ from .schema import (
     TOP_LEVEL_KEYS,
     FieldSpec,
     RunConfig,
+    name_problem,
 )
 
 
@@ -57,62 +60,43 @@ def describe(value: Any) -> str:
     return f"{text} ({kind})"
 
 
-# Names users bring from kohya sd-scripts, OneTrainer and diffusers scripts, mapped to ours.
-ALIASES = {
-    "learning_rate": "lr",
-    "unet_lr": "lr",
-    "max_train_steps": "steps",
-    "max_train_epochs": "epochs",
-    "train_batch_size": "batch_size",
-    "gradient_accumulation_steps": "grad_accum",
-    "network_dim": "rank",
-    "network_alpha": "alpha",
-    "network_dropout": "dropout",
-    "lr_scheduler": "scheduler",
-    "lr_warmup_steps": "warmup_steps",
-    "optimizer_type": "optimizer",
-    "mixed_precision": "precision",
-    "save_precision": "precision",
-    "output_name": "name",
-    "pretrained_model_name_or_path": "base",
-    "train_data_dir": "dirs",
-    "caption_extension": "caption_extensions",
-    "shuffle_caption": "shuffle_tags",
-    "enable_bucket": "buckets",
-    "bucket_reso_steps": "bucket_step",
-    "min_bucket_reso": "min_bucket",
-    "max_bucket_reso": "max_bucket",
-    "bucket_no_upscale": "upscale",
-    "flip_aug": "flip",
-    "color_aug": "color_aug",
-    "save_every_n_steps": "every_steps",
-    "save_every_n_epochs": "every_epochs",
-    "save_last_n_steps": "keep_last",
-    "gradient_checkpointing": "gradient_checkpointing",
-    "max_grad_norm": "max_grad_norm",
-    "train_text_encoder": "train_text_encoder",
-}
-
-# Aliases whose loratui key exists in more than one section.
-_SECTION_OF_ALIAS = {
-    "mixed_precision": ("train", "precision"),
-    "save_precision": ("save", "precision"),
-}
-
-
 def did_you_mean(word: str, options) -> str:
-    options = list(options)
-    alias = ALIASES.get(word.lower())
-    if alias in options:
-        return f'did you mean "{alias}"?'
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    if close:
-        return f'did you mean "{close[0]}"?'
-    # A misspelt name from another tool ("learning_rat") still finds ours through its alias.
-    near_alias = difflib.get_close_matches(word.lower(), list(ALIASES), n=1, cutoff=0.8)
-    if near_alias and ALIASES[near_alias[0]] in options:
-        return f'did you mean "{ALIASES[near_alias[0]]}"?'
-    return ""
+    """A hint naming the option closest to `word` (plain spelling distance; for keys use key_hint,
+    which puts other trainers' names first)."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f'did you mean "{close[0]}"?' if close else ""
+
+
+def key_hint(word: str, section: str = "") -> str:
+    """The hint for an unknown key `word` written in [section] ("" = top level).
+
+    Order matters: another trainer's exact name first (`lora_rank` is network.rank even though
+    conv_rank is spelt closer), then our own key of that name in another section, then spelling
+    within the section, then a misspelt alias.
+    """
+    here = [s.key for s in SCHEMA if s.section == section] if section else []
+    target = alias_target(word, section)
+    if target is None and word in {s.key for s in SCHEMA if s.section and s.section != section}:
+        if word not in here:
+            target = next(s.dotted for s in SCHEMA if s.key == word and s.section)
+    if target is None and not section:
+        close = difflib.get_close_matches(word, list(TOP_LEVEL_KEYS) + list(SECTION_TYPES), n=1, cutoff=0.6)
+        if close:
+            return f'did you mean "{close[0]}"?'
+    if target is None and section:
+        close = difflib.get_close_matches(word, here, n=1, cutoff=0.6)
+        if close:
+            return f'did you mean "{section}.{close[0]}"?'
+    if target is None:
+        target = near_alias_target(word, section)
+    if target is None:
+        return ""
+    sec, _, key = target.rpartition(".")
+    if sec == section:
+        return f'did you mean "{target}"?'
+    if not sec:
+        return f'did you mean "{key}" (a top-level key)?'
+    return f'put it under [{sec}] (as "{target}")'
 
 
 def _where(source: str, dotted: str) -> str:
@@ -224,8 +208,7 @@ def build_config(
                 spec = SCHEMA_BY_KEY.get(dotted)
                 if spec is None:
                     names = [f.name for f in fields(type(section_obj))]
-                    hint = did_you_mean(sub, names)
-                    hint = hint.replace('"', f'"{key}.', 1) if hint else f"[{key}] has: {', '.join(names)}"
+                    hint = key_hint(str(sub), key) or f"[{key}] has: {', '.join(names)}"
                     fail(dotted, f'unknown key "{dotted}"', hint)
                     continue
                 coerced, problem = check_value(spec, subvalue)
@@ -242,16 +225,8 @@ def build_config(
                 setattr(cfg, key, coerced)
         else:
             # A key of a section written at top level is a common slip, and so is a flat kohya
-            # sd-scripts config ("learning_rate = 1e-4"): name the section and our key name. Checked
-            # before spelling, which would offer "train" for "rank" and "network" for "network_dim".
-            hint = ""
-            name = ALIASES.get(key.lower(), key)
-            owners = [s.section for s in SCHEMA if s.key == name and s.section]
-            if key.lower() in _SECTION_OF_ALIAS:
-                owners, name = [_SECTION_OF_ALIAS[key.lower()][0]], _SECTION_OF_ALIAS[key.lower()][1]
-            if owners:
-                hint = f'put it under [{owners[0]}] (as "{owners[0]}.{name}")'
-            hint = hint or did_you_mean(key, list(TOP_LEVEL_KEYS) + list(SECTION_TYPES))
+            # sd-scripts config ("learning_rate = 1e-4"): name the section and our key name.
+            hint = key_hint(str(key))
             if not hint and isinstance(value, dict):
                 hint = _foreign_table_hint(value)
             fail(key, f'unknown key "{key}"', hint or "see CONFIG.md for the keys a run config has")
@@ -264,17 +239,22 @@ def build_config(
     return cfg
 
 
+def require_name(name: object, where: str = "name") -> None:
+    """Raise the ConfigError of the run-name rule (schema.NAME_RULE) when `name` breaks it; the one
+    check the config loader, the queue and the engine all call."""
+    problem = name_problem(name)
+    if problem:
+        raise ConfigError(problem, hint=NAME_HINT, where=where)
+
+
 def _foreign_table_hint(table: dict) -> str:
     """An unknown [table], e.g. kohya sd-scripts' [training_arguments]: our sections, and where the
     table's keys go."""
     moves = []
     for sub in table:
-        name = ALIASES.get(str(sub).lower(), str(sub))
-        section = _SECTION_OF_ALIAS.get(str(sub).lower(), ("",))[0] or next(
-            (s.section for s in SCHEMA if s.key == name and s.section), ""
-        )
-        if section:
-            moves.append(f"{sub} -> {section}.{name}")
+        target = alias_target(str(sub)) or next((s.dotted for s in SCHEMA if s.key == sub and s.section), "")
+        if target:
+            moves.append(f"{sub} -> {target}")
     hint = "the sections are " + ", ".join(f"[{s}]" for s in SECTION_TYPES)
     return hint + (" (" + ", ".join(moves[:4]) + ")" if moves else "")
 
@@ -299,8 +279,10 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             f"dataset.min_bucket ({ds.min_bucket}) is larger than dataset.max_bucket ({ds.max_bucket})",
             "lower min_bucket or raise max_bucket",
         )
-    if "/" in cfg.name or "\\" in cfg.name or cfg.name in (".", ".."):
-        add("name", f'name "{cfg.name}" is not a valid file name', "use letters, digits, - and _ only")
+    # An empty name is filled in from the file name later (load.py); everything else is checked here.
+    problem = name_problem(cfg.name) if cfg.name else None
+    if problem:
+        add("name", problem, NAME_HINT)
     if cfg.dataset.caption == "phrase" and not cfg.dataset.phrase:
         add(
             "dataset.phrase",

@@ -83,14 +83,16 @@ class DatasetReport:
         return out
 
 
-def check(cfg, *, scan: DatasetScan | None = None) -> DatasetReport:
+def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> DatasetReport:
     """Check a loaded RunConfig: the model path and the dataset. Raises LoratuiError only for errors
-    in the config itself (e.g. a dataset folder that does not exist)."""
+    in the config itself (e.g. a dataset folder that does not exist). Whatever will make `train`
+    (or `train --resume` when `resume`) refuse the run is a problem, so the verdict never says
+    "ready" for a run that will be refused."""
     report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
     report.environment = [v.to_dict() for v in getattr(cfg, "env_values", [])]
     report.warnings.extend(getattr(cfg, "env_warnings", []))
     _check_model(cfg, report)
-    report.warnings.extend(run_folder_warnings(cfg))
+    report.problems.extend(run_folder_warnings(cfg, resume=resume))
     if cfg.mode in ("ileco", "difference") and cfg.dataset.dirs:
         report.warnings.append(f"dataset.dirs is not used in mode {cfg.mode}: it trains without a dataset")
     if cfg.mode == "ileco":
@@ -170,14 +172,23 @@ def model_problems(cfg) -> list[str]:
     return report.problems
 
 
-def run_folder_warnings(cfg) -> list[str]:
-    """What a fresh run of this config would refuse to replace in its run folder when
-    save.overwrite = false: said when the run is checked or queued, not when it starts hours later."""
-    if cfg.save.overwrite or not cfg.name:
+def run_folder_warnings(cfg, *, resume: bool = False) -> list[str]:
+    """Why the engine will refuse this run because of its run folder: a folder whose name differs
+    only in case, or (save.overwrite = false, fresh start) a LoRA or resumable state it may not
+    replace. Problems for `check`; warnings when queued (the entry may be resumed or fixed first)."""
+    if not cfg.name:
         return []
-    from engine.train.statedirs import latest_state
+    from engine.train.statedirs import case_twin, latest_state
 
     run_dir = cfg.run_dir()
+    twin = case_twin(run_dir)
+    if twin is not None:
+        return [
+            f'{twin} belongs to a run whose name differs from "{cfg.name}" only in case: on a '
+            "case-insensitive file system both would share one folder (choose another name)"
+        ]
+    if cfg.save.overwrite or (resume and latest_state(run_dir / "state") is not None):
+        return []  # a resume continues the run in its own folder (its LoRA is the one being extended)
     final = run_dir / f"{cfg.name}.safetensors"
     if final.exists():
         return [
@@ -362,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", default=None, help="folder relative paths refer to (default: current)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument(
+        "--resume", action="store_true", help="check for `train --resume` (the run folder's state is kept)"
+    )
+    parser.add_argument(
         "--env-compat", action="store_true", help="also read LoRACat's variables (LEARNING_RATE, ...)"
     )
     args = parser.parse_args(argv)
@@ -370,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, sets=args.sets, workspace=args.workspace, env_compat=args.env_compat)
-        report = check(cfg)
+        report = check(cfg, resume=args.resume)
     except LoratuiError as exc:
         if args.json:
             print(json.dumps({"trainable": False, "error": exc.to_dict()}))

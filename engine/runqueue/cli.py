@@ -27,7 +27,7 @@ from .store import QueueStore
 USAGE = """usage: loratui queue add CONFIG [--set key=value ...] [--position N]
        loratui queue ls [--json]
        loratui queue rm RUN
-       loratui queue resume RUN
+       loratui queue resume RUN [--set key=value ...]
        loratui queue run [--watch]
 options: --workspace DIR (default: the current folder)"""
 
@@ -166,7 +166,11 @@ def cmd_run(workspace: Path, watch: bool, train_cmd: str) -> int:
     signal.signal(signal.SIGINT, lambda signum, frame: server.request_stop(signum))
     # With --watch the engine waits for new entries forever; without, it ends when the queue is empty.
     code = server.run(None, wait=watch)
-    return code or _summary(writer)
+    code = code or _summary(writer)
+    broken = [e for e in server.store.entries() if e.broken or (not e.adopted and e.error)]
+    for e in broken:
+        writer.line(f"could not read queue entry {e.path.name}: {e.error['message'] if e.error else ''}")
+    return code or (1 if broken else 0)
 
 
 def _summary(writer: HumanWriter) -> int:
@@ -199,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p_ls = sub.add_parser("ls")
     p_ls.add_argument("--json", action="store_true")
     sub.add_parser("rm").add_argument("run")
-    sub.add_parser("resume").add_argument("run")
+    p_resume = sub.add_parser("resume")
+    p_resume.add_argument("run")
+    p_resume.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE")
     p_run = sub.add_parser("run")
     p_run.add_argument("--watch", action="store_true", help="keep waiting for new entries")
     p_run.add_argument("--train-cmd", default="", help=argparse.SUPPRESS)
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             entry = store.remove(store.find(opts.run).run)
             print(f"removed {entry.name} ({entry.run}); its run folder, if any, is kept")
         elif opts.command == "resume":
-            entry = store.requeue(store.find(opts.run).run)
+            entry = store.requeue(store.find(opts.run).run, sets=opts.sets)
             print(f"{entry.name} ({entry.run}) will resume from its last saved state")
             _not_running_note(store)
         elif opts.command == "run":

@@ -26,6 +26,8 @@ can change the folder at the same time.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import secrets
@@ -39,6 +41,8 @@ import tomlkit
 
 from engine import protocol
 from engine.config import ConfigError, RunConfig, dump_resolved, load_config, load_config_text
+from engine.config.schema import name_key
+from engine.config.validate import require_name
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
 
@@ -46,6 +50,11 @@ from .lock import edit_lock
 
 QUEUED = (protocol.PENDING, protocol.RUNNING)
 RESUMABLE = (protocol.INTERRUPTED, protocol.STOPPED)
+INDEX_FILE = ".index.json"
+INDEX_VERSION = 1
+_BROKEN_HINT = "fix the file by hand, or delete it to drop the entry (its run folder is kept)"
+_SALVAGE = re.compile(r"^\s*position\s*=\s*(\d+)\s*$", re.M)
+_SALVAGE_NAME = re.compile(r'^\s*name\s*=\s*"([^"\n]*)"\s*$', re.M)
 
 
 def now_iso() -> str:
@@ -83,6 +92,9 @@ class Entry:
     """The worker process of a running entry (lets a restarted engine find a trainer still at work)."""
     adopted: bool = True
     """False for a file a user dropped into queue/ that the engine has not taken in yet."""
+    broken: bool = False
+    """An entry file that cannot be read any more (invalid TOML, unreadable): reported as failed,
+    kept at the position it had, never rewritten."""
     mtime: float = 0.0
 
     @property
@@ -180,6 +192,85 @@ def parse_entry(path: Path, text: str) -> Entry:
     return entry
 
 
+def _fields_of(entry: Entry) -> dict[str, Any]:
+    """An entry's fields as plain JSON values (for the parse cache)."""
+    out = {k: getattr(entry, k) for k in Entry.__dataclass_fields__ if k not in ("path", "mtime")}
+    return out
+
+
+def _broken(path: Path, data: bytes, error: dict[str, str]) -> Entry:
+    """The failed entry standing for a file that cannot be read, at the position it had: what is left
+    of its [queue] table is searched for `position` (and `name`), so the entries after it keep theirs."""
+    entry = Entry(run=path.stem, path=path, name=path.stem, adopted=False, broken=True)
+    entry.status = protocol.FAILED
+    entry.error = {
+        "message": error.get("message", ""),
+        "hint": error.get("hint") or _BROKEN_HINT,
+        "where": str(path),
+    }
+    text = data.decode("utf-8", errors="replace")
+    queue_at = text.rfind("[queue]")
+    if queue_at >= 0:
+        found = _SALVAGE.search(text, queue_at)
+        if found:
+            entry.position = int(found.group(1))
+    named = _SALVAGE_NAME.search(text)
+    if named and named.group(1):
+        entry.name = named.group(1)
+    return entry
+
+
+def run_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run_finished event that ends a run folder's events.jsonl (after its last run_started),
+    or None when the run never wrote its end (its process died)."""
+    if not run_dir:
+        return None
+    events = protocol.read_jsonl(Path(run_dir) / "events.jsonl")
+    kinds = [e.get("type") for e in events]
+    starts = [i for i, k in enumerate(kinds) if k == protocol.RUN_STARTED]
+    ends = [i for i, k in enumerate(kinds) if k == protocol.RUN_FINISHED]
+    if not ends or (starts and starts[-1] > ends[-1]):
+        return None
+    return events[ends[-1]]
+
+
+def _recovered(entry: Entry) -> dict[str, Any]:
+    """The bookkeeping of an entry found `running` with no worker, from the run's own record."""
+    from engine.train.statedirs import latest_state
+
+    end = run_record(entry.run_dir)
+    status = end.get("status") if end else None
+    lora = str(end.get("lora") or "") if end else ""
+    changes: dict[str, Any] = {"finished": now_iso(), "pid": 0, "resume": False}
+    if status == protocol.DONE and lora and Path(lora).is_file():
+        return {
+            **changes,
+            "status": protocol.DONE,
+            "lora": lora,
+            "progress": 1.0,
+            "error": None,
+            "step": entry.total_steps or entry.step,
+        }
+    if status in (protocol.FAILED, protocol.STOPPED) and end is not None:
+        error = end.get("error") if isinstance(end.get("error"), dict) else None
+        return {**changes, "status": status, "error": error, **({"lora": lora} if lora else {})}
+    state = latest_state(Path(entry.run_dir) / "state") if entry.run_dir else None
+    message = "the engine stopped while this run was training"
+    if status == protocol.DONE:
+        message = f"the run reported done but its LoRA is missing: {lora or 'no path recorded'}"
+    return {
+        **changes,
+        "status": protocol.INTERRUPTED,
+        "error": {
+            "message": message,
+            "hint": f"resume it to continue from its last saved state ({state.name})"
+            if state is not None
+            else "no saved state: resume starts it again from the beginning (set save.every_steps)",
+            "where": str(entry.path),
+        },
+    }
+
+
 def queue_table(entry: Entry) -> tomlkit.items.Table:
     table = tomlkit.table()
     for key in QUEUE_KEYS:
@@ -219,6 +310,9 @@ class QueueStore:
         self.folder = self.workspace / "queue"
         self._problems: dict[str, Problem] = {}
         """Files the owner could not take in, by path; retried when the file changes."""
+        self._cache: dict[str, tuple[tuple, dict[str, Any]]] = {}
+        self._cache_loaded = False
+        self._cache_dirty = False
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -231,18 +325,26 @@ class QueueStore:
         """One entry; an unreadable or invalid file comes back as a failed entry explaining why."""
         try:
             stat = path.stat()
-            text = path.read_text(encoding="utf-8")
-            entry = parse_entry(path, text)
-        except (OSError, UnicodeDecodeError) as exc:
-            entry = Entry(run=path.stem, path=path, name=path.stem, adopted=False)
-            entry.status = protocol.FAILED
-            entry.error = {"message": f"cannot read {path.name}: {exc}", "hint": "", "where": str(path)}
-            return entry
-        except ConfigError as exc:
-            entry = Entry(run=path.stem, path=path, name=path.stem, adopted=False)
-            entry.status = protocol.FAILED
-            entry.error = exc.to_dict()
-            return entry
+        except OSError as exc:
+            return _broken(
+                path, b"", {"message": f"cannot read {path.name}: {exc}", "hint": "", "where": str(path)}
+            )
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        cached = self._cache.get(path.name)
+        if cached is not None and cached[0] == key:
+            entry = Entry(**{**cached[1], "path": path})
+        else:
+            data = b""
+            try:
+                data = path.read_bytes()
+                entry = parse_entry(path, data.decode("utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                message = f"cannot read {path.name}: {exc}"
+                return _broken(path, data, {"message": message, "hint": _BROKEN_HINT, "where": str(path)})
+            except ConfigError as exc:
+                return _broken(path, data, exc.to_dict())
+            self._cache[path.name] = (key, _fields_of(entry))
+            self._cache_dirty = True
         entry.mtime = stat.st_mtime
         problem = self._problems.get(str(path))
         if not entry.adopted and problem is not None and problem.mtime == stat.st_mtime:
@@ -251,14 +353,55 @@ class QueueStore:
         return entry
 
     def entries(self) -> list[Entry]:
-        """All entries in queue order (position, then creation); files not yet taken in go last."""
-        found = [self.read(p) for p in self.files()]
-        last = max((e.position for e in found if e.adopted), default=0)
+        """All entries in queue order (position, then creation); files not yet taken in go last.
+
+        Reading is near-constant in the queue length: each file is parsed once and remembered in
+        queue/.index.json by (mtime, size, inode), so `queue ls` and `queue add` stat the files and
+        parse only the ones that changed. A damaged entry keeps the position it had (read from what
+        is left of its [queue] table), so the others never move because of it.
+        """
+        self._load_cache()
+        files = self.files()
+        found = [self.read(p) for p in files]
+        names = {p.name for p in files}
+        if set(self._cache) - names:
+            self._cache = {k: v for k, v in self._cache.items() if k in names}
+            self._cache_dirty = True
+        self._save_cache()
+        placed = [e for e in found if e.adopted or (e.broken and e.position > 0)]
+        last = max((e.position for e in placed), default=0)
         for e in found:
-            if not e.adopted:
+            if not (e.adopted or (e.broken and e.position > 0)):
                 last += 1
                 e.position = last
-        return sorted(found, key=lambda e: (not e.adopted, e.position, e.created, e.run))
+        return sorted(found, key=lambda e: (e.position, not e.adopted, e.created, e.run))
+
+    # --- the parse cache (queue/.index.json: a cache only; any file change invalidates its line) ---
+
+    def _load_cache(self) -> None:
+        if self._cache_loaded:
+            return
+        self._cache_loaded = True
+        try:
+            data = json.loads((self.folder / INDEX_FILE).read_text(encoding="utf-8"))
+            if data.get("version") == INDEX_VERSION:
+                self._cache = {
+                    name: (tuple(item["key"]), item["entry"]) for name, item in data["entries"].items()
+                }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self._cache = {}
+
+    def _save_cache(self) -> None:
+        if not self._cache_dirty or not self.folder.is_dir():
+            return
+        self._cache_dirty = False
+        data = {
+            "version": INDEX_VERSION,
+            "entries": {name: {"key": list(key), "entry": e} for name, (key, e) in self._cache.items()},
+        }
+        # A cache: a write that fails (full disk, read-only folder) only costs speed next time.
+        with contextlib.suppress(OSError):
+            atomic_write_text(self.folder / INDEX_FILE, json.dumps(data))
 
     def get(self, run: str) -> Entry:
         for e in self.entries():
@@ -290,35 +433,48 @@ class QueueStore:
         text = config_text if config_text is not None else entry.path.read_text(encoding="utf-8")
         atomic_write_text(entry.path, render_entry(text, entry))
 
-    def _renumber(self, ordered: list[Entry], *, skip: str | None = None) -> None:
-        for i, e in enumerate(ordered, start=1):
+    def _renumber(
+        self, ordered: list[Entry], *, skip: str | None = None, found: list[Entry] | None = None
+    ) -> None:
+        """Positions 1..n in `ordered`'s order, leaving out those damaged entries still hold."""
+        found = self.entries() if found is None else found
+        held = {e.position for e in found if e.broken and e.position > 0}
+        i = 0
+        for e in ordered:
+            if e.broken:
+                continue
+            i += 1
+            while i in held:
+                i += 1
             if e.position != i and e.adopted:
                 e.position = i
                 if e.run != skip:
                     self._write(e)
 
-    def _check_unique(self, name: str, *, exclude: str = "") -> None:
-        for e in self.entries():
-            if e.run != exclude and e.name == name and e.queued:
+    def _check_unique(self, name: str, *, exclude: str = "", found: list[Entry] | None = None) -> None:
+        """Refuse a name already pending or running; names that differ only in case are one name
+        (they share a run folder on a case-insensitive file system)."""
+        key = name_key(name)
+        for e in self.entries() if found is None else found:
+            if e.run != exclude and name_key(e.name) == key and e.queued:
+                same = "" if e.name == name else f' ("{e.name}" differs only in case: one run folder)'
                 raise LoratuiError(
-                    f'a run named "{name}" is already queued ({e.run}, {e.status})',
+                    f'a run named "{name}" is already queued ({e.run}, {e.status}){same}',
                     hint="give this run another name (name = ... or --set name=...), or remove the other entry",
                     where=str(e.path),
                 )
 
     def add(self, cfg: RunConfig, *, position: int | None = None, preset: str | None = None) -> Entry:
         """Queue a resolved config; refused when its name is already pending or running."""
-        if not cfg.name:
-            raise LoratuiError(
-                "the run has no name", hint='set name = "..." in the config (or --set name=...)'
-            )
+        require_name(cfg.name)
         self.folder.mkdir(parents=True, exist_ok=True)
         with edit_lock(self.folder):
-            self._check_unique(cfg.name)
+            found = self.entries()
+            self._check_unique(cfg.name, found=found)
             run = f"{slug(cfg.name)}-{secrets.token_hex(3)}"
             while (self.folder / f"{run}.toml").exists():
                 run = f"{slug(cfg.name)}-{secrets.token_hex(3)}"
-            ordered = [e for e in self.entries() if e.adopted]
+            ordered = [e for e in found if e.adopted]
             entry = Entry(
                 run=run,
                 path=self.folder / f"{run}.toml",
@@ -331,7 +487,7 @@ class QueueStore:
             index = len(ordered) if position is None else max(0, min(int(position) - 1, len(ordered)))
             ordered.insert(index, entry)
             entry.position = index + 1
-            self._renumber(ordered, skip=run)
+            self._renumber(ordered, skip=run, found=found)
             self._write(entry, dump_resolved(cfg))
         return entry
 
@@ -388,39 +544,69 @@ class QueueStore:
         self._write(entry)
         return entry
 
-    def requeue(self, run: str) -> Entry:
-        """Put an interrupted or stopped entry back as pending, to continue from its saved state."""
+    def requeue(self, run: str, sets=()) -> Entry:
+        """Put a stopped, interrupted, failed or finished entry back as pending, to continue from
+        its saved state; `sets` (key=value) change its config first, within what a resume may
+        change (engine.config.schema.RESUME_MAY_CHANGE), e.g. train.steps to extend a finished run."""
+        from engine.train.statedirs import latest_state
+
         with edit_lock(self.folder):
             entry = self.get(run)
-            if entry.status not in RESUMABLE:
+            if entry.status in QUEUED or entry.broken:
                 raise LoratuiError(
-                    f"{entry.name} ({run}) is {entry.status}; only interrupted or stopped runs can be resumed",
-                    hint="queue it again as a new run instead" if entry.status != protocol.RUNNING else "",
+                    f"{entry.name} ({run}) is {entry.status}"
+                    + (" and its file is damaged" if entry.broken else ""),
+                    hint="only an entry that ended can be resumed" if not entry.broken else _BROKEN_HINT,
+                    where=str(entry.path),
+                )
+            state = latest_state(Path(entry.run_dir) / "state") if entry.run_dir else None
+            if state is None and entry.status not in RESUMABLE:
+                raise LoratuiError(
+                    f"{entry.name} ({run}) is {entry.status} and has no saved training state to resume from",
+                    hint="queue it again as a new run (save.state = true keeps a resumable state)",
+                    where=str(Path(entry.run_dir) / "state") if entry.run_dir else str(entry.path),
+                )
+            text = None
+            if sets:
+                cfg = load_config(entry.path, sets=sets, env={}, workspace=self.workspace)
+                if name_key(cfg.name) != name_key(entry.name):
+                    raise LoratuiError(
+                        "a resumed run keeps its name (a new name is a new run)",
+                        hint="leave name out of --set, or queue the config again as a new run",
+                        where="--set name",
+                    )
+                if state is not None:
+                    from engine.train.resume import check_resume
+
+                    check_resume(state, cfg)
+                text = dump_resolved(cfg)
+            if entry.status == protocol.DONE and state is not None and text is None:
+                from engine.train.resume import finished_at
+
+                step, total = finished_at(state)
+                raise LoratuiError(
+                    f"{entry.name} ({run}) already finished at step {step}",
+                    hint=f"to train it further: loratui queue resume {run} --set train.steps={max(step, total) * 2}",
+                    where=str(entry.path),
                 )
             self._check_unique(entry.name, exclude=run)
-            return self._update(run, status=protocol.PENDING, resume=True, error=None, finished="")
+            for key, value in dict(status=protocol.PENDING, resume=True, error=None, finished="").items():
+                setattr(entry, key, value)
+            self._write(entry, text)
+            return entry
 
     # --- owner-only operations ----------------------------------------------------------------
 
     def recover(self, keep: str | None = None) -> list[Entry]:
-        """Entries left `running` by an engine that died become `interrupted` (called with the lock);
-        `keep` is one whose worker is still alive and followed."""
+        """Entries left `running` by an engine that died get the status the run's own record gives:
+        events.jsonl ending with run_finished (done with its LoRA on disk, failed, stopped), or
+        `interrupted` when the run never wrote its end. `keep` is one whose worker is still alive
+        and followed."""
         fixed = []
         with edit_lock(self.folder):
             for e in self.entries():
                 if e.adopted and e.status == protocol.RUNNING and e.run != keep:
-                    fixed.append(
-                        self._update(
-                            e.run,
-                            status=protocol.INTERRUPTED,
-                            finished=now_iso(),
-                            error={
-                                "message": "the engine stopped while this run was training",
-                                "hint": "resume it to continue from its last saved state",
-                                "where": str(e.path),
-                            },
-                        )
-                    )
+                    fixed.append(self._update(e.run, **_recovered(e)))
         return fixed
 
     def adopt(self) -> list[Entry]:
@@ -433,9 +619,10 @@ class QueueStore:
                 cfg = load_config(path, workspace=self.workspace)
                 if not cfg.name:
                     cfg.name = path.stem
+                require_name(cfg.name, where=f"{path}: name")
                 with edit_lock(self.folder):
                     self._check_unique(cfg.name, exclude=entry.run)
-                    last = max((e.position for e in self.entries() if e.adopted), default=0)
+                    last = max((e.position for e in self.entries() if e.adopted or e.broken), default=0)
                     entry = Entry(
                         run=path.stem,
                         path=path,
@@ -476,4 +663,14 @@ class QueueStore:
         return None
 
 
-__all__ = ["Entry", "QueueStore", "QUEUED", "RESUMABLE", "parse_entry", "render_entry", "now_iso", "slug"]
+__all__ = [
+    "Entry",
+    "QueueStore",
+    "QUEUED",
+    "RESUMABLE",
+    "parse_entry",
+    "render_entry",
+    "now_iso",
+    "run_record",
+    "slug",
+]

@@ -280,13 +280,17 @@ class TrainingRun:
         cleanup = lambda: None  # noqa: E731
         status, lora, error = protocol.FAILED, None, None
         try:
+            self._refuse_name()  # before anything is created under a name the rule refuses
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cleanup = _setup_logging(self.run_dir / "engine.log", self.events, self.run_id)
             self._state_dir_to_resume = self._pick_resume_state()
             fresh = self._state_dir_to_resume is None
             # Before events.jsonl and config.toml are touched: a refused run must leave the finished
             # run's record as it was (it used to replace its config.toml and mark it "failed").
-            self._refuse_overwrite()
+            if fresh:
+                self._refuse_overwrite()
+            else:
+                self._check_resume()  # engine/train/resume.py: which config changes a resume takes
             if fresh:
                 self._refuse_discarding_state()
                 (self.run_dir / "events.jsonl").unlink(missing_ok=True)
@@ -316,6 +320,10 @@ class TrainingRun:
     def _unexpected(self, exc: BaseException) -> dict:
         import torch
 
+        if isinstance(exc, OSError) and exc.errno:  # a full disk, a read-only mount: expected, named
+            from engine.oserrors import os_error
+
+            return os_error(exc).to_dict()
         message = f"{type(exc).__name__}: {exc}"
         hint = f"unexpected error; the traceback is in {self.run_dir / 'engine.log'}"
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
@@ -333,7 +341,7 @@ class TrainingRun:
     def _execute(self, fresh: bool) -> tuple[str, str | None]:
         import torch
 
-        from engine.config import dump_resolved
+        from engine.config import dump_resolved, flatten
         from engine.fsutil import atomic_write_text
 
         cfg = self.cfg
@@ -380,6 +388,7 @@ class TrainingRun:
 
         # 2. model + adapters
         precision, lora_precision, autocast_dtype = self._precisions(device)
+        self._ran_precision = (precision, lora_precision)  # what the metadata records
         self.phase("load_model", 0, 1)
         t0 = time.time()
         from engine.models import load_base_model
@@ -457,6 +466,7 @@ class TrainingRun:
             start_step=start_step,
             training_started_at=time.time(),
             digest=_resume_digest(cfg),
+            config=flatten(cfg),
         )
         if fresh and self.state_root.exists():
             # Training starts over: older resumable state belongs to an abandoned attempt and would
@@ -474,10 +484,14 @@ class TrainingRun:
                 trainer.resume_at(read_state(self._state_dir_to_resume).steps_done)
             params = self._state_params(base)
             state = load_state(self._state_dir_to_resume, params, trainer.optimizer)
-            if state.digest and state.digest != _resume_digest(cfg):
-                log.warning("the config changed since the state was saved; resuming anyway")
+            from engine.train.resume import nothing_left
+
             if state.total_steps != total_steps:
                 log.warning("total steps changed from %d to %d", state.total_steps, total_steps)
+            if (left := nothing_left(self._state_dir_to_resume, run_steps)) is not None:
+                raise left
+            # What the next resume compares against: this run's total and values, not the first one's.
+            state.total_steps, state.digest, state.config = total_steps, _resume_digest(cfg), flatten(cfg)
             if trainer.scaler is not None and state.scaler:
                 trainer.scaler.load_state_dict(state.scaler)
             log.info("resuming from %s (step %d)", self._state_dir_to_resume, state.step)
@@ -583,7 +597,43 @@ class TrainingRun:
             )
         return scan, items, plan, run_steps
 
+    def _check_resume(self) -> None:
+        """Refuse a resume whose config changed what the saved state depends on, or that has no
+        step left to do; log the allowed changes (resume semantics: engine.config.schema)."""
+        from engine.train.resume import check_resume, nothing_left
+
+        for key, (old, new) in check_resume(self._state_dir_to_resume, self.cfg).items():
+            log.info("resume: %s changed from %r to %r", key, old, new)
+        cfg = self.cfg
+        if cfg.mode != "lora":
+            from engine.config.passes import mode_steps
+
+            known = mode_steps(cfg)
+        else:
+            known = int(cfg.train.steps) if int(cfg.train.epochs) <= 0 and not cfg.network.init_from else 0
+        error = nothing_left(self._state_dir_to_resume, known)
+        if error is not None:
+            raise error
+
+    def _refuse_name(self) -> None:
+        """The run-name rule (engine.config.schema.NAME_RULE), and no run folder of a name that
+        differs only in case."""
+        from engine.config.validate import require_name
+        from engine.train.statedirs import case_twin
+
+        require_name(self.cfg.name)
+        twin = case_twin(self.run_dir)
+        if twin is not None:
+            raise LoratuiError(
+                f'{twin} belongs to a run whose name differs from "{self.cfg.name}" only in case; on a '
+                "case-insensitive file system both would share one folder",
+                hint="choose another name (run names are compared without case)",
+                where="name",
+            )
+
     def _refuse_overwrite(self) -> None:
+        if getattr(self, "_state_dir_to_resume", None) is not None:
+            return  # a resume extends this run's own LoRA (the old file is kept as a checkpoint)
         if self.final_path.exists() and not self.cfg.save.overwrite:
             raise LoratuiError(
                 f"{self.final_path} already exists",
@@ -613,8 +663,6 @@ class TrainingRun:
         cfg = self.cfg
         from engine.train.optim import check_optimizer
 
-        if not cfg.name:
-            raise LoratuiError("the run has no name", hint='set name = "..." in the config', where="name")
         self._refuse_overwrite()
         check_optimizer(cfg.train.optimizer)
         if cfg.train.precision not in PRECISIONS:
@@ -992,8 +1040,15 @@ class TrainingRun:
             f.folder: {"n_repeats": f.repeats, "img_count": f.images}
             for f in getattr(self.scan, "folders", [])
         }
+        # What actually ran (a CPU trains in fp32 whatever train.precision asks), not the request.
+        cfg = self.cfg
+        ran = getattr(self, "_ran_precision", None)
+        if ran is not None:
+            from dataclasses import replace
+
+            cfg = replace(cfg, train=replace(cfg.train, precision=ran[0], lora_precision=ran[1]))
         meta = kohya_metadata(
-            self.cfg,
+            cfg,
             self.base,
             self.network,
             steps=state.step,
@@ -1013,7 +1068,6 @@ class TrainingRun:
 
     def _save_checkpoint(self, state) -> Path:
         from engine.networks import save_lora
-        from engine.train.state import prune_states, save_state
 
         cfg = self.cfg
         path = self.ckpt_dir / f"{cfg.name}-step{state.step:06d}.safetensors"
@@ -1025,15 +1079,7 @@ class TrainingRun:
             fmt=cfg.save.format,
         )
         if cfg.save.state:
-            if self.trainer.scaler is not None:
-                state.scaler = {
-                    k: (float(v) if hasattr(v, "__float__") else v)
-                    for k, v in self.trainer.scaler.state_dict().items()
-                }
-            # Taken now: in difference mode the trained adapter changes with the pass.
-            params = self._state_params(self.base)
-            save_state(self.state_root, state, params, self.trainer.optimizer)
-            prune_states(self.state_root, int(cfg.save.keep_last))
+            self._save_state(state)
         self._prune_checkpoints()
         self._last_saved_step = state.step
         self._last_checkpoint = path
@@ -1048,6 +1094,32 @@ class TrainingRun:
         path = self.run_dir / f"{self.cfg.name}-copier.safetensors"
         save_lora(self.network, path, metadata=self._metadata(self.state), precision=self.cfg.save.precision)
         log.info("copier of pass 1 saved: %s", path)
+
+    def _save_state(self, state) -> None:
+        from engine.train.state import prune_states, save_state
+
+        if self.trainer.scaler is not None:
+            state.scaler = {
+                k: (float(v) if hasattr(v, "__float__") else v)
+                for k, v in self.trainer.scaler.state_dict().items()
+            }
+        # Taken now: in difference mode the trained adapter changes with the pass.
+        params = self._state_params(self.base)
+        save_state(self.state_root, state, params, self.trainer.optimizer)
+        prune_states(self.state_root, int(self.cfg.save.keep_last))
+
+    def _keep_resumed_final(self) -> None:
+        """Resuming a finished run replaces its LoRA with the longer-trained one; the old file is
+        kept as the checkpoint of the step it was saved at (nothing is lost)."""
+        from engine.train.state import read_state
+
+        step = read_state(self._state_dir_to_resume).step
+        keep = self.ckpt_dir / f"{self.cfg.name}-step{step:06d}.safetensors"
+        if keep.exists():
+            return
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.final_path, keep)
+        log.info("the LoRA of the finished run is kept as %s", keep)
 
     def _prune_checkpoints(self) -> None:
         keep = int(self.cfg.save.keep_last)
@@ -1066,6 +1138,8 @@ class TrainingRun:
 
         cfg = self.cfg
         self.phase("save", 0, 1)
+        if self.final_path.exists() and getattr(self, "_state_dir_to_resume", None) is not None:
+            self._keep_resumed_final()
         if self.final_path.exists() and not cfg.save.overwrite:
             # Appeared while training: keep it, save under a checkpoint name instead.
             path = self._save_checkpoint(state)
@@ -1082,6 +1156,13 @@ class TrainingRun:
             fmt=cfg.save.format,
         )
         log.info("LoRA saved: %s", self.final_path)
+        if cfg.save.state and self._last_saved_step != state.step:
+            # A state at the final step: a finished run can be extended (resume with more steps).
+            try:
+                self._save_state(state)
+                self._last_saved_step = state.step
+            except OSError as exc:  # the LoRA is saved; only the chance to extend the run is lost
+                log.warning("could not save the training state of the final step: %s", exc)
         if cfg.save.copy_to:
             target_dir = cfg.resolve_path(cfg.save.copy_to)
             target = target_dir / self.final_path.name if target_dir.suffix != ".safetensors" else target_dir

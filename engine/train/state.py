@@ -45,6 +45,7 @@ class TrainState:
     training_started_at: float = 0.0
     scaler: dict = field(default_factory=dict)
     digest: str = ""
+    config: dict = field(default_factory=dict)  # the resolved config, flat (engine.train.resume)
     version: int = STATE_VERSION
 
 

@@ -28,3 +28,19 @@ def list_states(state_root: Path) -> list[tuple[int, Path]]:
 def latest_state(state_root: Path) -> Path | None:
     states = list_states(state_root)
     return states[-1][1] if states else None
+
+
+def case_twin(run_dir: Path) -> Path | None:
+    """A sibling run folder whose name differs from `run_dir`'s only in case (`runs/dup` for
+    `runs/Dup`): on a case-insensitive file system both runs would share one folder, so the run-name
+    rule (engine.config.schema.name_key) treats them as one name."""
+    from engine.config.schema import name_key
+
+    parent = run_dir.parent
+    if not parent.is_dir():
+        return None
+    key = name_key(run_dir.name)
+    for sibling in parent.iterdir():
+        if sibling.name != run_dir.name and name_key(sibling.name) == key and sibling.is_dir():
+            return sibling
+    return None
