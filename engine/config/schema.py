@@ -214,7 +214,19 @@ class NetworkConfig:
     init_from: str = opt("", "Continue from an existing LoRA file", kind=PATH)
 
 
-OPTIMIZERS = ("adamw", "adamw8bit", "adam", "sgd", "rmsprop", "lion", "prodigy", "adafactor")
+OPTIMIZERS = (
+    "adamw",
+    "adamw8bit",
+    "paged_adamw8bit",
+    "adam",
+    "sgd",
+    "rmsprop",
+    "lion",
+    "lion8bit",
+    "paged_lion8bit",
+    "prodigy",
+    "adafactor",
+)
 SCHEDULERS = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial", "step")
 LOSSES = ("mse", "l1", "huber", "smooth_l1")
 PRECISIONS = ("fp32", "fp16", "bf16")
