@@ -739,11 +739,13 @@ class TrainingRun:
     def _read_init_from(self) -> tuple[int, dict | None]:
         if not self.cfg.network.init_from:
             return 0, None
-        from engine.networks import load_lora_file, steps_from_metadata
+        from engine.networks import initial_steps, load_lora_file
 
         path = self.cfg.resolve_path(self.cfg.network.init_from)
         sd, metadata = load_lora_file(path)
-        return steps_from_metadata(metadata), sd
+        steps, source = initial_steps(metadata, path)
+        log.info("init_from: %s was trained for %d steps, read from %s", path.name, steps, source)
+        return steps, sd
 
     def _precisions(self, device) -> tuple[str, str, object]:
         import torch
