@@ -85,3 +85,14 @@ def test_a_missing_copier_fails_before_the_model_loads(tmp_path, tiny_sd15):
     err = finished(events)["error"]
     assert rc == 1 and err["where"] == "difference.load_first_pass" and "not found" in err["message"]
     assert not of_type(events, "step")
+
+
+def test_check_reports_a_missing_copier(tmp_path, tiny_sd15):
+    from engine.config import load_config_text
+    from engine.data.report import check
+
+    original, target = _pair(tmp_path)
+    text = _text(tiny_sd15, original, target, load_first_pass='"gone.safetensors"')
+    report = check(load_config_text(text, workspace=tmp_path))
+    assert not report.trainable
+    assert report.problems == [f"difference.load_first_pass not found: {tmp_path / 'gone.safetensors'}"]

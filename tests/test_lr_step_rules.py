@@ -95,3 +95,15 @@ def test_exact_multipliers_in_a_run_and_after_resume(tmp_path, tiny_sd15, demo_d
     # loss.csv has the same rates (one row per step, over both attempts)
     rows = (run_dir / "loss.csv").read_text().splitlines()[1:]
     assert [float(r.split(",")[4]) for r in rows] == [want[s] for s in range(1, 9)]
+
+
+def test_check_warns_about_milestones_past_the_last_step(tmp_path):
+    from engine.data.report import check
+
+    cfg = _cfg({"steps": 100, "scheduler": '"step"', "lr_step_rules": '"50:0.5,100:0.1,400:0.01"'})
+    cfg.mode = "ileco"  # no dataset needed for the check
+    cfg.ileco.original_prompt = "a cat"
+    warnings = [w for w in check(cfg).warnings if "lr_step_rules" in w]
+    assert warnings == [
+        "train.lr_step_rules: milestone(s) 100, 400 come after the last of the 100 steps and never apply"
+    ]

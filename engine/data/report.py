@@ -83,6 +83,22 @@ class DatasetReport:
         return out
 
 
+def _step_rule_warnings(cfg) -> list[str]:
+    """Milestones of train.lr_step_rules a run of train.steps never reaches (epoch runs: unknown here)."""
+    from engine.config.steprules import parse_step_rules
+
+    if cfg.train.scheduler != "step" or int(cfg.train.epochs) > 0 or cfg.mode == "difference":
+        return []
+    steps = int(cfg.train.steps)
+    late = [step for step, _ in parse_step_rules(cfg.train.lr_step_rules) if step >= steps]
+    if not late:
+        return []
+    return [
+        f"train.lr_step_rules: milestone(s) {', '.join(map(str, late))} come after the last of the "
+        f"{steps} steps and never apply"
+    ]
+
+
 def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> DatasetReport:
     """Check a loaded RunConfig: the model path and the dataset. Raises LoratuiError only for errors
     in the config itself (e.g. a dataset folder that does not exist). Whatever will make `train`
@@ -91,6 +107,7 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
     report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
     report.environment = [v.to_dict() for v in getattr(cfg, "env_values", [])]
     report.warnings.extend(getattr(cfg, "env_warnings", []))
+    report.warnings.extend(_step_rule_warnings(cfg))
     _check_model(cfg, report)
     report.problems.extend(run_folder_warnings(cfg, resume=resume))
     if cfg.mode in ("ileco", "difference") and cfg.dataset.dirs:
@@ -106,6 +123,9 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
             )
         return report
     if cfg.mode == "difference":
+        copier = str(cfg.difference.load_first_pass or "").strip()
+        if copier and not cfg.resolve_path(copier).is_file():
+            report.problems.append(f"difference.load_first_pass not found: {cfg.resolve_path(copier)}")
         sizes = {}
         for key in ("original_image", "target_image"):
             value = getattr(cfg.difference, key)
