@@ -30,7 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn.utils import parametrize
 
+from engine.errors import LoratuiError
 from engine.models.ldm_names import kohya_flat
+from engine.networks.targets import network_type
 
 # ComfyUI's internal CLIP names per family (comfy/sd1_clip.py, sd2_clip.py, sdxl_clip.py).
 COMFY_CLIP_NAMES = {"sd15": ("clip_l",), "sd2": ("clip_h",), "sdxl": ("clip_l", "clip_g")}
@@ -115,10 +117,36 @@ def attach_diffs(found, component: str, key_of, dtype: torch.dtype) -> list[Diff
     return diffs
 
 
+def attach_found(found: dict, base, unet_key, dtype: torch.dtype) -> list[DiffTensor]:
+    """attach_diffs for {component: norm_bias_params(...)} of a base model; `unet_key(name)` names a
+    UNet module in files (text-encoder modules are named by `text_key`)."""
+    diffs = []
+    for component, entries in found.items():
+        if component == "unet":
+            key_of = unet_key
+        else:
+            index = 0 if component == "text_encoder" else int(component.rsplit("_", 1)[1]) - 1
+            key_of = lambda n, i=index: text_key(base.family, i, len(base.text_encoders), n)  # noqa: E731
+        diffs += attach_diffs(entries, component, key_of, dtype)
+    return diffs
+
+
+def check_embedding_targets(encoder: torch.nn.Module, names: list[str], net_cfg) -> None:
+    """Embedding tables (targets "all") take LoRA / LoCon adapters without DoRA only (peft)."""
+    lookup = dict(encoder.named_modules())
+    if not any(isinstance(lookup[n], torch.nn.Embedding) for n in names):
+        return
+    if network_type(net_cfg) in ("loha", "lokr") or getattr(net_cfg, "dora", False):
+        raise LoratuiError(
+            'network.targets = "all" adapts the text encoders\' embedding tables, which take plain '
+            "LoRA only (not LoHa, LoKr or DoRA)",
+            hint='use network.type = "lora" or "locon" without dora, or network.train_text_encoder = false',
+            where="network.targets",
+        )
+
+
 def load_diffs(diffs: list[DiffTensor], sd: dict[str, torch.Tensor], where: str) -> tuple[int, list[str]]:
     """Copy `<key>.diff` / `.diff_b` tensors of `sd` into `diffs`. Returns (loaded, missing file keys)."""
-    from engine.errors import LoratuiError
-
     loaded, missing = 0, []
     with torch.no_grad():
         for d in diffs:

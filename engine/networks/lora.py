@@ -382,7 +382,7 @@ def attach_lora(
             component = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
             prefix = "lora_te_" if len(encoders) == 1 else f"lora_te{i + 1}_"
             names = text_encoder_targets(enc, net_cfg)
-            _check_embeddings(enc, names, net_cfg)
+            fullweights.check_embedding_targets(enc, names, net_cfg)
             _inject(enc, names, net_cfg, dtype)
             lookup = dict(enc.named_modules())
             for name in names:
@@ -402,28 +402,5 @@ def attach_lora(
         for p in m.parameters():
             p.data = p.data.to(dtype)
             p.requires_grad_(True)
-    diffs = []
-    for component, entries in found.items():
-        if component == "unet":
-            key_of = lambda n: unet_key(n)[0]  # noqa: E731
-        else:
-            index = 0 if component == "text_encoder" else int(component.rsplit("_", 1)[1]) - 1
-            key_of = lambda n, i=index: fullweights.text_key(  # noqa: E731
-                base.family, i, len(base.text_encoders), n
-            )
-        diffs += fullweights.attach_diffs(entries, component, key_of, dtype)
+    diffs = fullweights.attach_found(found, base, lambda n: unet_key(n)[0], dtype)
     return LoraNetwork(base, modules, net_cfg, train_text_encoder, dtype, diffs)
-
-
-def _check_embeddings(encoder: torch.nn.Module, names: list[str], net_cfg) -> None:
-    """Embedding tables (targets "all") take LoRA / LoCon adapters without DoRA only (peft)."""
-    lookup = dict(encoder.named_modules())
-    if not any(isinstance(lookup[n], torch.nn.Embedding) for n in names):
-        return
-    if network_type(net_cfg) in ("loha", "lokr") or getattr(net_cfg, "dora", False):
-        raise LoratuiError(
-            'network.targets = "all" adapts the text encoders\' embedding tables, which take plain '
-            "LoRA only (not LoHa, LoKr or DoRA)",
-            hint='use network.type = "lora" or "locon" without dora, or network.train_text_encoder = false',
-            where="network.targets",
-        )
