@@ -17,6 +17,7 @@ COMMANDS = {
     "train": ("engine.train.cli", "train one run headless (JSON-lines events on stdout)"),
     "serve": ("engine.serve", "own the queue folder and run queued runs one after another"),
     "caption": ("engine.tagger.cli", "caption images with a local WD14 tagger"),
+    "collect": ("engine.collect.cli", "collect training images from a ComfyUI server"),
     "demo": ("engine.demo", "build the demo workspace (tiny models + generated dataset)"),
     "keys": ("engine.config.docs", "print the run config reference (every key, default, meaning)"),
 }

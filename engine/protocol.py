@@ -235,6 +235,13 @@ class EventWriter:
             if jsonl_path is not None:
                 os.makedirs(os.path.dirname(os.path.abspath(jsonl_path)), exist_ok=True)
                 self._jsonl = open(jsonl_path, "ab", buffering=0)  # noqa: SIM115
+                # A line torn by kill -9 mid-write is ended, so the next event starts its own line.
+                end = self._jsonl.seek(0, os.SEEK_END)
+                if end > 0:
+                    with open(jsonl_path, "rb") as fh:
+                        fh.seek(end - 1)
+                        if fh.read(1) != b"\n":
+                            self._jsonl.write(b"\n")
 
     def _append_jsonl(self, data: bytes) -> None:
         """Append one whole line or nothing: a write cut short (a full disk) is truncated back, so

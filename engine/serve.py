@@ -246,7 +246,7 @@ class QueueServer:
                     try:
                         self._handle(item)
                     except Exception as exc:  # noqa: BLE001 - e.g. an entry file deleted by hand
-                        self.log(f"internal error handling {item[0]}: {exc!r}", level="error")
+                        self.log(_error_text(exc, f"handling {item[0]}"), level="error")
                     try:
                         item = self.inbox.get_nowait()
                     except stdqueue.Empty:
@@ -262,8 +262,6 @@ class QueueServer:
         """Run one step of the loop; an error is reported, never the end of the queue. A step that
         keeps failing (a full disk) backs off, 1 s doubling up to a minute, and is logged when it
         starts failing, when the reason changes, at each doubling, and when it works again."""
-        from engine.oserrors import os_error
-
         name = step.__name__
         trouble = self._trouble.setdefault(name, {"count": 0, "retry_at": 0.0, "message": ""})
         if time.monotonic() < trouble["retry_at"]:
@@ -271,11 +269,7 @@ class QueueServer:
         try:
             step()
         except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, OSError) and exc.errno:
-                error = os_error(exc, doing="updating the queue", then="the queue goes on by itself")
-                message = f"{error.message} (hint: {error.hint})"
-            else:
-                message = f"internal error in {name}: {exc!r}"
+            message = _error_text(exc, name)
             trouble["count"] += 1
             delay = min(60.0, 2.0 ** (trouble["count"] - 1))
             trouble["retry_at"] = time.monotonic() + delay
@@ -616,9 +610,10 @@ class QueueServer:
         if kind == protocol.RUN_STARTED:
             worker.run_dir = str(event.get("run_dir") or worker.run_dir)
             total = event.get("total_steps")
-            self.store.update(
-                run, run_dir=worker.run_dir, total_steps=int(total) if isinstance(total, int) else 0
-            )
+            with contextlib.suppress(OSError):  # bookkeeping; the run's end is recorded for sure
+                self.store.update(
+                    run, run_dir=worker.run_dir, total_steps=int(total) if isinstance(total, int) else 0
+                )
             self.snapshot()
         elif kind == protocol.STEP:
             step, total = event.get("step"), event.get("total_steps")
@@ -631,7 +626,8 @@ class QueueServer:
                     with contextlib.suppress(OSError):  # progress only; the end is recorded for sure
                         self.store.update(run, step=step, total_steps=total, progress=worker.entry.progress)
         elif kind == protocol.CHECKPOINT and isinstance(event.get("step"), int):
-            self.store.update(run, step=event["step"])
+            with contextlib.suppress(OSError):  # progress only, like the step writes
+                self.store.update(run, step=event["step"])
 
     def _worker_exited(self, worker: Worker, returncode: int | None) -> None:
         if worker is not self.worker:
@@ -733,6 +729,16 @@ class QueueServer:
                 event = protocol.run_finished(run=run, status=status, error=error)
                 event["time"] = round(time.time(), 3)
                 fh.write(protocol.encode(event))
+
+
+def _error_text(exc: BaseException, doing: str) -> str:
+    """A log line for an error of the serve loop: OS errors (a full disk) named, with their hint."""
+    if isinstance(exc, OSError) and exc.errno:
+        from engine.oserrors import os_error
+
+        error = os_error(exc, doing="updating the queue", then="the queue goes on by itself")
+        return f"{error.message} (hint: {error.hint})"
+    return f"internal error {doing}: {exc!r}"
 
 
 def _started_after_finish(events: list[dict[str, Any]]) -> bool:

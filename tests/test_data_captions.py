@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import random
 
 import pytest
@@ -14,6 +15,7 @@ from engine.data.captions import (
     find_caption_file,
     read_caption,
 )
+from engine.textfile import TextEncodingError
 
 
 @pytest.fixture
@@ -48,8 +50,17 @@ def test_file_mode_falls_back_to_phrase_when_missing(ds, image):
 def test_caption_file_encodings(ds, image):
     image.with_suffix(".txt").write_bytes("\ufeffcafé, naïve".encode())
     assert read_caption(image, ds)[0] == "café, naïve"
-    image.with_suffix(".txt").write_bytes("caf\xe9".encode("cp1252"))
-    assert read_caption(image, ds)[0] == "café"
+    # Windows Notepad "Unicode": UTF-16 LE with a BOM (was read as BOM bytes and NULs).
+    image.with_suffix(".txt").write_bytes("red hair, smile".encode("utf-16"))
+    assert read_caption(image, ds)[0] == "red hair, smile"
+    image.with_suffix(".txt").write_bytes(codecs.BOM_UTF16_BE + "猫, 笑顔".encode("utf-16-be"))
+    assert read_caption(image, ds)[0] == "猫, 笑顔"
+    # Any other encoding is an error naming the file and its likely encoding, never a guess.
+    image.with_suffix(".txt").write_bytes("caf\xe9, cr\xe8me br\xfbl\xe9e".encode("cp1252"))
+    with pytest.raises(TextEncodingError) as info:
+        read_caption(image, ds)
+    assert str(image.with_suffix(".txt")) in info.value.message and "UTF-8" in info.value.hint
+    assert "cp1252" in info.value.message
 
 
 def test_phrase_and_none_modes_ignore_files(ds, image):
@@ -72,6 +83,11 @@ def test_trigger_word_first_and_never_twice(ds, image):
     assert apply_trigger("zkw woman in a park", "zkw") == "zkw woman in a park"
     assert apply_trigger("zkwx, smile", "zkw") == "zkw, zkwx, smile"
     assert apply_trigger("", "zkw") == "zkw"
+    # Compared as CLIP sees tags (lower-cased, underscores and runs of spaces as one space):
+    assert apply_trigger("Shapes, red", "shapes") == "shapes, red"
+    assert apply_trigger("red, Blue_Hair, smile", "blue  hair") == "blue  hair, red, smile"
+    assert apply_trigger("Shapes on a table", "shapes") == "shapes on a table"
+    assert apply_trigger("shapesque, red", "shapes") == "shapes, shapesque, red"
     assert apply_trigger("smile", "") == "smile"
 
 

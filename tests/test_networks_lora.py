@@ -108,6 +108,12 @@ def test_diffusers_loads_export_exactly(trained, fmt, tmp_path):
         network, tmp_path / f"lora-{fmt}.safetensors", metadata={"ss_steps": "3"}, precision="fp32", fmt=fmt
     )
     ours, ours_text = forward(base)
+    if fmt == "diffusers":
+        sd, header = load_lora_file(path)
+        te = sorted({k.split(".")[0] + "." + k.split(".")[1] for k in sd if k.startswith("text_encoder")})
+        # canonical names (ComfyUI drops `text_encoder.encoder.layers...`, transformers 5's naming)
+        assert te == (["text_encoder.text_model", "text_encoder_2.text_model"][: len(base.text_encoders)])
+        assert "for diffusers" in header["loratui_format_note"]
 
     pipe = DiffusionPipeline.from_pretrained(folder)
     plain, _ = forward(with_pipeline_parts(base, pipe))

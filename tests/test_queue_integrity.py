@@ -288,3 +288,62 @@ def test_loratui_queue_run_is_the_owner_itself(ws):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_owner_killed_and_restarted_after_its_worker_finished(tmp_path, tiny_sd15, demo_dataset):
+    """The item-7 path end to end (bench/faults.py runs it and the other kill cases at random steps):
+    kill -9 of the owner mid-run, the trainer finishes alone, a new owner keeps the run done."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("faults", REPO / "bench" / "faults.py")
+    faults = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faults)
+    ws = tmp_path / "ws"
+    (ws / "demo" / "models").mkdir(parents=True)
+    (ws / "demo" / "models" / "tiny-sd15").symlink_to(tiny_sd15, target_is_directory=True)
+    shutil.move(str(demo_dataset), ws / "demo" / "data")
+    result = faults.case_kill(ws, "late", 4, 2, "owner-late")
+    assert result["status"] == "done"
+    assert result["max_abs_diff"] <= 1e-6 and result["csv_each_step_once"] and result["files_ok"]
+    events = protocol.read_jsonl(ws / "runs" / "late" / "events.jsonl")
+    assert [e["status"] for e in events if e["type"] == "run_finished"] == ["done"]
+
+
+def test_queue_resume_with_changes_follows_the_resume_rules(ws):
+    from engine.config import flatten
+    from engine.data.report import run_folder_warnings
+
+    store = QueueStore(ws)
+    cfg = load_config(write_config(ws, "ext", steps=6), env={}, workspace=ws)
+    run = store.add(cfg).run
+    state = ws / "runs" / "ext" / "state" / "step000006"
+    state.mkdir(parents=True)
+    (state / "state.json").write_text(
+        json.dumps({"step": 6, "steps_done": 6, "total_steps": 6, "config": flatten(cfg)})
+    )
+    (ws / "runs" / "ext" / "ext.safetensors").write_bytes(b"w")
+    store.update(run, status="done", run_dir=str(ws / "runs" / "ext"))
+    # A finished run is not re-run as it is; the message says how to extend it.
+    with pytest.raises(LoratuiError) as exc:
+        store.requeue(run)
+    assert "already finished at step 6" in exc.value.message and "--set train.steps=12" in exc.value.hint
+    # A key the state depends on is refused, named with what it breaks; the entry is left as it was.
+    with pytest.raises(LoratuiError) as exc:
+        store.requeue(run, sets=["train.steps=10", "network.rank=8"])
+    assert "network.rank" in exc.value.message and "adapter's shape" in exc.value.message
+    assert store.get(run).status == "done"
+    # `check --resume` says the same before anything runs.
+    changed = load_config(
+        write_config(ws, "ext", steps=10), sets=["train.batch_size=1"], env={}, workspace=ws
+    )
+    problems = run_folder_warnings(changed, resume=True)
+    assert problems and "train.batch_size" in problems[0] and "data position" in problems[0]
+    assert run_folder_warnings(
+        load_config(write_config(ws, "ext", steps=6), env={}, workspace=ws), resume=True
+    )
+    # Allowed: more steps; the entry is pending again with the new total in its config.
+    entry = store.requeue(run, sets=["train.steps=10"])
+    assert entry.status == "pending" and entry.resume
+    assert load_config(entry.path, env={}, workspace=ws).train.steps == 10

@@ -471,6 +471,11 @@ class LoratuiApp(App):
             "Caption images (WD14)", "Tag a dataset folder with a WD14 tagger", self.show_caption
         )
         yield SystemCommand(
+            "Test ComfyUI connection",
+            "Server reachable, [collect] node ids and their classes, the server's object info",
+            main.action_test_connection,
+        )
+        yield SystemCommand(
             "Run history", "Past runs: overlay loss curves, smoothing, config diff (F10)", self.action_history
         )
         yield SystemCommand("Stop run", "Stop the run, saving a checkpoint first (x)", self.stop_run)

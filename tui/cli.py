@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-ENGINE_COMMANDS = ("check", "train", "caption", "serve", "demo", "keys")
+ENGINE_COMMANDS = ("check", "train", "caption", "collect", "serve", "demo", "keys")
 BENCH_SCRIPTS = ("gpu",)  # `loratui bench NAME` runs bench/NAME.py of this checkout
 TUI_COMMANDS = {
     "logs": "tui.logs_cli",
@@ -23,6 +23,7 @@ USAGE = """usage: loratui [--workspace DIR] [--demo] [--no-mouse]      open the 
        loratui train CONFIG [--set key=value ...] [--resume]  train one run headless
        loratui queue add|ls|rm|run|resume ...                 manage the run queue headless
        loratui caption DIR --tagger MODEL_DIR [...]           WD14 captions for a folder
+       loratui collect CONFIG [--test] [--json]               collect images from ComfyUI ([collect])
        loratui logs [RUN_OR_CSV ...] [--summary]              review loss logs
        loratui demo [--workspace DIR]                         build the demo workspace
        loratui keys                                           print the run config reference

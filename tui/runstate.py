@@ -26,7 +26,29 @@ PHASE_LABELS = {
     "sample": "sampling",
     "validation": "validation",
     "caption": "captioning",
+    "collect": "collecting from ComfyUI",
+    "pipeline": "pipeline step",
 }
+
+
+def phase_detail(event: dict[str, Any]) -> str:
+    """What a collect or pipeline phase adds to its label: the step starting, or ComfyUI's progress
+    (the node executing, sampler steps, queue length) from engine.collect's phase events."""
+    name = event.get("name")
+    if name == "pipeline":
+        return str(event.get("step") or "")
+    if name != "collect":
+        return ""
+    parts = []
+    if event.get("node"):
+        parts.append(f"node {event['node']} {event.get('node_class') or ''}".strip())
+    if isinstance(event.get("value"), int) and isinstance(event.get("max"), int):
+        parts.append(f"{event['value']}/{event['max']}")
+    if isinstance(event.get("queue_remaining"), int):
+        parts.append(f"queue {event['queue_remaining']}")
+    if isinstance(event.get("images"), int):
+        parts.append(f"{event['images']} images")
+    return " · ".join(parts)
 
 
 @dataclass
@@ -59,6 +81,7 @@ class RunState:
     phase: str = ""
     phase_done: int = 0
     phase_total: int = 0
+    phase_detail: str = ""
     lora: str | None = None
     error: dict[str, Any] | None = None
     checkpoints: list[str] = field(default_factory=list)
@@ -94,9 +117,8 @@ class RunState:
         if self.finished:
             return self.status
         label = PHASE_LABELS.get(self.phase, self.phase.replace("_", " ")) or "starting"
-        if self.phase_total:
-            return f"{label} {self.phase_done}/{self.phase_total}"
-        return label
+        text = f"{label} {self.phase_done}/{self.phase_total}" if self.phase_total else label
+        return f"{text} · {self.phase_detail}" if self.phase_detail else text
 
     def apply(self, event: dict[str, Any]) -> bool:
         """Fold one event in. Returns True when it belonged to this run (or named no run)."""
@@ -117,6 +139,7 @@ class RunState:
             self.phase = str(event.get("name") or "")
             self.phase_done = _int(event.get("done"))
             self.phase_total = _int(event.get("total"))
+            self.phase_detail = phase_detail(event)
             if self.status in ("idle", "starting"):
                 self.status = "running"
         elif kind == protocol.STEP:
@@ -131,6 +154,7 @@ class RunState:
             self.samples_per_second = _num(event.get("samples_per_second"))
             # The train phase counts steps: "training 120/1000".
             self.phase, self.phase_done, self.phase_total = "train", self.step, self.total_steps
+            self.phase_detail = ""
             if self.status in ("idle", "starting"):
                 self.status = "running"
             if self.started_at is None:

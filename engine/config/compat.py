@@ -32,7 +32,9 @@ ENV_ALIASES: dict[str, tuple[str, ...]] = {
     "TRIGGER_WORD": ("dataset.trigger_word",),
     "CAPTION_BATCH_SIZE": ("caption_auto.batch_size",),
     "DATALOADER_NUM_WORKERS": ("dataset.workers",),
-    "GLOBAL_SEED": ("train.seed",),
+    "GLOBAL_SEED": ("train.seed", "collect.seed"),  # the pipeline's one seed: training and generation
+    "COMFYUI_ENDPOINT": ("collect.endpoint",),
+    "COMFYUI_DELAY": ("collect.delay",),
 }
 
 # Values spelt the way the other tool (accelerate's --mixed_precision) spells them.

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.textfile import TextEncodingError, read_user_text
+
 from .compat import ENV_PREFIX as _OWN_PREFIX
 from .compat import alias_value, read_environment
 from .schema import ENUM, PATH, PATHS, SCHEMA_BY_KEY, SECTION_TYPES, STR, STRS, TOP_LEVEL_KEYS, RunConfig
@@ -65,7 +67,9 @@ def find_preset(ref: str, *, relative_to: Path | None, workspace: Path) -> Path:
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file's data; errors name the file and, for syntax errors, the line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_user_text(path)
+    except TextEncodingError as exc:
+        raise ConfigError(exc.message, hint=exc.hint, where=str(path)) from None
     except FileNotFoundError:
         raise ConfigError(
             f"config file not found: {path}",
@@ -307,10 +311,16 @@ def load_config_text(
     sets: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     workspace: str | os.PathLike | None = None,
+    env_compat: bool = False,
 ) -> RunConfig:
     """Load a run config from TOML text (the TUI form, a queue command). No environment by default."""
     return load_config_data(
-        parse_toml(text, source), source=source, sets=sets, env=env or {}, workspace=workspace
+        parse_toml(text, source),
+        source=source,
+        sets=sets,
+        env=env or {},
+        workspace=workspace,
+        env_compat=env_compat,
     )
 
 

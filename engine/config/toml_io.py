@@ -14,6 +14,7 @@ from typing import Any
 import tomlkit
 
 from engine.fsutil import atomic_write_text
+from engine.textfile import read_user_text
 
 from .schema import SCHEMA, SECTION_TYPES, RunConfig
 
@@ -124,7 +125,7 @@ def _same(item: Any, value: Any) -> bool:
 def update_toml_file(path: str | os.PathLike, changes: dict[str, Any]) -> Path:
     """Set dotted keys in a TOML file, keeping its comments and formatting (atomic write)."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8") if p.exists() else ""
+    text = read_user_text(p) if p.exists() else ""
     return atomic_write_text(p, apply_changes(text, changes))
 
 
@@ -133,7 +134,7 @@ def save_preset(path: str | os.PathLike, cfg: RunConfig, *, base_text: str | Non
     only changed keys are assigned, so the user's comments survive; otherwise a minimal file."""
     p = Path(path)
     if base_text is None and p.exists():
-        base_text = p.read_text(encoding="utf-8")
+        base_text = read_user_text(p)
     if base_text is None:
         return atomic_write_text(p, minimal_toml(cfg))
     from .load import load_config_data, parse_toml

@@ -22,6 +22,7 @@ from .schema import (
     NAME_HINT,
     PATH,
     PATHS,
+    PIPELINE_STEPS,
     RESERVED_TABLES,
     RESOLUTION,
     SCHEMA,
@@ -173,7 +174,10 @@ def validate_field(dotted: str, value: Any) -> str | None:
     spec = SCHEMA_BY_KEY.get(dotted)
     if spec is None:
         return f'unknown key "{dotted}"'
-    return check_value(spec, value)[1]
+    problem = check_value(spec, value)[1]
+    if problem is None and dotted == "name" and value:
+        problem = name_problem(value)  # empty: filled in from the file name, or refused when queued
+    return problem
 
 
 def build_config(
@@ -307,6 +311,7 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             "difference.first_pass_only and difference.load_first_pass leave nothing to train",
             "pass 1 only trains the copier; a loaded copier skips pass 1: set one of them",
         )
+    out.extend(_pipeline_checks(cfg, add))
     if cfg.mode == "difference":
         from .passes import PASSES, pass_settings
 
@@ -316,3 +321,40 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             except LoratuiError as exc:
                 add(f"difference.{which}", exc.message, exc.hint)
     return out
+
+
+def _pipeline_checks(cfg: RunConfig, add) -> list[ConfigError]:
+    """`pipeline`: known steps, in collect -> caption -> train order, and what each step needs."""
+    steps = list(cfg.pipeline)
+    known = [s for s in steps if s in PIPELINE_STEPS]
+    unknown = [s for s in steps if s not in PIPELINE_STEPS]
+    if unknown:
+        hint = did_you_mean(unknown[0], PIPELINE_STEPS) or f"the steps are {', '.join(PIPELINE_STEPS)}"
+        add("pipeline", f'pipeline: unknown step "{unknown[0]}"', hint)
+    elif not steps:
+        add("pipeline", "pipeline is empty", 'use e.g. ["train"] or ["collect", "caption", "train"]')
+    elif known != [s for s in PIPELINE_STEPS if s in known] or len(set(known)) != len(known):
+        add(
+            "pipeline",
+            f"pipeline: {known} is out of order or repeats a step",
+            f"list each step once, in this order: {', '.join(PIPELINE_STEPS)}",
+        )
+    if (set(steps) & {"collect", "caption"}) and cfg.mode != "lora":
+        add(
+            "pipeline",
+            f'pipeline steps collect and caption make a dataset, which mode "{cfg.mode}" does not read',
+            'use mode = "lora", or pipeline = ["train"]',
+        )
+    if "caption" in steps and not cfg.caption_auto.tagger:
+        add(
+            "caption_auto.tagger",
+            'pipeline has "caption" but caption_auto.tagger is empty',
+            "set caption_auto.tagger to a WD14 tagger folder (model.onnx + selected_tags.csv)",
+        )
+    if "collect" in steps and not cfg.collect.workflow:
+        add(
+            "collect.workflow",
+            'pipeline has "collect" but collect.workflow is empty',
+            'set collect.workflow to a workflow saved with ComfyUI\'s "Save (API Format)"',
+        )
+    return []

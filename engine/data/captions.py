@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.textfile import read_user_text
+
 # CLIP's context is 77 tokens including the start and end tokens; anything past 75 is cut off.
 CLIP_MAX_TOKENS = 75
 
@@ -32,12 +34,9 @@ def find_caption_file(image: str | os.PathLike, extensions) -> Path | None:
 
 
 def read_caption_file(path: str | os.PathLike) -> str:
-    """Caption text of a file: UTF-8 (BOM tolerated, legacy 8-bit as a fallback), whitespace collapsed."""
-    raw = Path(path).read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
+    """Caption text of a file, whitespace collapsed. UTF-8 (BOM or not) and UTF-16 with a BOM are
+    read (engine.textfile); any other encoding raises TextEncodingError naming the file."""
+    text = read_user_text(path)
     # Line breaks inside a caption are wrapping, not meaning: one line, single spaces.
     return " ".join(text.split())
 
@@ -46,11 +45,24 @@ def split_tags(caption: str) -> list[str]:
     return [t.strip() for t in caption.split(",") if t.strip()]
 
 
-def apply_trigger(caption: str, trigger: str) -> str:
-    """Put `trigger` first in `caption`, once.
+def tag_key(tag: str) -> str:
+    """A tag as the text encoder sees it, for comparing tags: `Red_Hair`, `red hair`, ` red  hair`
+    and `hat \\(x\\)` / `hat (x)` are one tag.
 
-    A caption that already starts with the trigger is left alone; when the trigger is one of the
-    tags further in, it is moved to the front instead of being added a second time.
+    CLIP's tokenizer lower-cases and splits on whitespace (transformers' CLIPTokenizer,
+    `basic_clean` + `whitespace_clean`); WD14 tag files spell spaces as underscores and escape
+    parentheses (kohya's `tag_images_by_wd14_tagger.py`, `--remove_underscore`).
+    """
+    text = tag.replace("\\(", "(").replace("\\)", ")").replace("_", " ")
+    return " ".join(text.lower().split())
+
+
+def apply_trigger(caption: str, trigger: str) -> str:
+    """Put `trigger` first in `caption`, once, compared as the tokenizer sees tags (`tag_key`).
+
+    A caption whose first tag (or first words, for prose) is the trigger in another spelling gets the
+    trigger's spelling there (`Shapes, red` with trigger `shapes` -> `shapes, red`); when the trigger
+    is one of the tags further in, it is moved to the front instead of being added a second time.
     """
     trigger = trigger.strip()
     if not trigger:
@@ -58,11 +70,16 @@ def apply_trigger(caption: str, trigger: str) -> str:
     tags = split_tags(caption)
     if not tags:
         return trigger
-    if tags[0] == trigger or re.match(re.escape(trigger) + r"(\W|$)", caption.strip()):
-        return caption
-    if trigger in tags:
-        tags.remove(trigger)
-        return ", ".join([trigger, *tags])
+    key = tag_key(trigger)
+    keys = [tag_key(t) for t in tags]
+    if key in keys:
+        rest = [t for t, k in zip(tags, keys) if k != key]
+        return ", ".join([trigger, *rest])
+    # Prose: "Shapes on a table" already starts with the trigger's words.
+    words = r"[\s_]+".join(re.escape(w) for w in key.split())
+    m = re.match(words + r"(?=\W|$)", caption.strip(), flags=re.IGNORECASE)
+    if m:
+        return trigger + caption.strip()[m.end() :]
     return f"{trigger}, {caption.strip()}"
 
 
@@ -110,7 +127,7 @@ def augment_caption(caption: str, ds_cfg, rng: random.Random) -> str:
     tags = split_tags(caption)
     keep = max(0, int(ds_cfg.keep_tokens))
     trigger = ds_cfg.trigger_word.strip()
-    if trigger and tags and tags[0] == trigger:
+    if trigger and tags and tag_key(tags[0]) == tag_key(trigger):
         keep = max(keep, 1)
     fixed, rest = tags[:keep], tags[keep:]
     if tag_p > 0:

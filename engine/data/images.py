@@ -7,6 +7,7 @@ orientation a human sees, so every reader of images goes through `open_image` / 
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -21,14 +22,56 @@ _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 _UNREADABLE_HINT = "re-save it as PNG or JPEG, or move it out of the dataset folder"
 
 
+# Formats Pillow reads through a maintained plug-in (the `formats` extra): suffix -> (PIL format, package).
+# Pillow >= 11.3 reads AVIF itself; pillow-heif adds HEIF/HEIC, pillow-jxl-plugin JPEG XL.
+PLUGIN_FORMATS = {
+    ".heic": ("HEIF", "pillow-heif"),
+    ".heif": ("HEIF", "pillow-heif"),
+    ".hif": ("HEIF", "pillow-heif"),
+    ".avif": ("AVIF", "pillow-heif (or Pillow >= 11.3 built with AVIF)"),
+    ".jxl": ("JXL", "pillow-jxl-plugin"),
+}
+
+
+@functools.cache
+def image_suffixes() -> frozenset[str]:
+    """Every suffix the dataset trains on: IMAGE_SUFFIXES plus the PLUGIN_FORMATS whose reader is
+    installed. The plug-ins are registered with Pillow on the first call."""
+    from PIL import Image
+
+    try:
+        import pillow_heif  # noqa: PLC0415 - optional, `pip install loratui[formats]`
+
+        pillow_heif.register_heif_opener()
+    except Exception:  # not installed, or a broken libheif: those files are listed by `check`
+        pass
+    try:
+        import pillow_jxl  # noqa: F401, PLC0415 - registers JPEG XL with Pillow on import
+    except Exception:
+        pass
+    Image.init()
+    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    return IMAGE_SUFFIXES | frozenset(ext for ext in PLUGIN_FORMATS if ext in readable)
+
+
+def missing_plugin(path: str | os.PathLike) -> str | None:
+    """For an image format Pillow needs a plug-in for that is not installed: the package to install."""
+    suffix = Path(path).suffix.lower()
+    if suffix in PLUGIN_FORMATS and suffix not in image_suffixes():
+        return PLUGIN_FORMATS[suffix][1]
+    return None
+
+
 def is_image(path: str | os.PathLike) -> bool:
-    """True for a file name with an image suffix (case-insensitive)."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+    """True for a file name with a suffix the dataset trains on (case-insensitive)."""
+    return Path(path).suffix.lower() in image_suffixes()
 
 
 def _open_checked(path: Path):
     """Image.open with every failure turned into a LoratuiError naming the image."""
     from PIL import Image, UnidentifiedImageError
+
+    image_suffixes()  # plug-in formats registered before the first open
 
     try:
         size = path.stat().st_size

@@ -73,6 +73,8 @@ class DatasetReport:
                 missing_captions=list(s.missing_captions),
                 empty_captions=list(s.empty_captions),
                 unreadable=[{"image": r, "reason": why} for r, why in s.unreadable],
+                bad_captions=[{"file": r, "reason": why} for r, why in s.bad_captions],
+                unused=[{"file": r, "reason": why} for r, why in s.unused],
                 long_captions=[{"image": r, "tokens": n} for r, n in s.long_captions],
                 duplicates=[list(g) for g in s.duplicates],
                 clamped_aspect=[{"image": r, "aspect": a} for r, a in s.clamped_aspect],
@@ -110,6 +112,22 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
     report.warnings.extend(_step_rule_warnings(cfg))
     _check_model(cfg, report)
     report.problems.extend(run_folder_warnings(cfg, resume=resume))
+    if "collect" in getattr(cfg, "pipeline", ()) and cfg.mode == "lora":
+        # The collect step makes (part of) the dataset: check its settings now, its images later.
+        from engine.collect.probe import preflight
+        from engine.collect.settings import output_folder
+        from engine.pipeline import with_collected
+
+        report.problems.extend(preflight(cfg))
+        folder = output_folder(cfg)
+        if folder.is_dir() and any(folder.iterdir()):
+            cfg = with_collected(cfg)
+        else:
+            report.warnings.append(
+                f"{folder} is filled by the collect step: its images are checked once they exist"
+            )
+            if not cfg.dataset.dirs:
+                return report
     if cfg.mode in ("ileco", "difference") and cfg.dataset.dirs:
         report.warnings.append(f"dataset.dirs is not used in mode {cfg.mode}: it trains without a dataset")
     if cfg.mode == "ileco":
@@ -157,6 +175,12 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
             report.problems.append(f"no images found in dataset.dirs ({dirs})")
     if s.unreadable:
         report.warnings.append(f"{len(s.unreadable)} unreadable image file(s) will be skipped")
+    if s.unused:
+        report.warnings.append(
+            f"{len(s.unused)} file(s) in the dataset folders are not used (listed under 'not used')"
+        )
+    for rel, why in s.bad_captions:
+        report.problems.append(f"caption file {rel} {why}; save it as UTF-8")
     if s.missing_captions and cfg.caption_auto.tagger:
         report.warnings.append(
             f"{len(s.missing_captions)} image(s) have no caption file; the WD14 tagger will caption them first"
@@ -207,8 +231,20 @@ def run_folder_warnings(cfg, *, resume: bool = False) -> list[str]:
             f'{twin} belongs to a run whose name differs from "{cfg.name}" only in case: on a '
             "case-insensitive file system both would share one folder (choose another name)"
         ]
-    if cfg.save.overwrite or (resume and latest_state(run_dir / "state") is not None):
-        return []  # a resume continues the run in its own folder (its LoRA is the one being extended)
+    state = latest_state(run_dir / "state") if resume else None
+    if state is not None:
+        # A resume continues the run in its own folder (its LoRA is the one being extended), if the
+        # config changed only what a resume may change and steps are left to do.
+        from engine.train.resume import check_resume, nothing_left
+
+        try:
+            check_resume(state, cfg)
+        except LoratuiError as exc:
+            return [f"{exc.message} ({exc.hint})"]
+        left = nothing_left(state, int(cfg.train.steps) if cfg.mode == "lora" and not cfg.train.epochs else 0)
+        return [f"{left.message} ({left.hint})"] if left else []
+    if cfg.save.overwrite:
+        return []
     final = run_dir / f"{cfg.name}.safetensors"
     if final.exists():
         return [
@@ -339,6 +375,8 @@ def render_text(report: DatasetReport) -> str:
             ("missing captions", s.missing_captions, lambda r: r),
             ("empty caption files", s.empty_captions, lambda r: r),
             ("unreadable (skipped)", s.unreadable, lambda e: f"{e[0]}: {e[1]}"),
+            ("caption files not in UTF-8", s.bad_captions, lambda e: f"{e[0]}: {e[1]}"),
+            ("not used", s.unused, lambda e: f"{e[0]}: {e[1]}"),
             (
                 f"captions over {CLIP_MAX_TOKENS} tokens (counted with {s.token_counter})",
                 s.long_captions,

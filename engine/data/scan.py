@@ -17,8 +17,10 @@ from pathlib import Path
 from engine.data.buckets import BucketAssigner, BucketSettings, Size
 from engine.data.captions import CLIP_MAX_TOKENS, TokenCounter, apply_trigger, read_caption_raw
 from engine.data.images import image_size, is_image
+from engine.data.inventory import unused_files
 from engine.errors import LoratuiError
 from engine.fsutil import file_sha256
+from engine.textfile import TextEncodingError
 
 # kohya's folder convention: "10_mychar" repeats its images 10 times.
 _REPEATS_RE = re.compile(r"^(\d+)_(.+)$")
@@ -64,6 +66,9 @@ class DatasetScan:
     missing_captions: list[str] = field(default_factory=list)  # rel of images without a caption file
     empty_captions: list[str] = field(default_factory=list)  # caption file exists but is empty
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (rel, reason)
+    # (rel of the caption file, reason): not UTF-8 / BOM-marked UTF-16; its image is not trained
+    bad_captions: list[tuple[str, str]] = field(default_factory=list)
+    unused: list[tuple[str, str]] = field(default_factory=list)  # (rel, reason): every other file
     long_captions: list[tuple[str, int]] = field(default_factory=list)  # (rel, tokens) over 75 tokens
     duplicates: list[list[str]] = field(default_factory=list)  # groups of rel with the same bytes
     clamped_aspect: list[tuple[str, float]] = field(default_factory=list)  # (rel, aspect) past max_aspect
@@ -74,7 +79,15 @@ class DatasetScan:
     total_samples_per_epoch: int = 0  # sum of repeats over items
 
     def require_images(self) -> None:
-        """Raise when there is nothing to train on."""
+        """Raise when there is nothing to train on, or a caption file would be trained as garbage."""
+        if self.bad_captions:
+            rel, why = self.bad_captions[0]
+            more = f" (and {len(self.bad_captions) - 1} more)" if len(self.bad_captions) > 1 else ""
+            raise LoratuiError(
+                f"caption file {rel} {why}{more}",
+                hint="save the caption files as UTF-8; `loratui check` lists them all",
+                where=rel,
+            )
         if self.items:
             return
         hint = "put .png/.jpg/.webp images into the folders listed in dataset.dirs"
@@ -191,9 +204,14 @@ def scan_dataset(
             except LoratuiError as exc:
                 scan.unreadable.append((rel, _reason(exc)))
                 continue
+            try:
+                caption, source = read_caption_raw(path, ds)
+            except TextEncodingError as exc:
+                scan.bad_captions.append(
+                    (_label(root, Path(exc.where)), exc.message.replace(exc.where, "").strip())
+                )
+                continue
             folder_counts[folder_key] += 1
-
-            caption, source = read_caption_raw(path, ds)
             if source == "missing":
                 scan.missing_captions.append(rel)
             elif source == "file" and not caption:
@@ -245,6 +263,9 @@ def scan_dataset(
                         sub_image_scale=scale,
                     )
                 )
+
+    for root in roots:
+        scan.unused.extend(unused_files(root, _label, ds, skipped_folders=set(scan.skipped_folders)))
 
     folder_samples = Counter()
     for item in scan.items:

@@ -1,7 +1,8 @@
 """Write and read LoRA .safetensors files (kohya or diffusers layout), atomically.
 
-A file is serialized in memory and written with engine.fsutil.atomic_write_bytes (temp file in the same
-folder, fsync, rename), so a crash never leaves a half-written LoRA under its final name. kohya files
+A file is checked before the cast to the save precision, serialized in memory, written atomically (temp
+file in the same folder, fsync, rename) and verified from disk (engine.networks.verify), so a crash never
+leaves a half-written LoRA under its final name and no inf/NaN file is ever written. kohya files
 also get `sshs_model_hash` / `sshs_legacy_hash` like sd-scripts writes (read by sd-webui-additional-
 networks): both are computed on a serialization whose header holds only the `ss_*` keys.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import LoratuiError
-from engine.fsutil import atomic_write_bytes
+from engine.networks.verify import check_weights, write_verified
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,20 @@ def _cast(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Te
         value = value.float() if key.endswith(".alpha") else value.to(dtype)
         out[key] = value.contiguous()
     return out
+
+
+DIFFUSERS_NOTE = (
+    "diffusers format: for diffusers' load_lora_weights; ComfyUI and A1111/Forge load the kohya format "
+    '(save.format = "kohya"), ComfyUI maps only part of this file\'s UNet keys'
+)
+_warned: set[str] = set()
+
+
+def _warn_diffusers_once(path: Path) -> None:
+    # Once per run folder: checkpoints and the final file share the message.
+    if str(path.parent) not in _warned:
+        _warned.add(str(path.parent))
+        log.warning("%s: %s", path.name, DIFFUSERS_NOTE)
 
 
 def _sshs_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
@@ -57,9 +72,11 @@ def save_lora(
     precision: str = "fp16",
     fmt: str = "kohya",
 ) -> Path:
-    """Save `network` to `path` (.safetensors) in kohya or diffusers layout; returns the path."""
-    from safetensors.torch import save
+    """Save `network` to `path` (.safetensors) in kohya or diffusers layout; returns the path.
 
+    Raises LoratuiError when a weight is inf/NaN or would overflow `precision` (nothing is written),
+    or when the written file does not read back as written (it is removed); OSError from the write.
+    """
     if precision not in PRECISIONS:
         raise LoratuiError(
             f"save.precision: unknown value {precision!r}",
@@ -79,13 +96,17 @@ def save_lora(
         raise LoratuiError(
             f"save.format: unknown value {fmt!r}", hint="use kohya or diffusers", where="save.format"
         )
+    # Before the cast: fp16 turns anything past 65504 into inf (engine.networks.verify).
+    check_weights({k: v for k, v in sd.items() if not k.endswith(".alpha")}, PRECISIONS[precision], path=path)
     tensors = _cast(sd, PRECISIONS[precision])
     meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     if fmt == "kohya":
         meta["sshs_model_hash"], meta["sshs_legacy_hash"] = _sshs_hashes(tensors, meta)
     else:
         meta.setdefault("format", "pt")
-    return atomic_write_bytes(path, save(tensors, metadata=meta))
+        meta["loratui_format_note"] = DIFFUSERS_NOTE
+        _warn_diffusers_once(Path(path))
+    return write_verified(path, tensors, meta)
 
 
 def load_lora_file(path: str | os.PathLike, *, where: str = "network.init_from") -> tuple[dict, dict]:

@@ -252,8 +252,14 @@ class LoraNetwork:
         return sd
 
     # ---- import -------------------------------------------------------------------------------
-    def load_kohya_state_dict(self, sd: dict[str, torch.Tensor], *, where: str = "network.init_from") -> dict:
+    def load_kohya_state_dict(
+        self, sd: dict[str, torch.Tensor], *, where: str = "network.init_from", metadata: dict | None = None
+    ) -> dict:
         """Load a kohya/LyCORIS- or diffusers-format state dict into these adapters.
+
+        `metadata` (the file's header) tells how a `dora_scale` was written: loratui's files say so in
+        `loratui_dora_scale` (for ComfyUI, engine.networks.lycoris.dora_scale_for); a file without it
+        holds the magnitude itself (LyCORIS). Without metadata loratui's convention is assumed.
 
         The file's alpha/rank scale is kept exactly: the first factor is rescaled to this network's alpha.
         Returns {"loaded": n, "missing": [kohya keys not in the file], "unexpected": [file keys unused]}.
@@ -287,6 +293,7 @@ class LoraNetwork:
                 else:
                     groups.setdefault(key, {})["other"] = value
 
+        dora_norm = "merged" if metadata is not None and "loratui_dora_scale" not in metadata else "base"
         loaded: set[int] = set()
         unexpected: list[str] = []
         for stem, parts in groups.items():
@@ -303,6 +310,7 @@ class LoraNetwork:
                 from_diffusers=stem.startswith("diffusers:"),
                 where=where,
                 adapter=m.adapter,
+                dora_norm=dora_norm,
             )
             unexpected += [f"{stem.removeprefix('diffusers:')}.{u}" for u in unused]
             loaded.add(id(m))
@@ -393,7 +401,15 @@ def attach_lora(
                 aliases.append(prefix + kohya_flat(name))  # without text_model_
                 modules.append(
                     AdaptedModule(
-                        component, name, lookup[name], key, f"{component}.{name}", tuple(aliases), kind
+                        # canonical `text_encoder.text_model.encoder...` (transformers 4 naming), which
+                        # ComfyUI maps and diffusers loads under transformers 4 and 5 alike
+                        component,
+                        name,
+                        lookup[name],
+                        key,
+                        f"{component}.{_te_path(name)}",
+                        tuple(aliases),
+                        kind,
                     )
                 )
 

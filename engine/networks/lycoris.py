@@ -4,8 +4,12 @@ Export follows what sd-scripts (`networks.lora`, `lycoris.kohya`) writes, so Com
 the files (formats.md §1.3, §2.3, §5):
 
 * LoRA/LoCon: `lora_down.weight` (lora_A; a conv keeps its kernel), `lora_up.weight` (lora_B, 1x1 for
-  convs), `alpha` = scaling x rank. DoRA adds `dora_scale` = peft's magnitude as [out, 1(, 1, 1)]
-  (LyCORIS `wd_on_out=True`: W' = dora_scale * (W + dW) / ||W + dW|| over each output row).
+  convs), `alpha` = scaling x rank. DoRA adds `dora_scale` [out, 1(, 1, 1)], written for ComfyUI's
+  `weight_decompose` (comfy/weight_adapter/base.py): with a dora_scale over the output axis it computes
+  W' = (W + dW) * dora_scale / (||W|| + eps), the norm of the *base* weight per output row, while peft
+  trained W' = m * (W + dW) / ||W + dW||. So dora_scale = m * (||W|| + eps) / ||W + dW|| (`dora_scale_for`),
+  and ComfyUI applies exactly the trained weights. Readers that normalise by ||W + dW|| (LyCORIS, A1111)
+  are off by ||W|| / ||W + dW|| per row: the file says so (`loratui_dora_scale` in its metadata).
 * LoHa: `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b` (same shapes in peft and LyCORIS) and
   `alpha` = scaling x rank; every loader computes (w1a@w1b) * (w2a@w2b) * alpha / rank.
 * LoKr: `lokr_w1` | `lokr_w1_a`+`lokr_w1_b`, `lokr_w2` | `lokr_w2_a`+`lokr_w2_b`. peft always multiplies
@@ -76,6 +80,34 @@ def _base_weight(layer) -> torch.Tensor:
     return layer.get_base_layer().weight
 
 
+def _row_norms(layer, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(||W|| + eps, ||W + dW||) per output row in float32, dW = peft's scaled B @ A of `adapter`."""
+    weight = _base_weight(layer).detach().float()
+    delta = layer.get_delta_weight(adapter).detach().float().reshape(weight.shape)
+    rows = weight.shape[0]
+    base = weight.reshape(rows, -1).norm(dim=1) + torch.finfo(torch.float32).eps
+    merged = (weight + delta).reshape(rows, -1).norm(dim=1)
+    return base, merged
+
+
+def dora_scale_for(layer, magnitude: torch.Tensor, adapter: str = ADAPTER) -> torch.Tensor:
+    """The `dora_scale` [out, 1(, 1, 1)] with which ComfyUI's weight_decompose reproduces peft's DoRA.
+
+    m * (||W|| + eps) / ||W + dW|| per output row (see the module docstring; eps = float32's, which
+    ComfyUI adds for a float32 model; an fp16 model adds 1e-3, a relative change below 1e-2 of a %).
+    """
+    base, merged = _row_norms(layer, adapter)
+    weight = _base_weight(layer)
+    scale = magnitude.detach().float().reshape(-1) * base / merged
+    return scale.reshape(weight.shape[0], *([1] * (weight.dim() - 1)))
+
+
+def magnitude_from(layer, dora_scale: torch.Tensor, adapter: str = ADAPTER) -> torch.Tensor:
+    """peft's magnitude from a dora_scale written by `dora_scale_for` (lora_A/B already loaded)."""
+    base, merged = _row_norms(layer, adapter)
+    return dora_scale.float().reshape(-1) * merged / base
+
+
 # ---- export -----------------------------------------------------------------------------------------
 def export_module(
     layer, kind: str, rank: int, scaling: float, adapter: str = ADAPTER
@@ -89,8 +121,7 @@ def export_module(
     if kind == "lora":
         out = {"lora_down.weight": p["down"], "lora_up.weight": p["up"], "alpha": alpha}
         if "magnitude" in p:
-            weight = _base_weight(layer)
-            out["dora_scale"] = p["magnitude"].reshape(weight.shape[0], *([1] * (weight.dim() - 1)))
+            out["dora_scale"] = dora_scale_for(layer, p["magnitude"], adapter)
         return out
     if kind == "loha":
         if "hada_t1" in p:  # never created (use_effective_conv2d=False); guard against surprises
@@ -142,8 +173,12 @@ def import_module(
     from_diffusers: bool,
     where: str,
     adapter: str = ADAPTER,
+    dora_norm: str = "base",
 ) -> list[str]:
-    """Copy one file module into a peft layer, keeping the file's scale. Returns unused part names."""
+    """Copy one file module into a peft layer, keeping the file's scale. Returns unused part names.
+
+    `dora_norm`: how the file's dora_scale was meant: "base" (loratui, for ComfyUI: ||W|| per row) or
+    "merged" (LyCORIS: ||W + dW||, dora_scale is the magnitude itself)."""
     fk = file_kind(parts)
     if fk != kind:
         raise _mismatch(key, f"the file holds a {fk} module, this network trains {kind}", where)
@@ -174,7 +209,10 @@ def import_module(
             if "dora_scale" in parts:
                 if "magnitude" in params and parts["dora_scale"].numel() == params["magnitude"].numel():
                     mag = params["magnitude"]  # peft: [out] for Linear, [1, out, 1, 1] for Conv2d
-                    mag.copy_(parts["dora_scale"].reshape(mag.shape).to(mag.dtype))
+                    value = parts["dora_scale"]
+                    if dora_norm == "base":  # written for ComfyUI by dora_scale_for
+                        value = magnitude_from(layer, value, adapter)
+                    mag.copy_(value.reshape(mag.shape).to(mag.dtype))
                 else:
                     unused.append("dora_scale")
             unused += [p for p in parts if p not in ("down", "up", "alpha", "dora_scale")]

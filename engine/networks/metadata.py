@@ -11,6 +11,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from engine.data.kohya_meta import num_epochs
+
+# What a DoRA file's dora_scale holds (engine.networks.lycoris.dora_scale_for); its presence tells our
+# importer to convert back to peft's magnitude.
+DORA_SCALE_NOTE = (
+    "m*(|W|+eps)/|W+dW| per output row, for ComfyUI's weight_decompose (comfy/weight_adapter/base.py), "
+    "which applies it exactly; LyCORIS/A1111 normalise by |W+dW| and apply it scaled by |W|/|W+dW|; "
+    "diffusers drops dora_scale"
+)
+
 BASE_MODEL_VERSION = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 
 
@@ -59,10 +69,10 @@ def network_module_metadata(network) -> dict[str, str]:
         args = {"algo": "lora" if kind == "lora" else kind, **args}
         if dora:
             args["dora_wd"] = "True"
-            args["wd_on_out"] = "True"  # dora_scale holds one magnitude per output row
+            args["wd_on_out"] = "True"  # dora_scale holds one value per output row
     else:
         module = "networks.lora"
-    return {
+    meta = {
         "ss_network_module": module,
         "ss_network_args": json.dumps(args),
         "loratui_network_type": kind,
@@ -71,6 +81,18 @@ def network_module_metadata(network) -> dict[str, str]:
         "loratui_targets": str(getattr(getattr(network, "net_cfg", None), "targets", "kohya") or "kohya"),
         "loratui_train_norm_bias": "true" if getattr(network, "diffs", None) else "false",
     }
+    if dora:
+        meta["loratui_dora_scale"] = DORA_SCALE_NOTE
+    return meta
+
+
+def _optimizer_name(train, optimizer) -> str:
+    """kohya's ss_optimizer: the optimizer class path, then `(k=v,...)` of optimizer_args when set."""
+    name = _s(train.optimizer)
+    if optimizer is not None:
+        name = f"{type(optimizer).__module__}.{type(optimizer).__name__}"
+    args = train.optimizer_args or {}
+    return name + (f"({','.join(f'{k}={v}' for k, v in args.items())})" if args else "")
 
 
 def _resolved_toml(cfg) -> str:
@@ -100,13 +122,20 @@ def kohya_metadata(
     session_id: int | None = None,
     finished_at: float | None = None,
     title: str | None = None,
+    num_processes: int = 1,
+    optimizer=None,
 ) -> dict[str, str]:
-    """Metadata for a LoRA saved after `steps` optimizer steps (kohya keys + modelspec + loratui_config)."""
+    """Metadata for a LoRA saved after `steps` optimizer steps (kohya keys + modelspec + loratui_config).
+
+    Every `ss_*` key means what kohya sd-scripts' train_network.py writes; the dataset values come
+    from engine.data.kohya_meta.dataset_metadata (`bucket_info` None = bucketing off, written `null`).
+    """
     train, data, net, model = cfg.train, cfg.dataset, cfg.network, cfg.model
     family, prediction = base.family, base.prediction
     finished = time.time() if finished_at is None else finished_at
     res = data.resolution_wh() if hasattr(data, "resolution_wh") else (data.resolution, data.resolution)
     te_lr = train.text_encoder_lr or train.lr
+    max_steps = int(max_train_steps if max_train_steps is not None else train.steps)
     name = cfg.name or "lora"
     meta = {
         "ss_session_id": _s(session_id if session_id is not None else int(training_started_at) % (2**31)),
@@ -119,10 +148,14 @@ def kohya_metadata(
         "ss_num_train_images": _s(num_train_images),
         "ss_num_reg_images": _s(num_reg_images),
         "ss_num_batches_per_epoch": _s(num_batches_per_epoch),
-        "ss_num_epochs": _s(train.epochs),
+        "ss_num_epochs": _s(
+            num_epochs(max_steps, num_batches_per_epoch, train.grad_accum)
+            if num_batches_per_epoch
+            else train.epochs
+        ),
         "ss_epoch": _s(epoch),
         "ss_steps": _s(steps),
-        "ss_max_train_steps": _s(max_train_steps if max_train_steps is not None else train.steps),
+        "ss_max_train_steps": _s(max_steps),
         "ss_gradient_checkpointing": _s(train.gradient_checkpointing),
         "ss_gradient_accumulation_steps": _s(train.grad_accum),
         "ss_lr_warmup_steps": _s(train.warmup_steps),
@@ -143,20 +176,20 @@ def kohya_metadata(
         "ss_noise_offset": _s(train.noise_offset),
         "ss_min_snr_gamma": _s(train.min_snr_gamma),
         "ss_zero_terminal_snr": _s(train.zero_terminal_snr),
-        "ss_optimizer": _s(train.optimizer)
-        + (f"({json.dumps(train.optimizer_args)})" if train.optimizer_args else ""),
+        "ss_optimizer": _optimizer_name(train, optimizer),
         "ss_loss_type": _s(train.loss),
         "ss_huber_c": _s(train.huber_c),
         "ss_max_grad_norm": _s(train.max_grad_norm),
         "ss_batch_size_per_device": _s(train.batch_size),
-        "ss_total_batch_size": _s(train.batch_size * train.grad_accum),
+        "ss_total_batch_size": _s(train.batch_size * num_processes * train.grad_accum),
         "ss_resolution": f"({res[0]}, {res[1]})",
         "ss_enable_bucket": _s(data.buckets),
         "ss_min_bucket_reso": _s(data.min_bucket),
         "ss_max_bucket_reso": _s(data.max_bucket),
         "ss_bucket_no_upscale": _s(not data.upscale),
-        "ss_bucket_info": json.dumps(bucket_info or {}),
+        "ss_bucket_info": json.dumps(bucket_info),  # null without bucketing, as kohya writes
         "ss_dataset_dirs": json.dumps(dataset_dirs or {}),
+        "ss_reg_dataset_dirs": "{}",
         "ss_tag_frequency": json.dumps(tag_frequency or {}),
         "ss_keep_tokens": _s(data.keep_tokens),
         "ss_shuffle_caption": _s(data.shuffle_tags),

@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, emit, log):
+    from engine.data.images import image_suffixes
     from engine.tagger.model import TaggerModel  # onnxruntime: not needed for --help or bad args
     from engine.tagger.run import (
-        IMAGE_EXTENSIONS,
         caption_images,
         check_extensions,
         find_images,
@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace, emit, log):
     images = find_images(args.dirs)
     if not images:
         raise LoratuiError(
-            "no images found (looked for " + " ".join(sorted(IMAGE_EXTENSIONS)) + ")",
+            "no images found (looked for " + " ".join(sorted(image_suffixes())) + ")",
             hint="give the folder that holds the training images",
             where=", ".join(args.dirs),
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import LoratuiError
+from engine.textfile import TextEncodingError, read_user_text
 
 CATEGORY_GENERAL = 0
 CATEGORY_CHARACTER = 4
@@ -48,8 +49,12 @@ def load_labels(path: str | Path) -> Labels:
             where=str(path),
         )
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_user_text(path)
+    except TextEncodingError as exc:
+        raise LoratuiError(
+            f"cannot read the tag list: {exc.message}", hint=exc.hint, where=str(path)
+        ) from None
+    except OSError as exc:
         raise LoratuiError(f"cannot read the tag list: {exc}", hint=MODEL_HINT, where=str(path)) from exc
     reader = csv.DictReader(text.splitlines())
     columns = [c.strip() for c in (reader.fieldnames or [])]

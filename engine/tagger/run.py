@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from engine import protocol
-from engine.data.images import IMAGE_SUFFIXES
+from engine.data.images import is_image
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
 from engine.tagger.preprocess import load_image
 from engine.tagger.tags import TagOptions, caption_text, parse_tag_list, select_tags
+from engine.textfile import TextEncodingError, read_user_text
 
-IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the same files the dataset scan trains on
 DEFAULT_CAPTION_EXTENSIONS = (".txt", ".caption")
 
 Progress = Callable[[int, int], None]
@@ -49,7 +49,7 @@ def find_images(dirs: Iterable[str | Path], recursive: bool = True) -> list[Path
         for folder, subdirs, files in walker:
             subdirs[:] = sorted(s for s in subdirs if not s.startswith("."))
             for name in files:
-                if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                if not name.startswith(".") and is_image(name):
                     found.append(Path(folder) / name)
     return sorted(set(found))
 
@@ -239,10 +239,12 @@ def preview_images(
     items = []
     for path, tags, err in tag_images(model, list(images)[: max(0, count)], options, batch_size):
         existing = existing_caption(path, extensions)
-        item: dict[str, Any] = {
-            "image": str(path),
-            "existing": existing.read_text(encoding="utf-8", errors="replace").strip() if existing else None,
-        }
+        item: dict[str, Any] = {"image": str(path), "existing": None}
+        if existing:
+            try:
+                item["existing"] = read_user_text(existing).strip()
+            except (TextEncodingError, OSError) as exc:
+                item["existing_error"] = getattr(exc, "message", str(exc))
         if err is not None:
             item.update(caption=None, tags=[], error=err.to_dict())
         else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.data.captions import tag_key  # one rule for comparing tags: the tokenizer's view
 from engine.tagger.labels import CATEGORY_CHARACTER, CATEGORY_GENERAL, CATEGORY_RATING, Labels
 
 # Emoticon-like tags whose underscore is part of the face (SmilingWolf's wd-tagger Space).
@@ -65,11 +66,6 @@ class TagOptions:
 
     def is_undesired(self, name: str) -> bool:
         return tag_key(name) in self._undesired_keys
-
-
-def tag_key(tag: str) -> str:
-    """A spelling-neutral key, so that `red_theme`, `red theme` and `hat \\(x\\)`/`hat_(x)` match."""
-    return tag.strip().replace("\\(", "(").replace("\\)", ")").replace("_", " ").lower()
 
 
 def tag_text(name: str, replace_underscores: bool = True, escape: bool = True) -> str:

@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     controls = Controls()
     if not args.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
         controls.read_stream(sys.stdin)
-    run = TrainingRun(
+    from engine.pipeline import PipelineRun, uses_pipeline
+
+    # pipeline = ["collect", "caption", "train"] (any subset): the steps run here, one after another.
+    runner = PipelineRun if uses_pipeline(cfg) else TrainingRun
+    run = runner(
         cfg,
         events=events,
         resume=args.resume,

@@ -62,8 +62,11 @@ class LossCsv:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError:  # disk full: the row that failed raised already; a torn row is dropped on resume
+                pass
 
 
 def read_rows(path: Path) -> list[dict]:

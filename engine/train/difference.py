@@ -136,20 +136,14 @@ class DifferenceTrainer:
         self.current = index
 
     def _save_copier(self) -> None:
-        from safetensors.torch import save_file
-
-        from engine.fsutil import atomic_write_bytes
+        from engine.networks.verify import write_verified
 
         tensors = {
             f"{m.kohya_key}.{name}": p.detach().cpu().contiguous()
             for m in self.networks[0].modules
             for name, p in m.tensors().items()
         }
-        tmp = self.copier_path.with_suffix(".tmp")
-        self.copier_path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp))
-        atomic_write_bytes(self.copier_path, tmp.read_bytes())
-        tmp.unlink(missing_ok=True)
+        write_verified(self.copier_path, tensors)
 
     def _load_copier(self) -> None:
         from safetensors.torch import load_file

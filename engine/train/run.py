@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter, deque
+from collections import deque
 from pathlib import Path
 
 from engine import protocol
@@ -226,20 +226,6 @@ def _resume_digest(cfg) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def tag_frequency(items) -> dict:
-    """kohya's ss_tag_frequency: {folder: {tag: count}} over distinct images."""
-    from engine.data.captions import split_tags
-
-    out: dict[str, Counter] = {}
-    for item in items:
-        if getattr(item, "sub_image_scale", 1.0) != 1.0:
-            continue
-        counter = out.setdefault(item.folder, Counter())
-        for tag in split_tags(item.caption or ""):
-            counter[tag] += 1
-    return {k: dict(v) for k, v in out.items()}
-
-
 # ---- the run ---------------------------------------------------------------------------------------
 
 
@@ -253,8 +239,11 @@ class TrainingRun:
         run_id: str | None = None,
         controls: Controls | None = None,
         stop_after_step: int | None = None,
+        keep_events: bool = False,
     ) -> None:
         self.cfg = cfg
+        # The train step of a pipeline (engine.pipeline) appends to the events of its earlier steps.
+        self.keep_events = keep_events
         self.events = events
         self.resume = resume
         self.run_id = run_id
@@ -265,6 +254,7 @@ class TrainingRun:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.state_root = self.run_dir / "state"
         self._last_saved_step: int | None = None
+        self._init_metadata: dict | None = None
         self._last_checkpoint: Path | None = None
 
     # -- events --
@@ -293,7 +283,8 @@ class TrainingRun:
                 self._check_resume()  # engine/train/resume.py: which config changes a resume takes
             if fresh:
                 self._refuse_discarding_state()
-                (self.run_dir / "events.jsonl").unlink(missing_ok=True)
+                if not self.keep_events:
+                    (self.run_dir / "events.jsonl").unlink(missing_ok=True)
             self.events.set_jsonl(self.run_dir / "events.jsonl")
             self.controls.install_signals()
             status, lora = self._execute(fresh)
@@ -307,12 +298,17 @@ class TrainingRun:
             log.error("interrupted")
             status, error = protocol.STOPPED, None
         except Exception as exc:  # a bug or an environment problem: report it, keep the traceback
-            log.error("unexpected error:\n%s", traceback.format_exc())
             error = self._unexpected(exc)
         finally:
             self.controls.restore_signals()
         if error is not None:
             status = protocol.FAILED
+        if getattr(self.events, "jsonl_error", None) is not None:
+            log.warning(
+                "events.jsonl misses events it could not write (%s); the LoRA, checkpoints and loss.csv "
+                "are not affected",
+                self.events.jsonl_error,
+            )
         self.emit(protocol.run_finished(run=self.run_id, status=status, lora=lora, error=error))
         cleanup()
         return 0 if status in (protocol.DONE, protocol.STOPPED) else 1
@@ -323,7 +319,10 @@ class TrainingRun:
         if isinstance(exc, OSError) and exc.errno:  # a full disk, a read-only mount: expected, named
             from engine.oserrors import os_error
 
-            return os_error(exc).to_dict()
+            named = os_error(exc)
+            log.error("%s", named.render())
+            return named.to_dict()
+        log.error("unexpected error:\n%s", traceback.format_exc())
         message = f"{type(exc).__name__}: {exc}"
         hint = f"unexpected error; the traceback is in {self.run_dir / 'engine.log'}"
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
@@ -435,7 +434,7 @@ class TrainingRun:
             sum(p.numel() for p in network.trainable_parameters()),
         )
         if init_sd is not None:
-            report = network.load_kohya_state_dict(init_sd)
+            report = network.load_kohya_state_dict(init_sd, metadata=self._init_metadata)
             log.info(
                 "init_from: loaded %d modules (%d missing), continuing at step %d",
                 report.get("loaded", 0),
@@ -743,6 +742,7 @@ class TrainingRun:
 
         path = self.cfg.resolve_path(self.cfg.network.init_from)
         sd, metadata = load_lora_file(path)
+        self._init_metadata = metadata  # how the file's dora_scale was meant (load_kohya_state_dict)
         steps, source = initial_steps(metadata, path)
         log.info("init_from: %s was trained for %d steps, read from %s", path.name, steps, source)
         return steps, sd
@@ -1036,12 +1036,12 @@ class TrainingRun:
         return False
 
     def _metadata(self, state) -> dict:
+        from engine.data.kohya_meta import dataset_metadata
         from engine.networks import kohya_metadata
 
-        dirs = {
-            f.folder: {"n_repeats": f.repeats, "img_count": f.images}
-            for f in getattr(self.scan, "folders", [])
-        }
+        data = {}
+        if self.scan is not None:
+            data = dataset_metadata(self.scan, bucketing=bool(self.cfg.dataset.buckets))
         # What actually ran (a CPU trains in fp32 whatever train.precision asks), not the request.
         cfg = self.cfg
         ran = getattr(self, "_ran_precision", None)
@@ -1056,11 +1056,10 @@ class TrainingRun:
             steps=state.step,
             epoch=state.epoch,
             training_started_at=state.training_started_at,
-            tag_frequency=tag_frequency(self.items),
-            num_train_images=self.scan.total_images if self.scan is not None else 0,
+            **data,
             num_batches_per_epoch=self.plan.batches_per_epoch if self.plan is not None else 0,
-            dataset_dirs=dirs,
             max_train_steps=self.total_steps,
+            optimizer=self.trainer.optimizer,
         )
         meta["loratui_mode"] = self.cfg.mode
         if self.cfg.mode != "lora":
@@ -1137,6 +1136,7 @@ class TrainingRun:
     def _save_final(self, state) -> str:
         from engine.fsutil import atomic_write_bytes
         from engine.networks import save_lora
+        from engine.networks.verify import file_keys, verify_or_remove
 
         cfg = self.cfg
         self.phase("save", 0, 1)
@@ -1170,8 +1170,9 @@ class TrainingRun:
             target = target_dir / self.final_path.name if target_dir.suffix != ".safetensors" else target_dir
             try:
                 atomic_write_bytes(target, self.final_path.read_bytes())
+                verify_or_remove(target, file_keys(self.final_path))
                 log.info("copied to %s", target)
-            except OSError as exc:
+            except (OSError, LoratuiError) as exc:
                 log.warning("could not copy the LoRA to %s: %s", target, exc)
         self.phase("save", 1, 1)
         return str(self.final_path)

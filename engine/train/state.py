@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
+from engine.networks.verify import verify_file
 from engine.train.statedirs import list_states, step_dir_name
 
 STATE_VERSION = 1
@@ -67,7 +68,8 @@ def save_state(
     final = state_root / step_dir_name(state.step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=state_root))
     try:
-        save_file({n: p.detach().cpu().contiguous() for n, p in params}, str(tmp / "adapter.safetensors"))
+        weights = {n: p.detach().cpu().contiguous() for n, p in params}
+        save_file(weights, str(tmp / "adapter.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -78,6 +80,8 @@ def save_state(
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+        # Read back before the folder gets its final name: a resume must never meet a torn state.
+        verify_file(tmp / "adapter.safetensors", weights.keys())
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -84,6 +84,14 @@ def render_report(report: dict[str, Any]) -> Text:
                     f"  {f.get('folder', f.get('path', '?'))}: {f.get('images', '?')} images"
                     f" x {f.get('repeats', 1)} repeats\n"
                 )
+    unused = report.get("unused")
+    if isinstance(unused, list) and unused:
+        text.append("\nNot used\n", style="bold underline")
+        for entry in unused[:20]:
+            if isinstance(entry, dict):
+                text.append(f"  {entry.get('file', '?')}: {entry.get('reason', '')}\n")
+        if len(unused) > 20:
+            text.append(f"  ... and {len(unused) - 20} more (loratui check CONFIG lists all)\n", style="dim")
     buckets = _buckets_of(report)
     if buckets:
         text.append("\nBuckets (images per bucket)\n", style="bold underline")

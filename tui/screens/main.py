@@ -23,6 +23,7 @@ from engine.config import ConfigError, RunConfig, apply_changes, flatten, list_p
 from engine.config.load import load_config_data
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
+from engine.textfile import read_user_text
 from tui.screens.dialogs import PresetNameModal
 from tui.widgets.form import ConfigForm
 
@@ -107,7 +108,7 @@ class MainScreen(Screen):
         """Load a preset file into the form. Errors are shown, never raised."""
         try:
             cfg = load_config(path, env={}, workspace=self.workspace)
-            text = path.read_text(encoding="utf-8")
+            text = read_user_text(path)
         except (LoratuiError, OSError) as exc:
             self.app.report_error(exc, title=f"cannot load {path.name}")
             return False
@@ -248,6 +249,23 @@ class MainScreen(Screen):
         cfg = self.build_config("check")
         if cfg is not None:
             self.app.check_config(cfg)
+
+    def action_test_connection(self) -> None:
+        """Check the ComfyUI server and the [collect] node map of the form (ConnectionModal)."""
+        cfg = self.build_config("test the ComfyUI connection")
+        if cfg is None:
+            return
+        from engine.config import dump_resolved
+        from tui.screens.connection import ConnectionModal
+
+        path = self.workspace / ".loratui" / f"{cfg.name}.collect-test.toml"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, dump_resolved(cfg))
+        except OSError as exc:
+            self.app.report_error(exc, title="cannot write the config to test")
+            return
+        self.app.push_screen(ConnectionModal(path, self.workspace))
 
     def action_toggle_advanced(self) -> None:
         self.form.advanced = not self.form.advanced

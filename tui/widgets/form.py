@@ -59,6 +59,7 @@ SECTION_TITLES = {
     "log": "Logging",
     "ileco": "iLECO mode",
     "difference": "Difference mode",
+    "collect": "Collect from ComfyUI",
 }
 
 # Paths the engine reads: they must exist. Output paths (save.output_dir, save.copy_to) are created.
@@ -71,10 +72,13 @@ MUST_EXIST = {
     "network.init_from",
     "difference.original_image",
     "difference.target_image",
+    "collect.workflow",
+    "collect.reference_image",
+    "collect.prompts",
 }
 
 # The sections of one mode come right after the mode select: choosing ileco shows its prompts next.
-MODE_SECTIONS = ("ileco", "difference")
+MODE_SECTIONS = ("ileco", "difference", "collect")
 
 # A line at the top of a section that a mode mostly hides, saying why its fields are gone.
 MODE_NOTES = {
@@ -241,6 +245,9 @@ class ConfigForm(Widget):
     ConfigForm.-mode-difference .-off-difference.-invalid,
     ConfigForm.-mode-difference .-off-difference.-has-invalid { display: block; }
     ConfigForm .mode-note { color: $text-muted; padding: 0 1; }
+    /* [collect] only means something when "collect" is one of the pipeline steps. */
+    ConfigForm.-no-collect .-collect-only { display: none; }
+    ConfigForm.-no-collect .-collect-only.-has-invalid { display: block; }
     ConfigForm Collapsible { padding-bottom: 0; }
     """
 
@@ -281,10 +288,18 @@ class ConfigForm(Widget):
         """The `mode` field's value: which fields mean something for this run."""
         return str(self._values.get("mode") or "lora")
 
+    @property
+    def collects(self) -> bool:
+        """Whether "collect" is one of the run's pipeline steps (the [collect] section shows then)."""
+        steps = self._values.get("pipeline") or []
+        return isinstance(steps, list) and "collect" in steps
+
     def _show_mode(self) -> None:
-        """Put `-mode-<mode>` on the form: the CSS hides every `-off-<mode>` row and section."""
+        """Put `-mode-<mode>` on the form: the CSS hides every `-off-<mode>` row and section; and
+        `-no-collect` when the pipeline has no collect step (the CSS hides [collect] then)."""
         for mode in MODES:
             self.set_class(mode == self.training_mode, f"-mode-{mode}")
+        self.set_class(not self.collects, "-no-collect")
 
     def _sections(self) -> dict[str, list[FieldSpec]]:
         sections: dict[str, list[FieldSpec]] = {}
@@ -310,7 +325,7 @@ class ConfigForm(Widget):
             title=SECTION_TITLES.get(section, section),
             collapsed=collapsed,
             id=f"sec-{section or 'top'}",
-            classes=off_classes(specs),
+            classes=off_classes(specs) + (" -collect-only" if section == "collect" else ""),
         )
 
     def _mode_notes(self, section: str) -> list[Static]:
@@ -439,6 +454,7 @@ class ConfigForm(Widget):
             and spec.kind in (PATH, PATHS)
             and spec.dotted in MUST_EXIST
             and spec.used_in(self.training_mode)
+            and (spec.section != "collect" or self.collects)
         ):
             error = self._check_paths(value)
         return value, error
@@ -543,6 +559,8 @@ class ConfigForm(Widget):
             self.errors.pop(row.spec.dotted, None)
         if dotted == "mode" and error is None:
             self._mode_changed()
+        if dotted == "pipeline" and error is None:
+            self._show_mode()
         self.post_message(self.Edited(self, row.spec.dotted))
 
     def _mode_changed(self) -> None:

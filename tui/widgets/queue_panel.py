@@ -27,6 +27,10 @@ from engine.runqueue.display import fmt_eta, fmt_progress
 
 COLUMNS = (("pos", "#"), ("name", "Name"), ("model", "Preset / base"), ("status", "Status"))
 COLUMNS += (("progress", "Progress"), ("eta", "ETA"))
+RESUMABLE_STATUSES = ("interrupted", "stopped", "failed")
+"""Entries `r` offers to resume; the engine resumes them from their saved state when it is intact
+(a finished run is extended with `loratui queue resume RUN --set train.steps=N`)."""
+
 STATUS_STYLE = {
     "pending": "",
     "running": "bold cyan",
@@ -242,7 +246,8 @@ class QueuePanel(Vertical):
         "move": lambda e, n: e.get("status") == "pending" and n > 1,
         "remove": lambda e, n: e.get("status") != "running",
         "stop": lambda e, n: e.get("status") == "running",
-        "resume": lambda e, n: e.get("status") in ("interrupted", "stopped"),
+        # A failed run resumes too when its state is intact (the engine checks and says why not).
+        "resume": lambda e, n: e.get("status") in RESUMABLE_STATUSES,
         # The live run is on screen already; a pending one has no loss log yet.
         "open": lambda e, n: e.get("status") not in ("running", "pending"),
     }
@@ -314,9 +319,9 @@ class QueuePanel(Vertical):
         entry = self.selected_entry()
         if entry is None:
             return
-        if entry.get("status") not in ("interrupted", "stopped"):
+        if entry.get("status") not in RESUMABLE_STATUSES:
             self._refuse(
-                f"only interrupted or stopped runs can be resumed; {entry.get('name')} is {entry.get('status')}"
+                f"only interrupted, stopped or failed runs can be resumed; {entry.get('name')} is {entry.get('status')}"
             )
             return
         self.post_message(self.ResumeRequested(entry["run"]))
