@@ -243,8 +243,11 @@ def run_write_fault(
         if not any(e.get("type") == "run_finished" for e in events):
             out.problems.append("the stream never got run_finished")
     out.problems += disk_problems(workspace, run_dir, name, out.status)
-    if not resume:
+    if not resume or out.status == "done":  # a finished run has nothing to resume
+        out.resumed = out.status if out.status == "done" else ""
         out.seconds = time.time() - t0
+        if out.status == "done" and reference is not None:
+            out.diff = max_diff(final_weights(run_dir, name), reference)
         return out
     # Space is back: resume and finish.
     rc, events, run_dir = run_in_process(workspace, text, resume=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 from engine import protocol
@@ -70,8 +71,20 @@ class PipelineRun:
 
     def emit(self, event: dict) -> None:
         self.events.emit(event)
+        if event.get("type") == protocol.LOG:
+            self._human_log(str(event.get("level") or "info"), str(event.get("message", "")))
+
+    def _human_log(self, level: str, message: str) -> None:
+        """The collect and caption steps' log lines also go to engine.log, as the trainer's do."""
+        try:
+            with open(self.run_dir / "engine.log", "a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%H:%M:%S')} {level.upper():<7} {message}\n")
+        except OSError:
+            pass  # the events carry the same line
 
     def _finish(self, status: str, error: dict | None) -> int:
+        if error:
+            self._human_log("error", LoratuiError(**error).render())
         self.emit(protocol.run_finished(run=self.run_id, status=status, lora=None, error=error))
         return 0 if status != protocol.FAILED else 1
 

@@ -16,6 +16,8 @@ Options:
     --pidfile FILE     write our pid here
     --run-dir DIR      where the run folder goes (default: a temp folder)
     --serve            behave like `engine serve`: wait for an `enqueue` command, then run it
+    --sample-every K   write a sample PNG (colour from the step) and a `sample` event every K steps;
+                       a `sample_now` command writes one at the next step
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", default="")
     p.add_argument("--serve", action="store_true")
     p.add_argument("--workspace", default="")
+    p.add_argument("--sample-every", type=int, default=0)
     args = p.parse_args(argv)
 
     # Like the real engine: a closed terminal must not stop us.
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     save_now = threading.Event()
+    sample_now = threading.Event()
     enqueued: list[dict] = []
     got_enqueue = threading.Event()
 
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 stop.set()
             elif name == protocol.CMD_SAVE_NOW:
                 save_now.set()
+            elif name == protocol.CMD_SAMPLE_NOW:
+                sample_now.set()
             elif name == protocol.CMD_ENQUEUE:
                 enqueued.append(cmd)
                 got_enqueue.set()
@@ -132,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                     save_now.clear()
                     path = str(run_dir / f"checkpoint-{args.steps}.safetensors")
                     emit(protocol.checkpoint(run=run_id, step=args.steps, path=path))
+                if sample_now.is_set():
+                    sample_now.clear()
+                    paths = write_samples(run_dir, name, args.steps)
+                    emit(protocol.sample(run=run_id, step=args.steps, paths=paths))
                 step -= 1
                 continue
             if stop.is_set():
@@ -170,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(
                 f"{step},{step // 10},{loss},{ema},{1e-4},{'' if val is None else val},{time.time() - t0:.3f}\n"
             )
+        if sample_now.is_set() or (args.sample_every and step % args.sample_every == 0):
+            sample_now.clear()
+            emit(protocol.sample(run=run_id, step=step, paths=write_samples(run_dir, name, step)))
         if save_now.is_set():
             save_now.clear()
             emit(
@@ -208,6 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     emit(protocol.run_finished(run=run_id, status=status, lora=lora))
     writer.close()
     return 0
+
+
+def write_samples(run_dir: Path, name: str, step: int) -> list[str]:
+    """Two 32x32 PNGs (prompt 0 red, prompt 1 blue, brighter with the step), named as the engine does."""
+    from PIL import Image
+
+    folder = run_dir / "samples"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for index, colour in enumerate([(min(255, 10 * step), 0, 0), (0, 0, min(255, 10 * step))]):
+        path = folder / f"{name}-step{step:06d}-{index:02d}.png"
+        Image.new("RGB", (32, 32), colour).save(path)
+        paths.append(str(path))
+    return paths
 
 
 if __name__ == "__main__":

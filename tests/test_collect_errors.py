@@ -268,6 +268,8 @@ def test_pipeline_fails_with_the_step_reason_and_a_new_run_keeps_the_collected(t
     assert code == 1 and finished["type"] == "run_finished" and finished["status"] == "failed"
     assert "VAEDecode failed on purpose" in finished["error"]["message"]
     assert finished["error"]["where"].startswith("collect step: ")
+    log = (tmp_path / "runs" / "b" / "engine.log").read_text()
+    assert "per-batch mode" in log and "VAEDecode failed on purpose" in log
 
     server.fail_class = None
     out = io.StringIO()

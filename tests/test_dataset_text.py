@@ -68,3 +68,18 @@ def test_config_and_tag_list_read_with_bom(tmp_path):
     tags.write_bytes(("tag_id,name,category,count\n1,猫耳,0,5\n").encode("cp932"))
     with pytest.raises(LoratuiError, match="not UTF-8"):
         load_labels(tags)
+
+
+def test_sample_prompts_file_through_the_same_reader(tmp_path):
+    from engine.train.prompts import prompt_lines
+
+    cfg = RunConfig()
+    cfg.workspace = tmp_path
+    cfg.sample.prompts_file = "prompts.txt"
+    (tmp_path / "prompts.txt").write_bytes("# a comment\nshapes, red circle\n猫耳\n".encode("utf-16"))
+    assert [line for line, _ in prompt_lines(cfg)] == ["shapes, red circle", "猫耳"]
+    (tmp_path / "prompts.txt").write_bytes("猫耳, 赤い髪, 笑顔, 学校の制服\n".encode("cp932"))
+    with pytest.raises(LoratuiError) as info:
+        prompt_lines(cfg)
+    assert info.value.where == "sample.prompts_file" and "prompts.txt" in info.value.message
+    assert "cp932" in info.value.message

@@ -104,7 +104,7 @@ async def test_app_palette_opens_the_caption_screen(tmp_path):
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert "Caption images (WD14)" in titles
+        assert "Caption images (WD14 / Florence-2)" in titles
         form_dirs = app.main_screen.form.values()["dataset.dirs"]
         app.show_caption()
         await wait_until(pilot, lambda: isinstance(app.screen, CaptionScreen))

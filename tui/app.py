@@ -240,6 +240,26 @@ class LoratuiApp(App):
         self.client.send(protocol.command(protocol.CMD_SAVE_NOW, run=self.run_state.run))
         self.run_state.add_log("info", "save requested: a checkpoint is written at the next step")
 
+    def sample_now(self) -> None:
+        if not self.can_control_run():
+            self.notify("No run of this loratui is going", severity="warning")
+            return
+        self.client.send(protocol.command(protocol.CMD_SAMPLE_NOW, run=self.run_state.run))
+        self.run_state.add_log("info", "samples requested: generated at the next step")
+
+    def can_sample_now(self, run_dir: str | os.PathLike) -> bool:
+        """Whether `sample_now` reaches the run of this folder (the shown, controllable run)."""
+        shown = self.run_state.run_dir
+        return self.can_control_run() and bool(shown) and Path(shown).resolve() == Path(run_dir).resolve()
+
+    def browse_dataset(self) -> None:
+        """The dataset browser on the form's config."""
+        from tui.screens.browser import BrowserScreen
+
+        cfg = self.main_screen.build_config("browse the dataset")
+        if cfg is not None:
+            self.push_screen(BrowserScreen(cfg))
+
     def check_config(self, cfg: RunConfig) -> None:
         path = self.workspace / ".loratui" / f"{cfg.name}.check.toml"
         try:
@@ -422,6 +442,9 @@ class LoratuiApp(App):
                 general_threshold=v.get("caption_auto.general_threshold") or 0.35,
                 character_threshold=v.get("caption_auto.character_threshold") or 0.85,
                 undesired_tags=v.get("caption_auto.undesired_tags") or (),
+                captioner=v.get("caption_auto.captioner") or "wd14",
+                model=v.get("caption_auto.model") or "",
+                task=v.get("caption_auto.task") or "<CAPTION>",
                 cwd=self.workspace,
             )
         )
@@ -461,6 +484,9 @@ class LoratuiApp(App):
         yield SystemCommand(
             "Save preset", "Save over the loaded preset, comments kept (F2)", main.action_save
         )
+        yield SystemCommand(
+            "Browse dataset", "Images, buckets, crops, captions; edit and exclude", self.browse_dataset
+        )
         yield SystemCommand("Save preset as", "Save the form as a new preset (F3)", main.action_save_as)
         yield SystemCommand(
             "Toggle advanced fields", "Show or hide advanced fields (F4)", main.action_toggle_advanced
@@ -468,7 +494,9 @@ class LoratuiApp(App):
         yield SystemCommand("Show run", "The live run view (F7)", self.show_run)
         yield SystemCommand("Show form", "The run form", self.show_form)
         yield SystemCommand(
-            "Caption images (WD14)", "Tag a dataset folder with a WD14 tagger", self.show_caption
+            "Caption images (WD14 / Florence-2)",
+            "Caption a dataset folder with WD14 tags and/or Florence-2 sentences",
+            self.show_caption,
         )
         yield SystemCommand(
             "Test ComfyUI connection",
@@ -480,6 +508,7 @@ class LoratuiApp(App):
         )
         yield SystemCommand("Stop run", "Stop the run, saving a checkpoint first (x)", self.stop_run)
         yield SystemCommand("Save checkpoint now", "Write a checkpoint at the next step (n)", self.save_now)
+        yield SystemCommand("Sample now", "Generate samples at the next step (p)", self.sample_now)
         yield SystemCommand(
             "Toggle loss / learning rate chart", "(l in the run view)", self.run_screen.action_toggle_lr
         )

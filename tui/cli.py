@@ -23,6 +23,7 @@ USAGE = """usage: loratui [--workspace DIR] [--demo] [--no-mouse]      open the 
        loratui train CONFIG [--set key=value ...] [--resume]  train one run headless
        loratui queue add|ls|rm|run|resume ...                 manage the run queue headless
        loratui caption DIR --tagger MODEL_DIR [...]           WD14 captions for a folder
+       loratui caption DIR --captioner florence2 --model DIR  Florence-2 captions (or florence2,wd14)
        loratui collect CONFIG [--test] [--json]               collect images from ComfyUI ([collect])
        loratui logs [RUN_OR_CSV ...] [--summary]              review loss logs
        loratui demo [--workspace DIR]                         build the demo workspace

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_ENTRIES = 512
 _cache: OrderedDict[tuple, Image.Image] = OrderedDict()
 _lock = threading.Lock()
+_decoders = threading.BoundedSemaphore(4)  # a gallery of 200 cells decodes 4 at a time, not 200
 stats = {"hits": 0, "misses": 0}
 
 
@@ -53,7 +54,7 @@ def load(path: str | os.PathLike, box: tuple[int, int]) -> Image.Image:
             stats["hits"] += 1
             return hit
     try:
-        with Image.open(path) as im:
+        with _decoders, Image.open(path) as im:
             im.draft("RGB", box)  # JPEG: decode at a reduced scale when that still covers the box
             im = ImageOps.exif_transpose(im)
             if im.mode != "RGB":

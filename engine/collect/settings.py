@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import LoratuiError
+from engine.textfile import TextEncodingError, read_user_text
 
 FULL, BATCH = "full-workflow", "per-batch"
 BATCH_KEYS = ("positive_prompt_node", "seed_node", "output_node")
@@ -159,7 +160,9 @@ def load_prompts(path: Path) -> list[dict]:
     """
     where = "collect.prompts"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_user_text(path)  # UTF-8 / BOM-marked UTF-16; another encoding is named
+    except TextEncodingError as exc:
+        raise LoratuiError(exc.message, hint=exc.hint, where=where) from None
     except FileNotFoundError:
         raise LoratuiError(
             f"prompts file not found: {path}", hint="relative paths start at the workspace", where=where

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LoratuiError
+from engine.textfile import TextEncodingError, read_user_text
 
 # Inputs each mapped node must have as a literal value (the node classes users map, by input name, so
 # custom nodes with the same inputs work too).
@@ -40,7 +41,9 @@ def load_workflow(path: Path) -> dict[str, dict[str, Any]]:
     """
     where = "collect.workflow"
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_user_text(path)  # UTF-8 / BOM-marked UTF-16; another encoding is named
+    except TextEncodingError as exc:
+        raise LoratuiError(exc.message, hint=exc.hint, where=where) from None
     except FileNotFoundError:
         raise LoratuiError(
             f"workflow file not found: {path}",

@@ -168,6 +168,25 @@ class DatasetConfig:
 
 @dataclass
 class CaptionAutoConfig:
+    captioner: list = opt(
+        ["wd14"],
+        'wd14 | florence2, or a list: ["florence2", "wd14"] writes a Florence-2 sentence, then WD14 tags',
+        kind=STRS,
+        **LORA_ONLY,
+    )
+    model: str = opt(
+        "",
+        "Florence-2 model folder in transformers' format (e.g. florence-community/Florence-2-base), local only",
+        kind=PATH,
+        **LORA_ONLY,
+    )
+    task: str = opt(
+        "<CAPTION>",
+        "Florence-2 task: a sentence, a detailed one, or a paragraph",
+        choices=("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"),
+        **LORA_ONLY,
+    )
+    batch_size: int = opt(8, "Images per captioning batch", min=1, **LORA_ONLY)
     tagger: str = opt(
         "", "WD14 tagger folder (model.onnx + selected_tags.csv); empty = off", kind=PATH, **LORA_ONLY
     )
@@ -175,7 +194,6 @@ class CaptionAutoConfig:
     character_threshold: float = opt(0.85, "Confidence needed for a character tag", **PROB, **LORA_ONLY)
     undesired_tags: list = opt([], "Tags never written", **LORA_ONLY)
     overwrite: bool = opt(False, "Re-caption images that already have a caption file", **LORA_ONLY)
-    batch_size: int = opt(8, "Images the tagger runs on at once", min=1, max=256, **LORA_ONLY)
     escape: bool = opt(
         False,
         "Write ( ) as \\( \\) (A1111 prompt syntax); training captions are normally unescaped",
@@ -280,7 +298,13 @@ class ValidationConfig:
 
 @dataclass
 class SampleConfig:
-    prompts: list = opt([], "Prompts of sample images generated during training")
+    prompts: list = opt(
+        [],
+        "Prompts of sample images; kohya options allowed: --n neg --w 512 --h 768 --d seed --l cfg --s steps",
+    )
+    prompts_file: str = opt(
+        "", "A kohya-style prompts file: one prompt (with its --n --w --h --d --l --s) per line", kind=PATH
+    )
     every_steps: int = opt(0, "Sample every N steps (0 = off)", min=0)
     steps: int = opt(20, "Denoising steps per sample", min=1)
     cfg: float = opt(7.0, "Classifier-free guidance scale", min=0.0)

@@ -133,8 +133,8 @@ def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
             msg = f"one of {', '.join(spec.choices)}"
             return value, f"expected {msg}, found {describe(value)}" + (f"; {hint}" if hint else "")
     elif kind in (STRS, PATHS):
-        if isinstance(value, str) and kind == PATHS:
-            value = [value]  # a single folder is a natural thing to write
+        if isinstance(value, str) and (kind == PATHS or spec.dotted == "caption_auto.captioner"):
+            value = [value]  # a single folder (or captioner) is a natural thing to write
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             expected = 'a list of strings, e.g. ["a", "b"]'
     elif kind == DICT:
@@ -311,7 +311,38 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             "difference.first_pass_only and difference.load_first_pass leave nothing to train",
             "pass 1 only trains the copier; a loaded copier skips pass 1: set one of them",
         )
+    auto = cfg.caption_auto
+    bad = [c for c in auto.captioner if c not in ("wd14", "florence2")]
+    if bad or not auto.captioner:
+        add(
+            "caption_auto.captioner",
+            f"caption_auto.captioner: unknown captioner {bad[0]!r}"
+            if bad
+            else "caption_auto.captioner is empty",
+            'use "wd14", "florence2" or a list of them, e.g. ["florence2", "wd14"]',
+        )
+    elif "florence2" in auto.captioner and not auto.model:
+        add(
+            "caption_auto.model",
+            "caption_auto.captioner includes florence2 but caption_auto.model is empty",
+            "set caption_auto.model to a local Florence-2 folder (e.g. florence-community/Florence-2-base "
+            "downloaded once on a machine with internet)",
+        )
+    elif "florence2" in auto.captioner and "wd14" in auto.captioner and not auto.tagger:
+        add(
+            "caption_auto.tagger",
+            "caption_auto.captioner includes wd14 but caption_auto.tagger is empty",
+            "set caption_auto.tagger to a WD14 folder (model.onnx + selected_tags.csv)",
+        )
     out.extend(_pipeline_checks(cfg, add))
+    from engine.train.prompts import parse_prompt_line  # torch-free
+
+    for i, prompt in enumerate(cfg.sample.prompts):
+        try:
+            if str(prompt).strip():
+                parse_prompt_line(str(prompt))
+        except LoratuiError as exc:
+            add("sample.prompts", f"sample.prompts[{i}]: {exc.message}", exc.hint)
     if cfg.mode == "difference":
         from .passes import PASSES, pass_settings
 

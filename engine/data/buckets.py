@@ -246,6 +246,30 @@ def fit_to_bucket(
     return scaled.crop((left, top, left + bw, top + bh)), (top, left), original
 
 
+def crop_region(
+    size: Size, bucket: Size, resize: str = "crop", crop: str = "center"
+) -> tuple[int, int, int, int]:
+    """The part of an image of `size` (width, height) that fit_to_bucket keeps, in the image's pixels.
+
+    Returns (left, top, right, bottom). "stretch" and "pad" keep the whole image; "crop" keeps the
+    bucket-shaped window fit_to_bucket cuts (for crop = "random", the centred one: where a random
+    crop lands changes every time the image is used).
+    """
+    w, h = size
+    if resize != "crop":
+        return (0, 0, w, h)
+    bw, bh = bucket
+    scale = _cover_scale((w, h), bucket)
+    nw, nh = max(bw, round(w * scale)), max(bh, round(h * scale))
+    left, top = _offset(nw - bw, "center", random.Random(0)), _offset(nh - bh, "center", random.Random(0))
+    return (
+        round(left / scale),
+        round(top / scale),
+        min(w, round((left + bw) / scale)),
+        min(h, round((top + bh) / scale)),
+    )
+
+
 def _offset(slack: int, crop: str, rng: random.Random) -> int:
     if slack <= 0:
         return 0

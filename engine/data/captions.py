@@ -109,6 +109,19 @@ def read_caption_raw(image: str | os.PathLike, ds_cfg) -> tuple[str, str]:
     return caption, source
 
 
+def kept_tags(caption: str, ds_cfg) -> tuple[list[str], list[str]]:
+    """(fixed, rest): the leading tags kept in place (keep_tokens; the trigger word always), the others.
+
+    Tags in `rest` are the ones shuffle_tags shuffles and tag_dropout may drop (kohya's keep_tokens).
+    """
+    tags = split_tags(caption)
+    keep = max(0, int(ds_cfg.keep_tokens))
+    trigger = ds_cfg.trigger_word.strip()
+    if trigger and tags and tag_key(tags[0]) == tag_key(trigger):
+        keep = max(keep, 1)
+    return tags[:keep], tags[keep:]
+
+
 def augment_caption(caption: str, ds_cfg, rng: random.Random) -> str:
     """The caption as used for one training step: caption dropout, tag dropout, tag shuffling.
 
@@ -124,12 +137,7 @@ def augment_caption(caption: str, ds_cfg, rng: random.Random) -> str:
         return ""
     if not shuffle and tag_p <= 0:
         return caption
-    tags = split_tags(caption)
-    keep = max(0, int(ds_cfg.keep_tokens))
-    trigger = ds_cfg.trigger_word.strip()
-    if trigger and tags and tag_key(tags[0]) == tag_key(trigger):
-        keep = max(keep, 1)
-    fixed, rest = tags[:keep], tags[keep:]
+    fixed, rest = kept_tags(caption, ds_cfg)
     if tag_p > 0:
         rest = [t for t in rest if rng.random() >= tag_p]
     if shuffle:

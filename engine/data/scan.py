@@ -98,6 +98,9 @@ class DatasetScan:
         raise LoratuiError("the dataset has no usable images", hint=hint, where="dataset.dirs")
 
 
+EXCLUDED_DIR = "excluded"
+
+
 def folder_repeats(name: str) -> int | None:
     """Repeats encoded in a folder name ("10_mychar" -> 10), None when there is no N_ prefix."""
     m = _REPEATS_RE.match(name)
@@ -133,10 +136,12 @@ def dataset_roots(cfg) -> list[Path]:
 
 
 def _walk_images(root: Path) -> list[Path]:
-    """Image files under root, sorted, skipping hidden files and folders (.cache, .ipynb_checkpoints)."""
+    """Image files under root, sorted, skipping hidden files and folders (.cache, .ipynb_checkpoints)
+    and `excluded/` folders."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        # excluded/ holds images taken out of the dataset (the TUI's dataset browser moves them there).
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != EXCLUDED_DIR)
         for name in sorted(filenames):
             if not name.startswith(".") and is_image(name):
                 found.append(Path(dirpath) / name)

@@ -1,4 +1,7 @@
-"""`python -m engine caption DIR --tagger MODEL_DIR [...]`: WD14-caption a dataset folder.
+"""`python -m engine caption DIR --tagger MODEL_DIR [...]`: caption a dataset folder (WD14 and/or Florence-2).
+
+`--captioner florence2 --model DIR [--task <DETAILED_CAPTION>]` writes Florence-2 sentences,
+`--captioner florence2,wd14` a sentence followed by WD14 tags (engine.tagger.captioners).
 
 Without --json a counter line on stderr shows progress and one summary line goes to stdout. With
 --json, stdout carries protocol lines only (what the TUI reads): `phase` events ("load_model",
@@ -32,9 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="dataset folder(s); sub-folders are included")
     p.add_argument(
         "--tagger",
-        required=True,
+        default="",
         metavar="MODEL_DIR",
-        help="folder holding model.onnx and selected_tags.csv (e.g. SmilingWolf/wd-swinv2-tagger-v3)",
+        help="WD14: folder holding model.onnx and selected_tags.csv (e.g. SmilingWolf/wd-swinv2-tagger-v3)",
+    )
+    p.add_argument(
+        "--captioner",
+        default="wd14",
+        metavar="NAMES",
+        help="wd14 (tags), florence2 (a sentence), or both in order, e.g. florence2,wd14 (default wd14)",
+    )
+    p.add_argument(
+        "--model",
+        default="",
+        metavar="DIR",
+        help="Florence-2 model folder in transformers' format (e.g. florence-community/Florence-2-base)",
+    )
+    p.add_argument(
+        "--task",
+        default="<CAPTION>",
+        choices=["<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"],
+        help="Florence-2 task (default <CAPTION>)",
     )
     p.add_argument("--general-threshold", type=float, default=0.35, metavar="P")
     p.add_argument("--character-threshold", type=float, default=0.85, metavar="P")
@@ -105,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         # Path joins keep absolute paths as they are.
         ws = Path(args.workspace).expanduser()
         args.dirs = [str(ws / d) for d in args.dirs]
-        args.tagger = str(ws / args.tagger)
+        args.tagger = str(ws / args.tagger) if args.tagger else ""
+        args.model = str(ws / args.model) if args.model else ""
     writer = protocol.EventWriter(sys.stdout) if args.json else None
 
     def emit(event: dict[str, Any]) -> None:
@@ -158,6 +180,17 @@ def _run(args: argparse.Namespace, emit, log):
     )
 
     _check_args(args)
+    from engine.tagger.captioners import parse_captioners
+
+    names = parse_captioners(args.captioner)
+    if names != ["wd14"]:
+        return _run_captioners(args, names, emit, log)
+    if not args.tagger:
+        raise LoratuiError(
+            "--tagger MODEL_DIR is needed for WD14 tags",
+            hint="a folder with model.onnx + selected_tags.csv; or --captioner florence2 --model DIR",
+            where="--tagger",
+        )
     options = TagOptions(
         general_threshold=args.general_threshold,
         character_threshold=args.character_threshold,
@@ -199,6 +232,65 @@ def _run(args: argparse.Namespace, emit, log):
         on_log=log,
     )
     return summary, None
+
+
+def _run_captioners(args: argparse.Namespace, names: list[str], emit, log):
+    """Florence-2 (alone or with WD14): the same flags, files and events as the WD14 path."""
+    from engine.tagger.captioners import load_captioners, write_captions
+    from engine.tagger.florence import resolve_florence_dir
+    from engine.tagger.run import IMAGE_EXTENSIONS, check_extensions, find_images
+
+    if "florence2" in names:
+        resolve_florence_dir(args.model)  # a wrong model folder is named before anything else
+    extensions = check_extensions(parse_tag_list(args.caption_extensions))
+    images = find_images(args.dirs)
+    if not images:
+        raise LoratuiError(
+            "no images found (looked for " + " ".join(sorted(IMAGE_EXTENSIONS)) + ")",
+            hint="give the folder that holds the training images",
+            where=", ".join(args.dirs),
+        )
+    options = TagOptions(
+        general_threshold=args.general_threshold,
+        character_threshold=args.character_threshold,
+        undesired_tags=parse_tag_list(args.undesired_tags),
+        with_rating=args.with_rating,
+        escape=not args.no_escape,
+    )
+    emit(protocol.phase(run=None, name="load_model", done=0, total=1))
+    captioners = load_captioners(
+        names,
+        tagger=args.tagger,
+        tag_options=options,
+        florence_model=args.model,
+        task=args.task,
+        device=args.device,
+    )
+    emit(protocol.phase(run=None, name="load_model", done=1, total=1))
+    log("info", " + ".join(f"{c.name} on {c.device}" for c in captioners))
+    progress = None
+    if args.json:
+
+        def progress(done: int, total: int) -> None:
+            emit(protocol.phase(run=None, name="caption", done=done, total=total))
+    else:
+        progress = _Counter(sys.stderr)
+    try:
+        summary, items = write_captions(
+            captioners,
+            images,
+            trigger_word=args.trigger_word,
+            extensions=extensions,
+            overwrite=args.overwrite,
+            batch_size=args.batch_size,
+            on_progress=None if args.preview else progress,
+            on_log=log,
+            preview=args.preview,
+        )
+    finally:
+        for captioner in captioners:
+            captioner.close()
+    return (None, items) if args.preview else (summary, None)
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ def run_caption_auto(
     time, and writing it here too would double it. Raises LoratuiError for a bad tagger folder.
     """
     auto = cfg.caption_auto
-    if not auto.tagger:
+    if not caption_auto_enabled(cfg):
         return None
     if getattr(cfg.dataset, "caption", "file") != "file":
         emit(
@@ -285,8 +285,6 @@ def run_caption_auto(
             )
         )
         return None
-    from engine.tagger.model import TaggerModel  # imports onnxruntime; only when really needed
-
     extensions = check_extensions(cfg.dataset.caption_extensions)
     images = find_images([cfg.resolve_path(d) for d in cfg.dataset.dirs])
     todo = [p for p in images if auto.overwrite or existing_caption(p, extensions) is None]
@@ -295,6 +293,10 @@ def run_caption_auto(
         emit(protocol.log(f"caption_auto: all {len(images)} images have captions", run=run))
         return CaptionSummary(images=len(images), skipped=len(images))
     emit(protocol.phase(run=run, name="caption", done=0, total=len(todo)))
+    if list(auto.captioner) != ["wd14"]:
+        return _caption_auto_with(cfg, images, extensions, emit, run, should_stop)
+    from engine.tagger.model import TaggerModel  # imports onnxruntime; only when really needed
+
     model = TaggerModel(cfg.resolve_path(auto.tagger))
     emit(protocol.log(f"caption_auto: tagging {len(todo)} images on {model.device}", run=run))
     options = TagOptions(
@@ -314,6 +316,58 @@ def run_caption_auto(
         on_log=lambda level, msg: emit(protocol.log(msg, level=level, run=run)),
         should_stop=should_stop,
     )
+    emit(
+        protocol.log(
+            f"caption_auto: wrote {summary.written} captions ({summary.skipped} already captioned, "
+            f"{summary.failed} unreadable) in {summary.seconds:.1f} s",
+            run=run,
+        )
+    )
+    return summary
+
+
+def caption_auto_enabled(cfg) -> bool:
+    """Whether [caption_auto] asks for captions: wd14 alone needs a tagger; florence2 (validated) a model."""
+    auto = cfg.caption_auto
+    if list(auto.captioner) == ["wd14"]:
+        return bool(auto.tagger)
+    return bool(auto.captioner)
+
+
+def _caption_auto_with(cfg, images, extensions, emit, run, should_stop):
+    """caption_auto with Florence-2 (alone or with WD14): the models are freed before training starts."""
+    from engine.tagger.captioners import load_captioners, write_captions
+
+    auto = cfg.caption_auto
+    options = TagOptions(
+        general_threshold=float(auto.general_threshold),
+        character_threshold=float(auto.character_threshold),
+        undesired_tags=parse_tag_list(auto.undesired_tags),
+        escape=bool(auto.escape),
+    )
+    captioners = load_captioners(
+        list(auto.captioner),
+        tagger=cfg.resolve_path(auto.tagger) if auto.tagger else "",
+        tag_options=options,
+        florence_model=cfg.resolve_path(auto.model) if auto.model else "",
+        task=auto.task,
+    )
+    try:
+        names = " + ".join(c.name for c in captioners)
+        emit(protocol.log(f"caption_auto: {names} on {', '.join(c.device for c in captioners)}", run=run))
+        summary, _ = write_captions(
+            captioners,
+            images,
+            extensions=extensions,
+            overwrite=bool(auto.overwrite),
+            batch_size=int(auto.batch_size),
+            on_progress=lambda d, t: emit(protocol.phase(run=run, name="caption", done=d, total=t)),
+            on_log=lambda level, msg: emit(protocol.log(msg, level=level, run=run)),
+            should_stop=should_stop,
+        )
+    finally:
+        for captioner in captioners:
+            captioner.close()  # the captioning models leave memory before the base model loads
     emit(
         protocol.log(
             f"caption_auto: wrote {summary.written} captions ({summary.skipped} already captioned, "

@@ -552,7 +552,9 @@ class TrainingRun:
         """Captions (WD14), the dataset scan and the batch plan of a lora run: (scan, items, plan, steps)."""
         cfg = self.cfg
         # 0. WD14 captions for images without a caption file, when [caption_auto] asks for it
-        if cfg.caption_auto.tagger:
+        from engine.tagger.run import caption_auto_enabled
+
+        if caption_auto_enabled(cfg):
             from engine.tagger.run import run_caption_auto
 
             run_caption_auto(cfg, self.emit, run=self.run_id, should_stop=self.controls.stop.is_set)
@@ -672,7 +674,7 @@ class TrainingRun:
             )
         if cfg.mode != "lora":
             self._preflight_mode()
-        if cfg.sample.prompts and not cfg.sample.every_steps:
+        if (cfg.sample.prompts or cfg.sample.prompts_file) and not cfg.sample.every_steps:
             log.info("[sample] prompts are set but sample.every_steps = 0: samples only on sample_now")
 
     def _preflight_mode(self) -> None:
@@ -1003,7 +1005,7 @@ class TrainingRun:
         due = asked or (every > 0 and (state.step % every == 0 or last))
         if not due:
             return
-        if not sample.prompts:
+        if not (sample.prompts or sample.prompts_file):
             if asked:
                 log.warning("sample_now: there are no [sample] prompts in the config")
             return

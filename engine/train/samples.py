@@ -2,8 +2,10 @@
 
 A diffusers pipeline is assembled from the already loaded parts (no second copy of any weight), with
 an Euler scheduler built from the model's own schedule. Images go to runs/<name>/samples/ as
-`<name>-step000050-00.png`. Each prompt has a fixed seed (sample.seed + prompt index), so samples of
-different steps differ only by what was learned. Sampling never draws from the training randomness
+`<name>-step000050-00.png`, with `samples/prompts.json` saying what each index is. Prompts and their
+kohya options (--n --w --h --d --l --s) come from engine.train.prompts. Each prompt has a fixed seed
+(its --d, else sample.seed + prompt index), so samples of different steps differ only by what was
+learned. Sampling never draws from the training randomness
 (the training step reseeds what it uses), so samples do not change the training result.
 """
 
@@ -51,14 +53,23 @@ def _pipeline(base):
 
 
 def generate_samples(cfg, base, network, out_dir: Path, step: int, autocast_dtype=None) -> list[str]:
-    """Generate one image per prompt; returns the written paths."""
-    import contextlib
-    import io
+    """Generate one image per sample prompt (engine.train.prompts); returns the written paths.
 
-    prompts = [p for p in cfg.sample.prompts if str(p).strip()]
+    Each prompt's own kohya options (--n --w --h --d --l --s) apply. Everything the round allocates
+    (the pipeline object, its scheduler, latents, decoded images, autocast's weight cache) is released
+    before returning, and CUDA's cache is emptied, so VRAM does not grow from one round to the next
+    (kohya users saw it grow on SDXL with text-encoder training).
+    """
+    import contextlib
+    import gc
+    import io
+    import json
+
+    from engine.train.prompts import sample_prompts
+
+    prompts = sample_prompts(cfg)
     if not prompts:
         return []
-    width, height = cfg.dataset.resolution_wh()
     pipe = _pipeline(base)
     network.train(False)
     paths = []
@@ -71,24 +82,33 @@ def generate_samples(cfg, base, network, out_dir: Path, step: int, autocast_dtyp
         else contextlib.nullcontext()
     )
     try:
-        for i, prompt in enumerate(prompts):
-            gen = torch.Generator(device="cpu").manual_seed(int(cfg.sample.seed) + i)
+        for i, p in enumerate(prompts):
+            gen = torch.Generator(device="cpu").manual_seed(p.seed)
             with torch.no_grad(), amp:
                 image = pipe(
-                    prompt=str(prompt),
-                    width=width,
-                    height=height,
-                    num_inference_steps=int(cfg.sample.steps),
-                    guidance_scale=float(cfg.sample.cfg),
+                    prompt=p.prompt,
+                    negative_prompt=p.negative or None,
+                    width=p.width,
+                    height=p.height,
+                    num_inference_steps=p.steps,
+                    guidance_scale=p.guidance,
                     generator=gen,
                     **kwargs,
                 ).images[0]
             buf = io.BytesIO()
             image.save(buf, format="PNG")
+            del image
             path = out_dir / f"{cfg.name}-step{step:06d}-{i:02d}.png"
             atomic_write_bytes(path, buf.getvalue())
             paths.append(str(path))
+        # What each image index means, for viewers (the TUI's samples grid labels its rows with it).
+        index = [{"index": i, **p.__dict__} for i, p in enumerate(prompts)]
+        atomic_write_bytes(out_dir / "prompts.json", json.dumps(index, indent=1).encode("utf-8"))
     finally:
         network.train(True)
         base.unet.eval()  # the pipeline must not leave the frozen base in train mode
+        del pipe
+        gc.collect()
+        if base.device.type == "cuda":
+            torch.cuda.empty_cache()
     return paths

@@ -1,7 +1,7 @@
-"""CaptionScreen: WD14 auto-captioning of a dataset folder, with a preview of the tags.
+"""CaptionScreen: auto-captioning of a dataset folder (WD14 tags, Florence-2 sentences, or both), with a preview.
 
-The tagger runs as `python -m engine caption DIR --tagger M --json` in a thread worker (the TUI
-never imports onnxruntime). Its stdout carries protocol lines: `phase` events drive the progress bar,
+The captioner runs as `python -m engine caption DIR --captioner C --tagger M --model F --json` in a
+thread worker (the TUI never imports onnxruntime or torch). Its stdout carries protocol lines: `phase` events drive the progress bar,
 `log` warnings are listed, `preview` holds the tags of a few images (F2, nothing written) and
 `caption_finished` the counts or the error. When captions were written, `Captioned` goes up to the app.
 """
@@ -102,6 +102,9 @@ class CaptionScreen(Screen):
         character_threshold: float = 0.85,
         undesired_tags: Sequence[str] = (),
         trigger_word: str = "",
+        captioner: str | Sequence[str] = "wd14",
+        model: str | Path = "",
+        task: str = "<CAPTION>",
         argv: Sequence[str] | None = None,
         cwd: Path | None = None,
     ) -> None:
@@ -113,6 +116,9 @@ class CaptionScreen(Screen):
             "character": str(character_threshold),
             "undesired": ", ".join(undesired_tags),
             "trigger": trigger_word,
+            "captioner": captioner if isinstance(captioner, str) else ",".join(captioner),
+            "model": str(model),
+            "task": task,
         }
         self.argv = list(argv) if argv is not None else engine_argv("caption")
         self.cwd = cwd or PROJECT_ROOT
@@ -135,6 +141,9 @@ class CaptionScreen(Screen):
                 ("character", "Character threshold", "0.85"),
                 ("undesired", "Undesired tags (comma-separated)", "e.g. simple background"),
                 ("trigger", "Trigger word (written first)", "optional"),
+                ("captioner", "Captioner: wd14, florence2, or florence2,wd14", "wd14"),
+                ("model", "Florence-2 folder (transformers format)", "/models/Florence-2-base"),
+                ("task", "Florence-2 task", "<CAPTION> | <DETAILED_CAPTION> | <MORE_DETAILED_CAPTION>"),
             ):
                 box = Input(self._initial[key], placeholder=placeholder, id=f"caption-{key}")
                 box.border_title = title
@@ -160,11 +169,25 @@ class CaptionScreen(Screen):
     def command(self, preview: int = 0) -> list[str]:
         """The tagger argv for the form's values; raises ValueError with a message for bad input."""
         dataset, tagger = self._value("dir"), self._value("tagger")
+        names = [n.strip() for n in (self._value("captioner") or "wd14").split(",") if n.strip()]
         if not dataset:
             raise ValueError("give the dataset folder")
-        if not tagger:
+        bad = [n for n in names if n not in ("wd14", "florence2")]
+        if bad or not names:
+            raise ValueError(f"captioner: {bad[0] if bad else ''!r} is not wd14 or florence2")
+        if "wd14" in names and not tagger:
             raise ValueError("give the tagger folder (model.onnx + selected_tags.csv)")
-        argv = [*self.argv, dataset, "--tagger", tagger, "--json"]
+        argv = [*self.argv, dataset, "--json"]
+        if tagger:
+            argv += ["--tagger", tagger]
+        if names != ["wd14"]:
+            problem = validate_field("caption_auto.task", self._value("task") or "<CAPTION>")
+            if problem:
+                raise ValueError(f"task: {problem}")
+            if not self._value("model"):
+                raise ValueError("give the Florence-2 model folder")
+            argv += ["--captioner", ",".join(names), "--model", self._value("model")]
+            argv += ["--task", self._value("task") or "<CAPTION>"]
         for key, dotted in (("general", "general_threshold"), ("character", "character_threshold")):
             raw = self._value(key)
             try:

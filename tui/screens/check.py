@@ -126,6 +126,7 @@ class CheckScreen(Screen):
     BINDINGS = [
         Binding("escape,b,f6", "app.pop_screen", "Back", id="check_back"),
         Binding("r,f5", "rerun", "Check again", id="check_again"),
+        Binding("d", "browse", "Browse images", tooltip="Walk the dataset image by image", id="check_browse"),
     ]
 
     def __init__(self, config_path: Path, argv: Sequence[str], cwd: Path) -> None:
@@ -144,6 +145,19 @@ class CheckScreen(Screen):
 
     def on_mount(self) -> None:
         self.run_check()
+
+    def action_browse(self) -> None:
+        """The dataset browser on the checked config, with this report's per-image problems."""
+        from engine.config import load_config
+        from engine.errors import LoratuiError
+        from tui.screens.browser import BrowserScreen
+
+        try:
+            cfg = load_config(self.config_path, env={}, workspace=self.cwd)
+        except LoratuiError as exc:
+            self.notify(f"{exc.message}\nhint: {exc.hint}", severity="error", markup=False)
+            return
+        self.app.push_screen(BrowserScreen(cfg, report=self.report))
 
     def action_rerun(self) -> None:
         self.query_one("#check-busy").display = True

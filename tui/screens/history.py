@@ -117,6 +117,7 @@ class HistoryScreen(Screen):
         Binding("comma", "cursor(-1)", "Cursor left", show=False),
         Binding("full_stop", "cursor(1)", "Cursor right", show=False),
         Binding("r", "rescan", "Rescan", show=False),
+        Binding("i", "samples", "Samples", show=False, tooltip="The highlighted run's sample images"),
     ]
 
     @dataclass
@@ -607,6 +608,17 @@ class HistoryScreen(Screen):
             return
         self._set_message(f"chart written to {path}", error=False)
         self.notify(str(path), title="chart exported")
+
+    def action_samples(self) -> None:
+        """The sample grid (prompt × step) of the highlighted run."""
+        key = self._cursor_key()
+        summary = self.summaries.get(key) if key else None
+        if summary is None or summary.run_dir is None:
+            self.notify("This entry is not a run folder: it has no samples", severity="warning")
+            return
+        from tui.screens.samples import SamplesScreen
+
+        self.app.push_screen(SamplesScreen(summary.run_dir, summary.name))
 
     def action_rescan(self) -> None:
         self.scan()

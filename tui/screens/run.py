@@ -20,6 +20,7 @@ from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import MARKERS, RAW, SMOOTHED, ChartSeries, LossChart
 from tui.widgets.progress import RunProgress
 from tui.widgets.queue_panel import QueuePanel, queue_command
+from tui.widgets.sample_strip import SampleStrip
 
 
 def series_of(state: RunState, show_lr: bool = False) -> list[ChartSeries]:
@@ -49,6 +50,13 @@ class RunScreen(Screen):
         Binding(
             "l", "toggle_lr", "Loss/LR", tooltip="Chart the learning rate instead of the loss", id="toggle_lr"
         ),
+        # Not in the footer (80 columns are full): the sample strip's label names i, the palette p.
+        Binding(
+            "i", "samples", "Samples", show=False, tooltip="The run's samples, prompt × step", id="samples"
+        ),
+        Binding(
+            "p", "sample_now", "Sample now", show=False, tooltip="Samples at the next step", id="sample_now"
+        ),
         Binding("b,escape,f7", "back", "Form", tooltip="Back to the run form", id="back"),
         # The app's ^q Quit is in the footer already; q is a shorter alternate.
         Binding("q", "app.quit", "Quit", show=False, id="quit_run"),
@@ -66,6 +74,7 @@ class RunScreen(Screen):
         yield RunProgress(id="progress")
         yield QueuePanel(id="queue")
         yield LossChart(title="loss", id="chart")
+        yield SampleStrip(id="samples")
         yield LogTail(id="log")
         yield Static("", id="no-run")
         yield Footer()
@@ -91,6 +100,7 @@ class RunScreen(Screen):
         for line in state.new_log_lines(self._shown_logs):
             log.add(line)
         self._shown_logs = state.log_total
+        self.query_one(SampleStrip).sync(state.samples)
         if state.version != self._shown_version:
             self._shown_version = state.version
             chart = self.query_one(LossChart)
@@ -99,6 +109,10 @@ class RunScreen(Screen):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "sample_now":
+            return self.app.can_control_run()
+        if action == "samples":
+            return bool(self.state.run_dir)
         if action in ("stop_run", "save_now"):
             # Left out of the footer (not dimmed) when there is nothing to stop: room for the rest.
             return self.app.can_control_run()
@@ -109,6 +123,15 @@ class RunScreen(Screen):
 
     def action_save_now(self) -> None:
         self.app.save_now()
+
+    def action_sample_now(self) -> None:
+        self.app.sample_now()
+
+    def action_samples(self) -> None:
+        from tui.screens.samples import SamplesScreen
+
+        if self.state.run_dir:
+            self.app.push_screen(SamplesScreen(self.state.run_dir, self.state.name))
 
     def action_toggle_lr(self) -> None:
         self.show_lr = not self.show_lr

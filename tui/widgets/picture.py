@@ -60,6 +60,7 @@ class Picture(Widget):
         self._box: tuple[int, int] = (0, 0)
         self._image_widget = None
         self._note = Static("", classes="picture-note", markup=False)
+        self._note_text = ""
 
     def compose(self) -> ComposeResult:
         cls = termimage.widget_class()
@@ -99,11 +100,13 @@ class Picture(Widget):
             self.error = None
             if self._image_widget is not None:
                 self._image_widget.image = None
+            self._note_text = ""
             self._note.update("")
             return
         if termimage.current() == "off":
             self.shown_path = self.path
-            self._note.update(Path(self.path).name)
+            self._note_text = Path(self.path).name
+            self._note.update(self._note_text)
             self.post_message(self.Shown(self, self.path))
             return
         box = self._pixel_box()
@@ -130,5 +133,7 @@ class Picture(Widget):
         self.shown_path = path if image is not None else None
         if self._image_widget is not None:
             self._image_widget.image = image
-        self._note.update(error or "")
+        if (error or "") != self._note_text:
+            self._note_text = error or ""
+            self._note.update(self._note_text)
         self.post_message(self.Shown(self, path, error))
