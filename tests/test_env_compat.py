@@ -134,3 +134,46 @@ def test_workers_never_apply_the_environment_twice(monkeypatch):
     monkeypatch.setenv("LORATUI_STOP_GRACE", "1")
     env = worker_env()
     assert "LEARNING_RATE" not in env and "LORATUI_TRAIN__LR" not in env and env["LORATUI_STOP_GRACE"] == "1"
+
+
+def test_queue_add_takes_the_opt_in_and_says_what_it_did(tmp_path):
+    (tmp_path / "data").mkdir()
+    config = _write(tmp_path, '[dataset]\ndirs = ["data"]\n[train]\nsteps = 5\n')
+    env = {k: v for k, v in os.environ.items() if k not in ENV_ALIASES and not k.startswith("LORATUI_")}
+    env.update(PYTHONPATH=str(REPO), LEARNING_RATE="7e-4")
+
+    def add(*extra):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tui.cli",
+                "queue",
+                "add",
+                str(config),
+                "--workspace",
+                str(tmp_path),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=120,
+        )
+
+    def queued_lr() -> list[float]:
+        import tomllib
+
+        return sorted(
+            tomllib.loads(p.read_text())["train"]["lr"] for p in (tmp_path / "queue").glob("*.toml")
+        )
+
+    out = add()
+    assert out.returncode == 0, out.stderr
+    assert "LEARNING_RATE=7e-4 -> train.lr: ignored (pass --env-compat" in out.stderr
+    assert queued_lr() == [1e-4]
+    out = add("--env-compat", "--set", "name=e2")
+    assert out.returncode == 0, out.stderr
+    assert "from the environment: LEARNING_RATE=7e-4 -> train.lr" in out.stderr
+    assert queued_lr() == [1e-4, 7e-4]  # the entry holds the resolved value: workers never re-read it
