@@ -90,6 +90,7 @@ def start_owner(ws: Path, *, fault_flag: Path | None = None) -> subprocess.Popen
             sys.executable,
             str(ROOT / "tests" / "faultwrap.py"),
             "serve",
+            "--stdio",
             "--workspace",
             str(ws),
             "--poll",

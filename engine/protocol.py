@@ -133,6 +133,9 @@ def queue(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def run_started(
     *, run: str | None, name: str, config: str, total_steps: int, run_dir: str, **extra: Any
 ) -> dict[str, Any]:
+    """`pid` (added field) is the training process: with the record, what decides whether the run
+    is still going (engine/runqueue/liveness.py)."""
+    extra.setdefault("pid", os.getpid())
     return _event(
         RUN_STARTED, run, name=name, config=config, total_steps=total_steps, run_dir=run_dir, **extra
     )
@@ -217,12 +220,16 @@ class EventWriter:
     The disk copy is the record: a TUI that connects later rebuilds its view from it. A stream that
     breaks (the TUI went away, the SSH connection dropped) is dropped silently and writing to disk
     goes on, because losing the reader must never stop training.
+
+    While a record file is open every event gets `seq` (added field, 1, 2, ... per writer): a client
+    that rebuilt a run from the file skips the live copies of events it has already read.
     """
 
     def __init__(self, stream: IO[str] | None = None, jsonl_path: str | os.PathLike | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout
         self._jsonl = None
         self._lock = threading.Lock()
+        self._seq = 0
         self.jsonl_error: OSError | None = None
         self.set_jsonl(jsonl_path)
 
@@ -260,8 +267,11 @@ class EventWriter:
 
     def emit(self, event: dict[str, Any]) -> None:
         event.setdefault("time", round(time.time(), 3))
-        line = encode(event)
         with self._lock:
+            if self._jsonl is not None and "seq" not in event:
+                self._seq += 1
+                event["seq"] = self._seq
+            line = encode(event)
             if self._jsonl is not None:
                 self._append_jsonl(line.encode("utf-8"))
             if self._stream is not None:

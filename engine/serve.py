@@ -1,15 +1,21 @@
-"""`python -m engine serve --workspace DIR`: own the queue folder and run its entries one by one.
+"""`python -m engine serve --workspace DIR`: the workspace's queue daemon.
 
-Speaks PROTOCOL.md: commands on stdin, events on stdout. Every entry runs in its own
+It owns the queue folder, runs its entries one by one and speaks PROTOCOL.md to any number of clients
+on a Unix socket (engine/daemon/: `.loratui/engine.sock`, 0600, peer uid checked): every TUI and
+`loratui queue ...` attaches to it, gets `hello` (with the running runs) and the queue, then the live
+stream, and may send commands; an ack goes to the client that sent the command. Clients start it on
+demand; it ends on its own once the queue is idle and no client has been attached for `--idle-exit`
+seconds. `--stdio` adds the old pipe: commands on stdin, events on stdout (closing stdin means "exit
+once the queue is empty"). Every entry runs in its own
 `python -m engine train <entry.toml>` worker process (started in its own session, so a crash, an OOM
 or a CUDA fault ends that run only and GPU memory starts clean for the next one). Worker events are
 relayed with the run id added; the worker itself writes them to its run folder, this process adds
 nothing there except the `run_finished` of a worker that died without writing it.
 
 This module never imports torch: it only spawns workers. It survives what an SSH drop does to it:
-SIGHUP is ignored, a closed stdout is dropped by the EventWriter, and a closed stdin (the TUI went
-away) only means "exit once the queue is empty". The disk is the record: queue/<run>.toml holds each
-entry's status, so a restarted engine knows which runs were cut short (`interrupted`).
+it runs in its own session, SIGHUP is ignored, a client that goes away only ends its own link. The
+disk is the record: queue/<run>.toml holds each entry's status, so a restarted engine adopts a worker
+that still trains and knows which runs were cut short (`interrupted`).
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from engine import protocol
+from engine import procio, protocol
+from engine.daemon.hub import ClientLink, Hub
+from engine.daemon.paths import socket_path
 from engine.errors import LoratuiError
 from engine.runqueue import Entry, OwnerLock, QueueStore, now_iso
-from engine.runqueue.lock import pid_alive
+from engine.runqueue.liveness import process_alive, run_going
 from engine.runqueue.store import run_record
 
 ENGINE_VERSION = "0.1.0"
@@ -42,7 +50,8 @@ STOP_GRACE_S = float(os.environ.get("LORATUI_STOP_GRACE", "10"))
 """How long a worker asked to stop without saving gets before it is killed."""
 PROGRESS_WRITE_S = 5.0
 """How often the running entry's progress is written to its queue file (not every step: fsyncs)."""
-MAX_LINE_BYTES = 8 << 20
+IDLE_EXIT_S = float(os.environ.get("LORATUI_SERVE_IDLE_S", "600"))
+"""Default seconds the daemon stays up with an idle queue and no client attached."""
 
 
 def default_train_cmd() -> list[str]:
@@ -57,17 +66,7 @@ def worker_env() -> dict[str, str]:
     """Environment of a worker: the entry file is already fully resolved, so config overrides from
     the environment (LORATUI_<SECTION>__<KEY>, and LoRACat's names where [compat] env = true) must
     not apply a second time."""
-    from engine.config.compat import ENV_ALIASES
-
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not (k.startswith("LORATUI_") and "__" in k) and k not in ENV_ALIASES
-    }
-    path = env.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return procio.child_env(drop_overrides=True)
 
 
 def detect_device() -> str:
@@ -106,7 +105,7 @@ class Worker:
     run_dir: str = ""
     last_progress_write: float = 0.0
     stderr_tail: deque = field(default_factory=lambda: deque(maxlen=40))
-    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    stdin: procio.LineWriter | None = None
 
     def send(self, command: dict[str, Any]) -> bool:
         if self.proc is None:
@@ -117,31 +116,26 @@ class Worker:
                 os.kill(self.pid, signal.SIGTERM)
                 return True
             return False
-        stdin = self.proc.stdin
-        if stdin is None or self.proc.poll() is not None:
+        if self.stdin is None or self.proc.poll() is not None:
             return False
-        try:
-            with self.write_lock:
-                stdin.write(protocol.encode(command).encode("utf-8"))
-                stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            return False
-        return True
+        return self.stdin.send(command)
+
+    def summary(self) -> dict[str, Any]:
+        """The run as `hello` lists it (a client rebuilds the rest from the run folder)."""
+        entry = self.entry
+        return {
+            "run": entry.run,
+            "name": entry.name,
+            "run_dir": self.run_dir,
+            "pid": self.pid,
+            "step": entry.step,
+            "total_steps": entry.total_steps,
+            "stopping": self.stop_requested,
+        }
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-
-
-def is_worker_of(pid: int, entry_path: Path) -> bool:
-    """Whether process `pid` is alive and is a trainer working on this entry file (pids get reused)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return str(entry_path).encode() in cmdline
 
 
 class QueueServer:
@@ -158,10 +152,14 @@ class QueueServer:
         poll_s: float = 1.0,
         stop_grace_s: float = STOP_GRACE_S,
         log_stream: IO[str] | None | str = "stderr",
+        listen: bool = True,
+        idle_exit_s: float | None = None,
+        allowed_uid: int | None = None,
     ) -> None:
         self.store = QueueStore(workspace)
         self.workspace = self.store.workspace
-        self.writer = writer or protocol.EventWriter(sys.stdout)
+        self.writer = writer
+        """The local stream (stdout in --stdio mode, the human lines of `queue run`), or None."""
         self.train_cmd = list(train_cmd) if train_cmd else default_train_cmd()
         self.foreground_log = foreground_log
         self.poll_s = poll_s
@@ -176,6 +174,19 @@ class QueueServer:
         self._last_snapshot: list[dict[str, Any]] | None = None
         self._last_scan = 0.0
         self._lock = OwnerLock(self.store.folder)
+        self.idle_exit_s = idle_exit_s
+        self._device = "cpu"
+        """Daemon mode: exit after this many seconds with an idle queue and no client (None: never)."""
+        self.hub: Hub | None = None
+        if listen:
+            self.hub = Hub(
+                socket_path(self.workspace),
+                on_attach=lambda link: self.inbox.put(("attach", link)),
+                on_command=lambda link, message: self.inbox.put(("cmd", message, link)),
+                on_detach=lambda link, reason: self.inbox.put(("detach", link, reason)),
+                log=lambda message, level: self.inbox.put(("hublog", message, level)),
+                allowed_uid=allowed_uid,
+            )
         self._trouble: dict[str, dict[str, Any]] = {}
         """Loop steps that keep failing: failure count, when to retry, the last message (backoff)."""
         self._unrecorded: dict[str, dict[str, Any]] = {}
@@ -184,7 +195,38 @@ class QueueServer:
     # --- output ------------------------------------------------------------------------------
 
     def emit(self, event: dict[str, Any]) -> None:
-        self.writer.emit(event)
+        """One event to every client (and the local stream)."""
+        event.setdefault("time", round(time.time(), 3))
+        if self.writer is not None:
+            self.writer.emit(event)
+        if self.hub is not None:
+            self.hub.broadcast(event)
+
+    def reply(self, origin: ClientLink | None, event: dict[str, Any]) -> None:
+        """An answer (ack) to the client that asked; None is the local stdin."""
+        event.setdefault("time", round(time.time(), 3))
+        if origin is None:
+            if self.writer is not None:
+                self.writer.emit(event)
+        else:
+            origin.send(event)
+
+    def hello(self) -> dict[str, Any]:
+        """`hello` with the daemon's state: the running runs (a list, keyed by run id), the pid, the
+        clients attached and whether the queue is paused (added fields)."""
+        event = protocol.hello(
+            engine_version=ENGINE_VERSION, workspace=str(self.workspace), device=self._device
+        )
+        event.update(
+            pid=os.getpid(),
+            running=[w.summary() for w in self.running_workers()],
+            paused=self.paused,
+            clients=self.hub.client_count if self.hub else 0,
+        )
+        return event
+
+    def running_workers(self) -> list[Worker]:
+        return [self.worker] if self.worker is not None else []
 
     def log(self, message: str, *, level: str = "info", run: str | None = None) -> None:
         self.emit(protocol.log(message, level=level, run=run))
@@ -219,11 +261,10 @@ class QueueServer:
         """
         self._lock.acquire()  # raises QueueBusyError with the owner's pid
         try:
-            self.emit(
-                protocol.hello(
-                    engine_version=ENGINE_VERSION, workspace=str(self.workspace), device=detect_device()
-                )
-            )
+            self._device = detect_device()
+            if self.hub is not None:
+                self.hub.start()  # under the owner lock: a socket file left there is a dead daemon's
+            self.emit(self.hello())
             self._adopt_orphan()
             for entry in self.store.recover(keep=self.worker.entry.run if self.worker else None):
                 # The status comes from the run's own record (a run that finished stays done).
@@ -256,6 +297,8 @@ class QueueServer:
         finally:
             if self.worker is not None:  # only on an unexpected error: leave no orphan behind
                 self.worker.send(protocol.command(protocol.CMD_STOP, save=True))
+            if self.hub is not None:
+                self.hub.close()
             self._lock.release()
 
     def _safely(self, step) -> None:
@@ -283,7 +326,9 @@ class QueueServer:
             trouble["message"] = message
             return
         if trouble["count"]:
-            self.log(f"{name} works again after {trouble['count']} failure(s)")
+            self.log(
+                f"{name.strip('_').replace('_', ' ')} works again after {trouble['count']} failed attempt(s)"
+            )
         trouble.update(count=0, retry_at=0.0, message="")
 
     def request_stop(self, signum: int | None = None) -> None:
@@ -299,13 +344,21 @@ class QueueServer:
             return False  # a run's end is not on disk yet (disk full): keep retrying
         if self.stdin_closed:
             # Nobody can send commands any more: run what is queued, then end.
-            return self.paused or not any(
-                e.adopted and e.status == protocol.PENDING for e in self.store.entries()
-            )
+            return self.paused or not self._runnable()
+        if self.idle_exit_s is not None and self.hub is not None and self.hub.client_count == 0:
+            idle_for = time.monotonic() - self.hub.last_client_seen
+            if idle_for >= self.idle_exit_s and (self.paused or not self._runnable()):
+                self._stderr(f"[serve] info: idle for {idle_for:.0f} s with no client: exiting")
+                return True
         return False
+
+    def _runnable(self) -> bool:
+        return any(e.adopted and e.status == protocol.PENDING for e in self.store.entries())
 
     def _wait_time(self) -> float:
         wait = self.poll_s
+        if self.idle_exit_s is not None:
+            wait = min(wait, max(self.idle_exit_s, 0.05))
         if self.worker is not None and self.worker.kill_at is not None:
             wait = min(wait, max(0.0, self.worker.kill_at - time.monotonic()))
         return max(0.05, wait)
@@ -332,41 +385,24 @@ class QueueServer:
     # --- input ----------------------------------------------------------------------------
 
     def _read_commands(self, stdin: IO[bytes] | int) -> None:
-        # Raw os.read on the descriptor, not a buffered reader: a daemon thread blocked inside a
-        # BufferedReader makes the interpreter abort at exit ("could not acquire lock").
         fd = stdin if isinstance(stdin, int) else stdin.fileno()
-        pending = b""
-        try:
-            while chunk := os.read(fd, 1 << 16):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    self._queue_command(raw)
-                if len(pending) > MAX_LINE_BYTES:
-                    pending = b""
-        except (OSError, ValueError):
-            pass
-        if pending.strip():
-            self._queue_command(pending)
+
+        def skipped(raw: bytes, reason: str) -> None:
+            self.inbox.put(("bad", raw[:200].decode("utf-8", errors="replace")))
+
+        for message in procio.iter_events(procio.fd_reader(fd), on_skip=skipped):
+            if isinstance(message.get("cmd"), str):
+                self.inbox.put(("cmd", message, None))
+            else:
+                skipped(protocol.encode(message).encode(), "not a command")
         self.inbox.put(("stdin_closed",))
 
-    def _queue_command(self, raw: bytes) -> None:
-        if not raw.strip():
-            return
-        message = protocol.decode(raw)
-        if message is None or not isinstance(message.get("cmd"), str):
-            self.inbox.put(("bad", raw[:200].decode("utf-8", errors="replace")))
-        else:
-            self.inbox.put(("cmd", message))
-
     def _read_worker_stdout(self, worker: Worker) -> None:
-        stream = worker.proc.stdout
-        assert stream is not None
-        for raw in iter(lambda: stream.readline(MAX_LINE_BYTES), b""):
-            event = protocol.decode(raw)
-            if event is None or "type" not in event:
-                continue  # a library printed to stdout; the worker's own log keeps it
-            self.inbox.put(("event", worker, event))
+        assert worker.proc.stdout is not None
+        # A line that is not an event (a library printed to stdout) is skipped; the worker's log keeps it.
+        for event in procio.iter_events(procio.fd_reader(worker.proc.stdout.fileno())):
+            if "type" in event:
+                self.inbox.put(("event", worker, event))
         returncode = worker.proc.wait()
         self.inbox.put(("exit", worker, returncode))
 
@@ -374,7 +410,11 @@ class QueueServer:
         """A worker of a previous engine that is still training: follow it instead of calling it
         interrupted (and instead of starting a second training beside it)."""
         for entry in self.store.entries():
-            if entry.adopted and entry.status == protocol.RUNNING and is_worker_of(entry.pid, entry.path):
+            if (
+                entry.adopted
+                and entry.status == protocol.RUNNING
+                and run_going(entry.run_dir or None, pid=entry.pid, entry_file=entry.path)
+            ):
                 worker = Worker(entry=entry, proc=None, argv=[], pid=entry.pid, run_dir=entry.run_dir)
                 self.worker = worker
                 threading.Thread(target=self._follow_orphan, args=(worker,), daemon=True).start()
@@ -393,7 +433,7 @@ class QueueServer:
             offset = 0
         tail = protocol.JsonlTail(path, offset=offset)
         while True:
-            alive = pid_alive(worker.pid)
+            alive = process_alive(worker.pid)
             for event in tail.read():
                 self.inbox.put(("event", worker, event))
             if not alive:
@@ -402,10 +442,9 @@ class QueueServer:
         self.inbox.put(("exit", worker, None))
 
     def _read_worker_stderr(self, worker: Worker) -> None:
-        stream = worker.proc.stderr
-        assert stream is not None
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        assert worker.proc.stderr is not None
+        for raw in procio.iter_lines(procio.fd_reader(worker.proc.stderr.fileno()), 1 << 16):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r")
             worker.stderr_tail.append(line)
             if self.foreground_log:
                 self._stderr(f"[{worker.entry.name}] {line}")
@@ -413,7 +452,15 @@ class QueueServer:
     def _handle(self, item: tuple) -> None:
         kind = item[0]
         if kind == "cmd":
-            self._command(item[1])
+            self._command(item[1], item[2])
+        elif kind == "attach":
+            self._attach(item[1])
+        elif kind == "detach":
+            link, reason = item[1], item[2]
+            if reason:
+                self.log(f"dropped {link}: {reason}; it can attach again", level="warning")
+        elif kind == "hublog":
+            self.log(item[1], level=item[2])
         elif kind == "event":
             self._relay(item[1], item[2])
         elif kind == "exit":
@@ -438,23 +485,35 @@ class QueueServer:
 
     # --- commands ------------------------------------------------------------------------------
 
-    def _command(self, message: dict[str, Any]) -> None:
+    def _attach(self, link: ClientLink) -> None:
+        """A new client: hello (with the running runs) and the queue, then the live stream. Sent from
+        the loop's thread, so nothing emitted in between is missed or doubled."""
+        link.send(self.hello())
+        event = protocol.queue(e.snapshot() for e in self.store.entries())
+        event["paused"] = self.paused
+        event.setdefault("time", round(time.time(), 3))
+        link.send(event)
+        if self.hub is not None:
+            self.hub.subscribe(link)
+
+    def _command(self, message: dict[str, Any], origin: ClientLink | None = None) -> None:
         cmd, cid = message["cmd"], message.get("id")
         try:
             result = self._dispatch(cmd, message)
         except LoratuiError as exc:
-            self.emit(protocol.ack(id=cid, ok=False, error=exc.to_dict()))
+            self.reply(origin, protocol.ack(id=cid, ok=False, error=exc.to_dict()))
             return
         except Exception as exc:  # noqa: BLE001 - one bad command must not end the queue
-            self.emit(
-                protocol.ack(id=cid, ok=False, error={"message": f"{cmd}: {exc}", "hint": "", "where": ""})
+            self.reply(
+                origin,
+                protocol.ack(id=cid, ok=False, error={"message": f"{cmd}: {exc}", "hint": "", "where": ""}),
             )
             return
         self.snapshot()  # before the ack: whoever waits for the ack then sees the new queue
         ack = protocol.ack(id=cid, ok=True)
         if result:
             ack.update(result)
-        self.emit(ack)
+        self.reply(origin, ack)
 
     def _running(self, run: Any) -> Worker:
         worker = self.worker
@@ -563,15 +622,8 @@ class QueueServer:
         if entry.resume:
             argv.append("--resume")
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=self.workspace,
-                env=worker_env(),
-                start_new_session=True,  # a signal to our session never reaches the trainer
-            )
+            # Own session: a signal to ours (a client's Ctrl-C, SIGHUP) never reaches the trainer.
+            proc = procio.spawn(argv, cwd=self.workspace, env=worker_env())
         except OSError as exc:
             error = {
                 "message": f"cannot start the training process: {exc}",
@@ -582,7 +634,14 @@ class QueueServer:
             self.emit(protocol.run_finished(run=entry.run, status=protocol.FAILED, error=error))
             self.snapshot()
             return
-        worker = Worker(entry=entry, proc=proc, argv=argv, pid=proc.pid, run_dir=entry.run_dir)
+        worker = Worker(
+            entry=entry,
+            proc=proc,
+            argv=argv,
+            pid=proc.pid,
+            run_dir=entry.run_dir,
+            stdin=procio.pipe_writer(proc.stdin),
+        )
         self.worker = worker
         # Recorded so that an engine restarted while this worker still trains can follow it (a
         # nicety: a full disk must not leave the worker unwatched).
@@ -756,6 +815,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--foreground-log", action="store_true", help="also copy the workers' logs to stderr")
     parser.add_argument("--train-cmd", default="", help="replace `python -m engine train` (tests)")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between scans of the queue folder")
+    parser.add_argument(
+        "--stdio",
+        action="store_true",
+        help="also take commands on stdin and write events to stdout; exit once stdin is closed and "
+        "the queue is empty",
+    )
+    parser.add_argument(
+        "--idle-exit",
+        type=float,
+        default=IDLE_EXIT_S,
+        metavar="SECONDS",
+        help="exit after this long with an idle queue and no client attached "
+        "(default %(default)s, env LORATUI_SERVE_IDLE_S; 0 = at once, -1 = never)",
+    )
     return parser.parse_args(argv)
 
 
@@ -772,15 +845,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     server = QueueServer(
         workspace,
-        writer=protocol.EventWriter(sys.stdout),
+        writer=protocol.EventWriter(sys.stdout) if args.stdio else None,
         train_cmd=shlex.split(args.train_cmd) if args.train_cmd else None,
         foreground_log=args.foreground_log,
         poll_s=args.poll,
+        idle_exit_s=None if args.stdio or args.idle_exit < 0 else args.idle_exit,
     )
     signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop(signum))
     signal.signal(signal.SIGINT, lambda signum, frame: server.request_stop(signum))
     try:
-        return server.run(sys.stdin.fileno())
+        if args.stdio:
+            return server.run(sys.stdin.fileno())
+        return server.run(None, wait=True)
     except LoratuiError as exc:
         server.emit(protocol.log(exc.message, level="error"))
         raise

@@ -14,7 +14,9 @@ Options:
     --fail             finish with status "failed" and an error with a hint
     --record FILE      append every command received on stdin to FILE (one JSON line each)
     --pidfile FILE     write our pid here
-    --run-dir DIR      where the run folder goes (default: a temp folder)
+    --run-dir DIR      where the run folder goes (default: <workspace>/runs/<name> when a config is
+                       given, as the daemon runs it, else a temp folder)
+    --run-id ID        accepted like the real trainer's (the daemon adds the id to events itself)
     --serve            behave like `engine serve`: wait for an `enqueue` command, then run it
     --sample-every K   write a sample PNG (colour from the step) and a `sample` event every K steps;
                        a `sample_now` command writes one at the next step
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", default="")
     p.add_argument("--serve", action="store_true")
     p.add_argument("--workspace", default="")
+    p.add_argument("--run-id", default="")
+    p.add_argument("--resume", action="store_true")
     p.add_argument("--sample-every", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -90,7 +94,15 @@ def main(argv: list[str] | None = None) -> int:
             if "id" in cmd:
                 emit(protocol.ack(id=cmd["id"], ok=True))
 
-    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="fake-run-"))
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    elif args.config and Path(args.config).is_file():
+        import tomllib
+
+        name = tomllib.loads(Path(args.config).read_text()).get("name", Path(args.config).stem)
+        run_dir = Path(args.workspace or os.getcwd()) / "runs" / str(name)
+    else:
+        run_dir = Path(tempfile.mkdtemp(prefix="fake-run-"))
     writer = protocol.EventWriter(sys.stdout)
 
     def emit(event: dict) -> None:

@@ -40,7 +40,17 @@ class Serve:
     def __init__(
         self, workspace: Path, *, train_cmd: str | None = FAKE_TRAIN, env: dict | None = None
     ) -> None:
-        argv = [sys.executable, "-m", "engine", "serve", "--workspace", str(workspace), "--poll", "0.2"]
+        argv = [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--stdio",
+            "--workspace",
+            str(workspace),
+            "--poll",
+            "0.2",
+        ]
         if train_cmd:
             argv += ["--train-cmd", train_cmd]
         full_env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **(env or {}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -32,9 +33,13 @@ def test_engine_format_run_summary(tmp_path):
 
 
 def test_status_running_vs_interrupted(tmp_path):
-    fresh = make_run(tmp_path, "fresh", status=None)
+    # The one rule (engine/runqueue/liveness.py): an open record whose writer (the pid in its
+    # run_started, here this test's process) is alive and existed when the run started is running.
+    fresh = make_run(tmp_path, "fresh", status=None, start_time=time.time())
+    age(fresh, 3600)  # quiet for an hour (a slow model load): the age of files says nothing
+    # Started an hour ago "by" this process, which is younger than that: a reused pid, so the
+    # trainer that wrote it is gone.
     old = make_run(tmp_path, "old", status=None)
-    age(old, 3600)
     failed = make_run(tmp_path, "bad", status="failed")
     assert summarize_run(fresh).status == "running"
     assert summarize_run(old).status == "interrupted"

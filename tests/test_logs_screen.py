@@ -214,7 +214,8 @@ async def test_open_csv_directly_and_exports(tmp_path):
 
 async def test_running_run_is_followed_and_header_click_sorts(tmp_path, monkeypatch):
     monkeypatch.setattr(HistoryScreen, "FOLLOW_INTERVAL", 0.1)
-    live = make_run(tmp_path, "live", steps=100, seed=5, status=None)  # no run_finished, fresh files
+    # no run_finished, written by a live process (this one) that started before it
+    live = make_run(tmp_path, "live", steps=100, seed=5, status=None, start_time=time.time())
     make_run(tmp_path, "old", steps=300, seed=6, start_time=1_600_000_000)
     app = logs_app(tmp_path, [live])
     async with app.run_test(size=SIZE) as pilot:

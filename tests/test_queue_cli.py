@@ -139,9 +139,11 @@ def test_cli_edits_are_noticed_by_a_running_engine(ws):
         assert f"engine: running (pid {s.proc.pid})" in listing
         assert loratui(ws, "rm", "p").returncode == 0
         s.wait_for(lambda e: e["type"] == "queue" and [x["name"] for x in e["entries"]] == ["q"], timeout=10)
-        # a second owner is refused with a clear message
-        busy = loratui(ws, "run")
-        assert busy.returncode == 2 and f"already owned by engine pid {s.proc.pid}" in busy.stderr
+        # `run` while an engine owns the queue follows that engine instead of competing with it
+        follow = loratui(ws, "run")
+        assert follow.returncode == 0, follow.stderr
+        assert f"attached to the engine (pid {s.proc.pid})" in follow.stdout
+        assert "the queue is paused with 1 pending" in follow.stdout
         # stop q mid-run, then resume it from the command line: the engine picks it up
         s.send("resume_queue")
         run = s.wait_for(lambda e: e["type"] == "step" and e["run"].startswith("q-"))["run"]

@@ -144,7 +144,14 @@ class FaultServe(Serve):
     """`engine serve` under tests/faultwrap.py: queue-entry writes fail with ENOSPC while `flag` exists."""
 
     def __init__(self, workspace: Path, flag: Path) -> None:
-        argv = [sys.executable, str(REPO / "tests" / "faultwrap.py"), "serve", "--workspace", str(workspace)]
+        argv = [
+            sys.executable,
+            str(REPO / "tests" / "faultwrap.py"),
+            "serve",
+            "--stdio",
+            "--workspace",
+            str(workspace),
+        ]
         argv += ["--poll", "0.2", "--train-cmd", FAKE_TRAIN]
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", FAULT_DISK_FULL=str(flag))
         env["FAKE_TRAIN_STEP_S"] = "0.2"

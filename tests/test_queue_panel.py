@@ -3,6 +3,8 @@ status/progress updates from engine events; names shown literally."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from textual.app import App, ComposeResult
 
 from tui.widgets.queue_panel import QueuePanel, QueueTable, queue_command
@@ -127,6 +129,9 @@ async def test_running_entry_cannot_move_or_be_removed_but_can_stop():
         assert app.requests == [("stop", "a", True), ("stop", "a", False)]
         await pilot.press("down", "backspace")
         await pilot.pause()
+        assert app.requests[-1] != ("remove", "b")  # one press only asks for confirmation
+        await pilot.press("backspace")
+        await pilot.pause()
         assert app.requests[-1] == ("remove", "b")
 
 
@@ -169,7 +174,7 @@ def test_requests_map_to_engine_commands():
 
 
 class KeptHost(Host):
-    queue_entries = [entry("k", "kept", "done")]
+    session = SimpleNamespace(queue_entries=[entry("k", "kept", "done")], runs=None)
 
 
 async def test_panel_mounted_late_shows_the_kept_queue():

@@ -3,10 +3,9 @@ the form's run goes into the queue, the panel follows it live, and its keys stop
 
 from __future__ import annotations
 
-import sys
+from serve_harness import add_image
 
-from serve_harness import FAKE_TRAIN, add_image
-
+from tests.daemon_support import daemon_env, stop_daemon
 from tests.tui_support import make_workspace, wait_until
 from tui.app import LoratuiApp
 from tui.screens.run import RunScreen
@@ -21,14 +20,18 @@ def row(app: LoratuiApp) -> list[str]:
 async def test_form_run_is_queued_and_panel_stops_and_resumes_it(tmp_path, monkeypatch):
     ws = make_workspace(tmp_path)
     add_image(ws)
-    monkeypatch.setenv("FAKE_TRAIN_STEP_S", "0.1")
-    serve = [sys.executable, "-m", "engine", "serve", "--workspace", str(ws), "--poll", "0.2"]
-    app = LoratuiApp(
-        ws, mode="serve", preset="mine", serve_command=[*serve, "--train-cmd", FAKE_TRAIN], attach=False
-    )
+    daemon_env(monkeypatch, step_s=0.1)
+    app = LoratuiApp(ws, preset="mine")
+    try:
+        await _queue_tour(app, ws)
+    finally:
+        stop_daemon(ws)
+
+
+async def _queue_tour(app: LoratuiApp, ws) -> None:
     async with app.run_test(size=(110, 44)) as pilot:
         await wait_until(
-            pilot, lambda: app.main_screen.preset_path is not None and app.engine_info, what="hello"
+            pilot, lambda: app.main_screen.preset_path is not None and app.session.engine_info, what="hello"
         )
         await pilot.press("f5")
         await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), what="run view")

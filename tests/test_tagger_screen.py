@@ -100,7 +100,7 @@ async def test_errors_are_shown(tmp_path):
 async def test_app_palette_opens_the_caption_screen(tmp_path):
     from tui.app import LoratuiApp
 
-    app = LoratuiApp(tmp_path, mode="train", attach=False)
+    app = LoratuiApp(tmp_path, attach=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]

@@ -12,10 +12,11 @@ from tui.runstate import RunState
 
 async def test_notifications_show_run_names_and_paths_literally(tmp_path):
     ws = make_workspace(tmp_path)
-    app = LoratuiApp(ws, mode="train", attach=False)
+    app = LoratuiApp(ws, attach=False)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         lora = "/ws/runs/x[bold]y/x[bold]y.safetensors"
-        app._run_finished(RunState(name="x[bold]y", status="done", lora=lora))
+        app.session.runs["r1"] = RunState(run="r1", name="x[bold]y", status="running")
+        app._act(app.session.apply({"type": "run_finished", "run": "r1", "status": "done", "lora": lora}))
         app.main_screen.notify("Loaded preset [red]p[/red]")  # a screen's notify passes markup=True
         await wait_until(pilot, lambda: len(app.screen.query(Toast)) == 2, what="toasts")
         shown = [str(toast.render()) for toast in app.screen.query(Toast)]
@@ -41,34 +42,6 @@ async def test_quit_dialog_text_wraps_inside_the_dialog_at_80_columns():
         assert "checkpoint is saved" in str(body.render())
 
 
-async def test_a_refused_engine_does_not_mark_a_re_attached_run_interrupted(tmp_path):
-    """A second loratui on a workspace whose queue an earlier one's engine still runs: its own
-    `serve` is refused, and that must not be reported as a crash of the run it re-attached to."""
-    import json
-    import sys
-
-    from engine import protocol
-
-    ws = make_workspace(tmp_path)
-    run_dir = ws / "runs" / "old"
-    run_dir.mkdir(parents=True)
-    started = protocol.run_started(run="old-1", name="old", config="", total_steps=10, run_dir=str(run_dir))
-    (run_dir / "events.jsonl").write_text(json.dumps(started) + "\n")
-    refused = (
-        "import sys; print('error: the queue is owned by engine pid 4650', file=sys.stderr); sys.exit(2)"
-    )
-    app = LoratuiApp(ws, mode="serve", serve_command=[sys.executable, "-c", refused])
-    async with app.run_test(size=(80, 24), notifications=True) as pilot:
-        await wait_until(
-            pilot, lambda: any("exited with code 2" in n.message for n in app._notifications), what="exit"
-        )
-        assert app.run_state.name == "old"
-        assert app.run_state.status == "running"  # still going in the other engine
-        assert not any(n.title == "Engine crashed" for n in app._notifications)
-        text = next(n.message for n in app._notifications if "exited with code 2" in n.message)
-        assert "owned by engine pid 4650" in text  # the reason, not just a code
-
-
 def footer_keys(screen) -> list[tuple[str, str]]:
     """(action, description) of each key the footer shows, in order, and that they fit 80 columns."""
     from textual.widgets import Footer
@@ -87,9 +60,9 @@ async def test_run_view_footer_has_one_stop_and_keys_for_the_selected_queue_row(
     from tui.widgets.queue_panel import QueueTable
 
     ws = make_workspace(tmp_path)
-    app = LoratuiApp(ws, mode="train", attach=False)
+    app = LoratuiApp(ws, attach=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.queue_entries = [
+        app.session.queue_entries = [
             {"run": "a", "name": "a", "status": "done", "position": 1, "run_dir": str(ws / "runs" / "a")},
             {"run": "b", "name": "b", "status": "running", "position": 2},
             {"run": "c", "name": "c", "status": "pending", "position": 3},
@@ -135,13 +108,14 @@ async def test_run_view_fits_24_rows_with_a_long_queue(tmp_path):
     from tui.widgets.log_tail import LogTail
 
     ws = make_workspace(tmp_path)
-    app = LoratuiApp(ws, mode="train", attach=False)
+    app = LoratuiApp(ws, attach=False)
     async with app.run_test(size=(80, 24)) as pilot:
         state = RunState(name="demo", status="running", phase="train", step=30, total_steps=60)
         state.loss, state.loss_ema, state.lr, state.seconds_per_step = 0.91, 0.95, 1.6e-4, 0.1
         state.samples_per_second, state.eta_seconds, state.started_at = 20.9, 3.0, 1.0
-        app._set_run(state)
-        app.queue_entries = [
+        app.session._show(state)
+        app.run_screen.state = state
+        app.session.queue_entries = [
             {"run": f"r{i}", "name": f"run-{i}", "status": "pending", "position": i} for i in range(1, 9)
         ]
         app.show_run()
@@ -154,7 +128,9 @@ async def test_run_view_fits_24_rows_with_a_long_queue(tmp_path):
         figures = screen.query_one("#figures", Static)
         assert screen.scroll_offset.y == 0 and phase.region.y == 0  # the phase line stays on screen
         assert screen.query_one(LogTail).region.bottom <= 23  # above the footer, not pushed out
-        assert "samples/s" in str(figures.render()) and figures.size.height == 2  # wrapped, not cut
+        text = str(figures.render())
+        assert figures.size.height == 1  # one row at 80 columns, not wrapped
+        assert all(part in text for part in ("loss 0.9100 ema 0.9500", "lr 1.60e-04", "s/step")), text
         assert str(figures.render()).startswith("step 30/60  ETA")  # what matters most comes first
 
 
@@ -164,7 +140,7 @@ async def test_run_view_without_a_run_says_so(tmp_path):
     from tui.screens.run import RunScreen
 
     ws = make_workspace(tmp_path)
-    app = LoratuiApp(ws, mode="train", attach=False)
+    app = LoratuiApp(ws, attach=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f7")
         await wait_until(
@@ -179,17 +155,17 @@ async def test_run_view_without_a_run_says_so(tmp_path):
 
 async def test_form_footer_fits_80_columns_and_the_status_names_f7(tmp_path):
     ws = make_workspace(tmp_path)
-    app = LoratuiApp(ws, mode="train", preset="mine", attach=False)
+    app = LoratuiApp(ws, preset="mine", attach=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None, what="preset")
         await wait_until(pilot, lambda: footer_keys(app.screen), what="footer")
         descriptions = [d for _, d in footer_keys(app.screen)]  # asserts none is cut off
-        assert descriptions == ["Run", "Check", "Save", "Advanced", "Quit", "History"]
-        app._set_run(RunState(name="old", status="done", step=60, total_steps=60))
+        assert descriptions == ["Run", "Check", "Save", "More", "Runs", "Quit", "History"]
+        app.session._show(RunState(run="r", name="old", status="done", step=60, total_steps=60))
         await pilot.pause(0.7)
         status = str(app.main_screen.query_one("#run-status").render())
-        assert "old: done" in status and "F7" in status
-        await pilot.press("f7")  # works without a footer entry
+        assert "old: done" in status
+        await pilot.press("f7")
         await wait_until(pilot, lambda: type(app.screen).__name__ == "RunScreen", what="run view")
 
 
@@ -219,7 +195,7 @@ async def test_history_footer_shows_back_first_and_fits_80_columns(tmp_path):
     from tui.screens.history import HistoryScreen
 
     ws = make_workspace(tmp_path)
-    app = LoratuiApp(ws, mode="train", attach=False)
+    app = LoratuiApp(ws, attach=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("f10")
         await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen), what="history")
@@ -266,7 +242,7 @@ async def test_letters_typed_off_a_field_do_not_start_a_run_or_a_check(tmp_path)
     from tui.screens.main import MainScreen
 
     ws = make_workspace(tmp_path)
-    app = LoratuiApp(ws, mode="train", preset="mine", attach=False)
+    app = LoratuiApp(ws, preset="mine", attach=False)
     started = []
     app.start_run = started.append
     app.check_config = started.append
@@ -278,31 +254,6 @@ async def test_letters_typed_off_a_field_do_not_start_a_run_or_a_check(tmp_path)
         assert started == [] and isinstance(app.screen, MainScreen)
         await pilot.press("ctrl+r")  # the alternates of F5/F6 still work
         await wait_until(pilot, lambda: len(started) == 1, what="run via ctrl+r")
-
-
-async def test_serve_log_echo_on_stderr_is_not_shown_twice(tmp_path):
-    import sys
-
-    from engine import protocol
-
-    ws = make_workspace(tmp_path)
-    event = protocol.encode(protocol.log("queued demo (demo-1) at position 1"))
-    script = (
-        "import sys, time\n"
-        f"sys.stdout.write({event!r}); sys.stdout.flush()\n"
-        "print('[serve] info: queued demo (demo-1) at position 1', file=sys.stderr, flush=True)\n"
-        "print('Traceback (most recent call last):', file=sys.stderr, flush=True)\n"
-        "time.sleep(30)\n"
-    )
-    app = LoratuiApp(ws, mode="serve", serve_command=[sys.executable, "-c", script], attach=False)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(
-            pilot, lambda: any("Traceback" in line.message for line in app.run_state.log), what="stderr"
-        )
-        await pilot.pause(0.2)
-        queued = [line for line in app.run_state.log if "queued demo" in line.message]
-        assert len(queued) == 1 and queued[0].level == "info"  # the event, not its stderr echo
-        app.client.terminate(timeout=2.0)
 
 
 async def test_caption_stop_key_is_dimmed_while_no_tagger_runs(tmp_path):

@@ -6,7 +6,7 @@ import sys
 
 from textual.widgets import Static
 
-from tests.tui_support import fake_train, make_workspace, wait_until
+from tests.tui_support import make_workspace, wait_until
 from tui.app import LoratuiApp
 from tui.screens.check import CheckScreen, render_report
 
@@ -38,10 +38,8 @@ async def test_check_key_runs_the_check_command(tmp_path):
 
     app = LoratuiApp(
         ws,
-        mode="train",
         attach=False,
         preset="mine",
-        train_command=fake_train(ws),
         check_command=check_command,
     )
     async with app.run_test(size=(100, 40)) as pilot:

@@ -9,7 +9,7 @@ from comfy_server import TXT2IMG, ComfyServer, write_workflow
 from textual.widget import Widget
 from textual.widgets import Input
 
-from tests.tui_support import fake_train, make_workspace, wait_until
+from tests.tui_support import make_workspace, wait_until
 from tui.app import LoratuiApp
 from tui.runstate import RunState
 from tui.screens.connection import ConnectionModal
@@ -34,7 +34,7 @@ async def test_collect_fields_follow_the_pipeline_and_test_connection(tmp_path):
     server = ComfyServer(tmp_path / "comfy").start()
     try:
         collect_preset(ws, server.url)
-        app = LoratuiApp(ws, mode="train", attach=False, preset="col", train_command=fake_train(ws))
+        app = LoratuiApp(ws, attach=False, preset="col")
         async with app.run_test(size=(110, 40)) as pilot:
             screen = app.main_screen
             await wait_until(pilot, lambda: screen.preset_path is not None, what="preset loaded")

@@ -1,7 +1,8 @@
 """End to end through the TUI with the REAL engine: the demo preset trains a tiny model to a LoRA.
 
-Drives the app as a user does (preset loaded, F5), with the default engine mode (the queue server
-when the engine has it, else `engine train`), and checks what lands on disk.
+Drives the app as a user does (preset loaded, F5): the run goes into the queue of the workspace's
+daemon, which the app starts on demand and which trains it with the real `engine train`; checks what
+lands on disk.
 """
 
 from __future__ import annotations
@@ -9,24 +10,40 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input
 
+from tests.daemon_support import stop_daemon
 from tests.tui_support import wait_until
 from tui.app import LoratuiApp
-from tui.client import engine_has
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(
-    not (engine_has("train") or engine_has("serve")),
-    reason="the engine's train/serve commands are not implemented yet (engine/train/cli.py, engine/serve.py)",
-)
-async def test_demo_run_end_to_end_through_the_tui(tmp_path):
+@pytest.fixture
+def no_test_trainer(monkeypatch):
+    monkeypatch.delenv("LORATUI_TRAIN_CMD", raising=False)
+
+
+async def test_demo_run_end_to_end_through_the_tui(tmp_path, no_test_trainer):
     from engine.demo import ensure_demo_workspace  # torch is fine in the test process, never in tui/
 
     ws = tmp_path / "ws"
     ws.mkdir()
     ensure_demo_workspace(ws)
     app = LoratuiApp(ws, preset="demo", attach=False)
+    try:
+        await _tour(app)
+    finally:
+        stop_daemon(ws)
+    state = app.run_state
+    from pathlib import Path
+
+    lora = Path(state.lora)
+    assert lora.is_file() and lora.suffix == ".safetensors" and lora.stat().st_size > 0
+    csv = Path(state.run_dir) / "loss.csv"
+    assert csv.is_file()
+    assert csv.read_text().splitlines()[0].startswith("step,epoch,loss")
+
+
+async def _tour(app: LoratuiApp) -> None:
     async with app.run_test(size=(100, 40), notifications=True) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None, what="demo preset")
         # Fewer steps than the demo's 60 keep the suite fast on a busy 2-core CPU; typed into the
@@ -43,10 +60,3 @@ async def test_demo_run_end_to_end_through_the_tui(tmp_path):
         assert state.status == "done", f"run ended {state.status}: {state.error}"
         assert state.steps and state.steps[-1] == state.total_steps
         assert state.val_steps, "the demo preset validates every 10 steps"
-    from pathlib import Path
-
-    lora = Path(state.lora)
-    assert lora.is_file() and lora.suffix == ".safetensors" and lora.stat().st_size > 0
-    csv = Path(state.run_dir) / "loss.csv"
-    assert csv.is_file()
-    assert csv.read_text().splitlines()[0].startswith("step,epoch,loss")

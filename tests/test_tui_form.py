@@ -9,13 +9,14 @@ import pytest
 from textual.widgets import Input, Select, Switch
 
 from engine.config import SCHEMA
-from tests.tui_support import fake_train, make_workspace, wait_until
+from tests.daemon_support import stop_daemon
+from tests.tui_support import FAKE_ENGINE, make_workspace, wait_until
 from tui.app import LoratuiApp
 from tui.widgets.form import ConfigForm, FieldRow
 
 
 def _app(ws, **kw):
-    return LoratuiApp(ws, mode="train", attach=False, preset="mine", train_command=fake_train(ws), **kw)
+    return LoratuiApp(ws, attach=False, preset="mine", **kw)
 
 
 async def test_preset_loads_into_form_and_form_follows_schema(tmp_path):
@@ -42,8 +43,20 @@ async def test_preset_loads_into_form_and_form_follows_schema(tmp_path):
         assert form.values() == values
 
 
-async def test_invalid_value_shows_error_and_blocks_run(tmp_path):
+@pytest.fixture
+def daemon_ws(tmp_path, monkeypatch):
+    """A workspace whose daemon (started by the first F5) runs the fake trainer."""
+    import sys
+
+    monkeypatch.setenv("LORATUI_TRAIN_CMD", f"{sys.executable} {FAKE_ENGINE} --steps 5")
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_ENGINE.parent.parent))
     ws = make_workspace(tmp_path)
+    yield ws
+    stop_daemon(ws)
+
+
+async def test_invalid_value_shows_error_and_blocks_run(daemon_ws):
+    ws = daemon_ws
     app = _app(ws)
     async with app.run_test(size=(100, 40)) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
@@ -67,8 +80,10 @@ async def test_invalid_value_shows_error_and_blocks_run(tmp_path):
         )
         await pilot.press("f5")
         await pilot.pause()
-        assert app.client is None, "an invalid form must not start a run"
-        assert not (ws / ".loratui").exists()
+        assert not app.session.connected and not app.session.client.connecting, (
+            "an invalid form must not start a run"
+        )
+        assert not (ws / "queue").exists()
         # Fixing the values clears the errors and lets the run start.
         lr.value = "1e-4"
         rank.value = "8"
@@ -77,7 +92,8 @@ async def test_invalid_value_shows_error_and_blocks_run(tmp_path):
         assert not row.has_class("-invalid")
         await pilot.press("f5")
         await wait_until(pilot, lambda: app.run_state.status == "done", what="run done")
-        written = tomllib.loads((ws / ".loratui" / "mine.toml").read_text())
+        (entry,) = (ws / "queue").glob("mine-*.toml")
+        written = tomllib.loads(entry.read_text())
         assert written["train"]["lr"] == 1e-4 and written["network"]["rank"] == 8
 
 
@@ -94,7 +110,7 @@ async def test_cross_field_error_from_engine_validation_blocks_run(tmp_path):
         form = app.main_screen.form
         await wait_until(pilot, lambda: "name" in form.errors, what="name error")
         assert "contains /, which a file name cannot hold" in form.errors["name"]
-        assert app.client is None
+        assert not app.session.connected and not app.session.client.connecting
 
 
 async def test_save_keeps_comments_and_save_as_makes_a_new_preset(tmp_path):
@@ -216,7 +232,7 @@ async def test_a_preset_arriving_while_the_screen_mounts_is_shown_whole(tmp_path
 
             threading.Thread(target=hand_over, daemon=True).start()
 
-    app = EarlyPresetApp(ws, mode="train", attach=False, train_command=fake_train(ws))
+    app = EarlyPresetApp(ws, attach=False)
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.main_screen
         await wait_until(pilot, lambda: screen.preset_path is not None, what="preset loaded")

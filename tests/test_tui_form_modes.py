@@ -6,13 +6,13 @@ from __future__ import annotations
 from textual.widget import Widget
 from textual.widgets import Input, Select
 
-from tests.tui_support import fake_train, make_workspace, wait_until
+from tests.tui_support import make_workspace, wait_until
 from tui.app import LoratuiApp
 from tui.widgets.form import ConfigForm, FieldRow
 
 
 def _app(ws, preset: str = "mine") -> LoratuiApp:
-    return LoratuiApp(ws, mode="train", attach=False, preset=preset, train_command=fake_train(ws))
+    return LoratuiApp(ws, attach=False, preset=preset)
 
 
 def shown(widget: Widget) -> bool:

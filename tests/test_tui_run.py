@@ -1,16 +1,18 @@
-"""The run view and the engine client against the fake engine (real subprocess, real pipes)."""
+"""The run view through the workspace daemon: a real `engine serve` started on demand by the app,
+running the fake trainer (tests/fake_engine.py) as its worker, over a real socket and real pipes."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 
+import pytest
 from textual.widgets import Static
 
-from tests.tui_support import FAKE_ENGINE, fake_train, make_workspace, wait_until
+from tests.daemon_support import stop_daemon
+from tests.tui_support import FAKE_ENGINE, make_workspace, wait_until
 from tui.app import LoratuiApp
 from tui.screens.dialogs import QuitModal
 from tui.screens.run import RunScreen
@@ -18,8 +20,20 @@ from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import LossChart
 
 
-def _app(ws, *extra, **kw):
-    return LoratuiApp(ws, mode="train", preset="mine", train_command=fake_train(ws, *extra), **kw)
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORATUI_SERVE_IDLE_S", "30")
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_ENGINE.parent.parent))
+    workspace = make_workspace(tmp_path / "ws")
+    yield workspace
+    stop_daemon(workspace)
+
+
+def _app(ws, monkeypatch, *extra, **kw):
+    """The app; the daemon it starts runs the fake trainer with `extra` options."""
+    monkeypatch.setenv("LORATUI_TRAIN_CMD", " ".join([sys.executable, str(FAKE_ENGINE), *extra]))
+    kw.setdefault("attach", False)
+    return LoratuiApp(ws, preset="mine", **kw)
 
 
 def _alive(pid: int) -> bool:
@@ -39,9 +53,8 @@ def _log_text(app) -> str:
     return "\n".join(line.message for line in app.run_state.log)
 
 
-async def test_chart_and_progress_follow_the_engine(tmp_path):
-    ws = make_workspace(tmp_path)
-    app = _app(ws, "--steps", "40", "--val-every", "10", attach=False)
+async def test_chart_and_progress_follow_the_engine(ws, monkeypatch):
+    app = _app(ws, monkeypatch, "--steps", "40", "--val-every", "10")
     async with app.run_test(size=(100, 40)) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
         await pilot.press("f5")
@@ -52,6 +65,7 @@ async def test_chart_and_progress_follow_the_engine(tmp_path):
         state = app.run_state
         assert state.steps == list(range(1, 41))
         assert state.val_steps == [10, 20, 30, 40]
+        await wait_until(pilot, lambda: len(chart.series) == 3, what="validation markers on the chart")
         assert [s.kind for s in chart.series] == ["raw", "smoothed", "markers"]
         await wait_until(
             pilot, lambda: chart.redraws > 0 and "┤" in chart._rendered.plain, what="chart drawn"
@@ -80,35 +94,32 @@ async def test_chart_and_progress_follow_the_engine(tmp_path):
         await wait_until(pilot, lambda: chart.series[0].label == "learning rate")
 
 
-async def test_malformed_engine_lines_are_skipped(tmp_path):
-    ws = make_workspace(tmp_path)
-    app = _app(ws, "--steps", "12", "--garbage", attach=False)
+async def test_malformed_worker_lines_are_skipped(ws, monkeypatch):
+    app = _app(ws, monkeypatch, "--steps", "12", "--garbage")
     async with app.run_test(size=(100, 40)) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
         await pilot.press("f5")
         await wait_until(pilot, lambda: app.run_state.status == "done", what="run done")
-        # 4 garbage lines every 3rd step: 16 skipped, every real step still arrived.
-        await wait_until(pilot, lambda: app.skipped_lines == 16, what="skipped count")
-        assert app.client.skipped == 16
+        # 4 garbage lines every 3rd step: the daemon skips them, every real step still arrives and
+        # the socket carries protocol lines only.
         assert len(app.run_state.steps) == 12
+        assert app.skipped_lines == 0 and app.session.client.skipped == 0
 
 
-async def test_engine_crash_is_reported(tmp_path):
-    ws = make_workspace(tmp_path)
-    app = _app(ws, "--steps", "50", "--crash-at", "5", attach=False)
+async def test_engine_crash_is_reported(ws, monkeypatch):
+    app = _app(ws, monkeypatch, "--steps", "50", "--crash-at", "5")
     async with app.run_test(size=(100, 40), notifications=True) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
         await pilot.press("f5")
-        await wait_until(pilot, lambda: app.run_state.status == "interrupted", what="crash noticed")
-        assert "exit code 3" in app.run_state.error["message"]
+        await wait_until(pilot, lambda: app.run_state.status == "failed", what="crash noticed")
+        assert "exited with code 3" in app.run_state.error["message"]
         assert "CUDA out of memory" in _log_text(app)
-        assert any("exited unexpectedly" in n.message for n in app._notifications)
+        assert any("exited with code 3" in n.message for n in app._notifications)
         assert app.is_running  # the app itself did not die
 
 
-async def test_engine_error_shows_message_and_hint(tmp_path):
-    ws = make_workspace(tmp_path)
-    app = _app(ws, "--steps", "3", "--fail", attach=False)
+async def test_engine_error_shows_message_and_hint(ws, monkeypatch):
+    app = _app(ws, monkeypatch, "--steps", "3", "--fail")
     async with app.run_test(size=(100, 40), notifications=True) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
         await pilot.press("f5")
@@ -119,10 +130,9 @@ async def test_engine_error_shows_message_and_hint(tmp_path):
         assert "hint: check dataset.dirs" in _log_text(app)
 
 
-async def test_stop_and_save_now_keys_send_commands(tmp_path):
-    ws = make_workspace(tmp_path)
+async def test_stop_and_save_now_keys_send_commands(ws, monkeypatch, tmp_path):
     record = tmp_path / "commands.jsonl"
-    app = _app(ws, "--steps", "5", "--hold", "--delay", "0.02", "--record", str(record), attach=False)
+    app = _app(ws, monkeypatch, "--steps", "5", "--hold", "--delay", "0.02", "--record", str(record))
     async with app.run_test(size=(100, 40)) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
         await pilot.press("f5")
@@ -135,44 +145,41 @@ async def test_stop_and_save_now_keys_send_commands(tmp_path):
         assert cmds == ["save_now", "stop"]
 
 
-async def test_quit_during_run_leave_it_going_then_reattach(tmp_path):
-    ws = make_workspace(tmp_path)
+async def test_quit_during_run_leave_it_going_then_reattach_and_stop(ws, monkeypatch, tmp_path):
     pidfile = tmp_path / "pid"
-    app = _app(ws, "--steps", "3", "--hold", "--pidfile", str(pidfile), attach=False)
-    try:
-        async with app.run_test(size=(100, 40)) as pilot:
-            await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
-            await pilot.press("f5")
-            await wait_until(pilot, lambda: app.run_state.step >= 3, what="steps")
-            await pilot.press("ctrl+q")
-            await wait_until(pilot, lambda: isinstance(app.screen, QuitModal), what="quit dialog")
-            await pilot.press("enter")  # the default: leave it going
-        pid = int(pidfile.read_text())
-        time.sleep(0.3)
-        assert _alive(pid), "leaving the run going must not kill the engine"
-        # A new TUI re-attaches from the run folder on disk.
-        app2 = LoratuiApp(ws, mode="train", train_command=fake_train(ws))
-        async with app2.run_test(size=(100, 40)) as pilot:
-            await wait_until(pilot, lambda: app2.follower is not None and len(app2.run_state.steps) == 3)
-            assert app2.run_state.name == "mine" and app2.run_state.active
-            await wait_until(pilot, lambda: isinstance(app2.screen, RunScreen), what="run view")
-            await pilot.press("ctrl+q")
-            await wait_until(pilot, lambda: isinstance(app2.screen, QuitModal))
-            await pilot.press("l")
-        assert _alive(pid)
-    finally:
-        if pidfile.exists():
-            try:
-                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    app = _app(ws, monkeypatch, "--steps", "3", "--hold", "--pidfile", str(pidfile))
+    async with app.run_test(size=(100, 40), notifications=True) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.run_state.step >= 3, what="steps")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: isinstance(app.screen, QuitModal), what="quit dialog")
+        await pilot.press("enter")  # the default: leave it going
+    pid = int(pidfile.read_text())
+    time.sleep(0.3)
+    assert _alive(pid), "leaving the run going must not kill the trainer"
+    # A new TUI attaches to the daemon: the queue, the run rebuilt from disk, and control.
+    app2 = LoratuiApp(ws)
+    async with app2.run_test(size=(100, 40), notifications=True) as pilot:
+        await wait_until(pilot, lambda: len(app2.run_state.steps) == 3, what="chart from disk")
+        assert app2.run_state.name == "mine" and app2.run_state.active
+        await wait_until(pilot, lambda: isinstance(app2.screen, RunScreen), what="run view")
+        await wait_until(pilot, lambda: [e["status"] for e in app2.session.queue_entries] == ["running"])
+        assert app2.can_control_run()
+        assert not [n for n in app2._notifications if n.severity == "error"]
+        await pilot.press("x")
+        await wait_until(pilot, lambda: app2.run_state.status == "stopped", what="stopped")
+        assert app2.run_state.steps == [1, 2, 3]  # nothing doubled by the live copies
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
 
 
-async def test_quit_during_run_stop_it_sends_stop(tmp_path):
-    ws = make_workspace(tmp_path)
+async def test_quit_during_run_stop_it_sends_stop(ws, monkeypatch, tmp_path):
     record = tmp_path / "commands.jsonl"
     pidfile = tmp_path / "pid"
-    app = _app(ws, "--steps", "3", "--hold", "--record", str(record), "--pidfile", str(pidfile), attach=False)
+    app = _app(ws, monkeypatch, "--steps", "3", "--hold", "--record", str(record), "--pidfile", str(pidfile))
     async with app.run_test(size=(100, 40)) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
         await pilot.press("f5")
@@ -185,7 +192,7 @@ async def test_quit_during_run_stop_it_sends_stop(tmp_path):
         time.sleep(0.05)
     sent = [json.loads(line) for line in record.read_text().splitlines()]
     assert sent[0]["cmd"] == "stop" and sent[0]["save"] is True
-    # The engine stops itself (it got the command), it is not killed by the TUI.
+    # The trainer stops itself (it got the command), it is not killed by the TUI.
     pid = int(pidfile.read_text())
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -194,20 +201,16 @@ async def test_quit_during_run_stop_it_sends_stop(tmp_path):
     assert '"status":"stopped"' in events
 
 
-async def test_engine_that_cannot_start_is_reported(tmp_path):
-    ws = make_workspace(tmp_path)
-    app = LoratuiApp(
-        ws,
-        mode="train",
-        preset="mine",
-        attach=False,
-        train_command=lambda cfg: [str(tmp_path / "no-such-engine")],
-    )
+async def test_a_trainer_that_cannot_start_is_reported(ws, monkeypatch, tmp_path):
+    monkeypatch.setenv("LORATUI_TRAIN_CMD", str(tmp_path / "no-such-engine"))
+    app = LoratuiApp(ws, preset="mine", attach=False)
     async with app.run_test(size=(100, 40), notifications=True) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
         await pilot.press("f5")
-        await wait_until(pilot, lambda: app.run_state.status == "interrupted", what="failure noticed")
-        assert "no-such-engine" in "\n".join(line.message for line in app.run_state.log)
+        await wait_until(
+            pilot, lambda: any("no-such-engine" in n.message for n in app._notifications), what="failure"
+        )
+        await wait_until(pilot, lambda: [e["status"] for e in app.session.queue_entries] == ["failed"])
 
 
 def test_fake_engine_speaks_the_protocol(tmp_path):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from PIL import Image
 
 from engine.samplegrid import read_grid
+from tests.daemon_support import stop_daemon
 from tests.logs_util import make_run
-from tests.tui_support import fake_train, make_workspace, wait_until
+from tests.tui_support import FAKE_ENGINE, make_workspace, wait_until
 from tui.app import LoratuiApp
 from tui.screens.history import HistoryScreen
 from tui.screens.run import RunScreen
@@ -45,7 +47,7 @@ def test_grid_reader_and_latest_round(tmp_path):
 async def test_history_opens_the_samples_grid_of_a_finished_run(tmp_path):
     run_dir = make_run(tmp_path, "demo", steps=150)
     _write_samples(run_dir)
-    app = LoratuiApp(tmp_path, mode="train", attach=False)
+    app = LoratuiApp(tmp_path, attach=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("f10")
         await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen) and app.screen.scan_done)
@@ -79,15 +81,30 @@ async def test_history_opens_the_samples_grid_of_a_finished_run(tmp_path):
         assert isinstance(app.screen, SamplesScreen)
 
 
-async def test_live_run_shows_each_new_sample_when_its_event_arrives(tmp_path):
+async def test_live_run_shows_each_new_sample_when_its_event_arrives(tmp_path, monkeypatch):
     ws = make_workspace(tmp_path)
-    app = LoratuiApp(
-        ws,
-        mode="train",
-        preset="mine",
-        attach=False,
-        train_command=fake_train(ws, "--steps", "400", "--delay", "0.02", "--sample-every", "150", "--hold"),
-    )
+    # The daemon the app starts runs the fake trainer with these options.
+    fake = [
+        sys.executable,
+        str(FAKE_ENGINE),
+        "--steps",
+        "400",
+        "--delay",
+        "0.02",
+        "--sample-every",
+        "150",
+        "--hold",
+    ]
+    monkeypatch.setenv("LORATUI_TRAIN_CMD", " ".join(fake))
+    monkeypatch.setenv("PYTHONPATH", str(FAKE_ENGINE.parent.parent))
+    app = LoratuiApp(ws, preset="mine", attach=False)
+    try:
+        await _live_samples(app, ws)
+    finally:
+        stop_daemon(ws)
+
+
+async def _live_samples(app: LoratuiApp, ws) -> None:
     async with app.run_test(size=(120, 44)) as pilot:
         await wait_until(pilot, lambda: app.main_screen.preset_path is not None)
         await pilot.press("f5")

@@ -1,8 +1,7 @@
-"""Helpers for the TUI tests: a workspace with a commented preset, the fake engine command, polling."""
+"""Helpers for the TUI tests: a workspace with a commented preset, the fake engine's path, polling."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -35,22 +34,6 @@ def make_workspace(root: Path) -> Path:
     (root / "data").mkdir()
     (root / "presets" / "mine.toml").write_text(PRESET)
     return root
-
-
-def fake_train(ws: Path, *extra: str):
-    """A train_command for LoratuiApp that runs the fake engine, writing runs/<name> in `ws`."""
-
-    def command(config: Path) -> list[str]:
-        return [
-            sys.executable,
-            str(FAKE_ENGINE),
-            str(config),
-            "--run-dir",
-            str(ws / "runs" / config.stem),
-            *extra,
-        ]
-
-    return command
 
 
 async def wait_until(pilot, predicate, timeout: float = 20.0, what: str = "condition") -> None:

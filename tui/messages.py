@@ -6,7 +6,7 @@ engine client is not a widget and posts them to the App, which routes them to th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from textual.message import Message
@@ -14,41 +14,32 @@ from textual.message import Message
 
 @dataclass
 class EngineEvent(Message):
-    """One protocol event (a decoded JSON line) arrived from the engine or from a followed run log."""
+    """One protocol event (a decoded JSON line) arrived from the daemon."""
 
     event: dict[str, Any]
-    source: str = "engine"
-    """"engine" for the live pipe, "disk" for a run re-attached from its events.jsonl."""
+    rebuilt: dict[str, Any] | None = None
+    """On `hello`: each running run's RunState, rebuilt from its folder by the reader thread."""
 
 
 @dataclass
-class EngineStarted(Message):
-    """The engine subprocess was spawned."""
+class EngineConnected(Message):
+    """The daemon connection is up (`started`: this TUI started the daemon)."""
 
-    pid: int
-    argv: list[str] = field(default_factory=list)
+    started: bool = False
 
 
 @dataclass
-class EngineExited(Message):
-    """The engine subprocess ended (or could not be started, returncode None)."""
+class EngineDisconnected(Message):
+    """No daemon connection: none was running (error False, nothing to report), or it failed or went
+    away (error True, `reason` says why)."""
 
-    returncode: int | None
-    expected: bool
-    """True when the TUI asked for it (stop, shutdown, quit); False is a crash worth reporting."""
-    stderr_tail: list[str] = field(default_factory=list)
+    reason: str
+    error: bool = True
 
 
 @dataclass
 class EngineLineSkipped(Message):
-    """A stdout line that was not a protocol object; it was skipped, this reports it for the log."""
+    """A line from the daemon that was not a protocol object; it was skipped, this reports it."""
 
     line: str
     reason: str
-
-
-@dataclass
-class EngineStderr(Message):
-    """Lines the engine wrote to stderr (human logs, library warnings)."""
-
-    lines: list[str]

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import LoratuiError
-from engine.runqueue.lock import pid_alive
+from engine.runqueue.liveness import head_and_tail, last_attempt, status_of
 
 try:
     import tomllib
@@ -60,8 +59,6 @@ EMA_NAMES = ("loss_ema", "ema_loss", "smoothed_loss")
 SECONDS_NAMES = ("seconds", "elapsed", "elapsed_seconds", "time", "wall_time")
 
 _HEAD_BYTES = 64 * 1024  # the header (after a tool's parameter block) must start in this window
-_TAIL_BYTES = 256 * 1024  # the last run_finished of events.jsonl is looked for in this window
-RUNNING_GRACE_S = 300.0  # a run folder touched this recently, with no run_finished, counts as running
 
 ACCEPTED_HINT = (
     "a loss log needs a header row with a step column (step, global_step, iteration) and a loss "
@@ -528,14 +525,7 @@ def _events_edges(path: Path) -> tuple[dict | None, dict | None]:
 
     Only the head and the tail of events.jsonl are read: it has a line per step and can be large.
     """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(_HEAD_BYTES)
-            fh.seek(max(0, size - _TAIL_BYTES))
-            tail = fh.read()
-    except OSError:
-        return None, None
+    head, tail = head_and_tail(path)
     started = finished = None
     for line in head.split(b"\n"):
         ev = _decode(line)
@@ -566,17 +556,11 @@ def _decode(line: bytes) -> dict | None:
 
 
 def _run_status(run_dir: Path, csv_path: Path, started: dict | None, finished: dict | None) -> str:
-    if finished is not None:
-        return str(finished.get("status") or "done")
-    if started is not None and "pid" in started:
-        return "running" if pid_alive(started.get("pid")) else "interrupted"
-    newest = 0.0
-    for p in (run_dir / "events.jsonl", csv_path):
-        try:
-            newest = max(newest, p.stat().st_mtime)
-        except OSError:
-            pass
-    return "running" if time.time() - newest < RUNNING_GRACE_S else "interrupted"
+    """The status by the one rule every part of loratui uses (engine/runqueue/liveness.py): the
+    last attempt's record and whether its process is alive; never the age of a file."""
+    last_started, last_finished = last_attempt(run_dir / "events.jsonl")
+    status = status_of(last_started, last_finished)
+    return status or "unknown"  # a folder without a record (a copied-in loss.csv)
 
 
 def _duration(log: LossLog, started: dict | None, finished: dict | None) -> float | None:

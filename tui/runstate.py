@@ -97,6 +97,9 @@ class RunState:
     """Lines ever added to `log` (the deque drops old ones): views append what they have not shown."""
     version: int = 0
     """Bumped when the chart series change, so the chart redraws only then."""
+    last_seq: int = 0
+    """The `seq` of the last record event applied: a live copy of an event already read from the
+    run's folder (a re-attached run) is skipped."""
 
     @property
     def finished(self) -> bool:
@@ -127,6 +130,13 @@ class RunState:
             return False
         kind = event.get("type")
         stamp = _num(event.get("time")) or time.time()
+        seq = event.get("seq")
+        if isinstance(seq, int):
+            if kind == protocol.RUN_STARTED and stamp == self.started_at and seq <= self.last_seq:
+                return True  # the live copy of the start already read from disk
+            if kind != protocol.RUN_STARTED and seq <= self.last_seq:
+                return True  # already applied from disk
+            self.last_seq = seq
         if kind == protocol.RUN_STARTED:
             self.run = run if run is not None else self.run
             self.name = str(event.get("name") or self.name)

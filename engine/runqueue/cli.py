@@ -1,9 +1,12 @@
-"""`loratui queue add|ls|rm|run|resume`: the queue without the TUI (scripts, nohup, systemd).
+"""`loratui queue add|ls|rm|resume|run|stop|save-now|watch`: the queue without the TUI (scripts,
+nohup, systemd).
 
-add/rm/resume edit the queue folder directly, under its edit lock and with atomic writes, so they are
-safe while an engine owns the queue: the engine polls the folder and picks the change up within a
-second. `run` owns the queue in this process (the same serve loop the TUI talks to) and prints
-human-readable progress instead of JSON lines.
+When the workspace's daemon is up, add/rm/resume go through it (every attached TUI sees the change at
+once) and `run` follows it until the queue is idle; stop/save-now/watch always talk to it
+(engine/runqueue/remote.py). Without a daemon, add/rm/resume edit the queue folder directly, under its
+edit lock and with atomic writes (a daemon started later reads them), and `run` owns the queue in
+this process (the same serve loop, listening on the same socket) and prints human-readable progress
+instead of JSON lines.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import IO, Any
 from engine import protocol
 from engine.errors import LoratuiError
 
+from . import remote
 from .display import fmt_eta, fmt_progress
 from .lock import owner_pid
 from .store import QueueStore
@@ -29,6 +33,9 @@ USAGE = """usage: loratui queue add CONFIG [--set key=value ...] [--position N]
        loratui queue rm RUN
        loratui queue resume RUN [--set key=value ...]
        loratui queue run [--watch]
+       loratui queue stop RUN [--no-save]
+       loratui queue save-now RUN
+       loratui queue watch [RUN]
 options: --workspace DIR (default: the current folder)"""
 
 
@@ -146,7 +153,7 @@ def _early_warnings(entry_path: Path, workspace: Path) -> None:
 
 def _not_running_note(store: QueueStore) -> None:
     if not owner_pid(store.folder):
-        print("no engine is running this queue: `loratui queue run` (or the TUI) runs it")
+        print("no engine is running this queue: `loratui queue run` (or `loratui`) runs it")
 
 
 def cmd_run(workspace: Path, watch: bool, train_cmd: str) -> int:
@@ -156,17 +163,38 @@ def cmd_run(workspace: Path, watch: bool, train_cmd: str) -> int:
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup or not, a lost terminal must not stop it
     writer = HumanWriter()
+    conn = remote.daemon(workspace, start=False)
+    if conn is not None:  # a daemon owns the queue: follow it instead of competing for it
+        remote.cmd_follow_queue(workspace, conn, writer=writer)
+        return _summary(writer)
     server = QueueServer(
         workspace,
         writer=writer,
         log_stream=None,
         train_cmd=shlex.split(train_cmd) if train_cmd else None,
     )
-    signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop(signum))
-    signal.signal(signal.SIGINT, lambda signum, frame: server.request_stop(signum))
+    signals: list[int] = []
+
+    def stop(signum, frame) -> None:
+        if not signals and server.worker is not None:
+            writer.line(f"{server.worker.entry.name}: stopping after this step, saving its state")
+        signals.append(signum)
+        server.request_stop(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     # With --watch the engine waits for new entries forever; without, it ends when the queue is empty.
     code = server.run(None, wait=watch)
     code = code or _summary(writer)
+    if signals:
+        # Interrupted: say how to go on, and exit non-zero (130 = Ctrl-C) so scripts see it.
+        for run, status in writer.finished.items():
+            if status in (protocol.STOPPED, protocol.INTERRUPTED):
+                writer.line(remote.resume_hint(run))
+        pending = [e for e in server.store.entries() if e.status == protocol.PENDING]
+        if pending:
+            writer.line(f"{len(pending)} pending: `loratui queue run` goes on with them")
+        return 130 if signals[0] == signal.SIGINT else 143
     broken = [e for e in server.store.entries() if e.broken or (not e.adopted and e.error)]
     for e in broken:
         writer.line(f"could not read queue entry {e.path.name}: {e.error['message'] if e.error else ''}")
@@ -209,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run")
     p_run.add_argument("--watch", action="store_true", help="keep waiting for new entries")
     p_run.add_argument("--train-cmd", default="", help=argparse.SUPPRESS)
+    p_stop = sub.add_parser("stop")
+    p_stop.add_argument("run")
+    p_stop.add_argument("--no-save", action="store_true", help="stop at once without saving its state")
+    sub.add_parser("save-now").add_argument("run")
+    sub.add_parser("watch").add_argument("run", nargs="?")
     for p in sub.choices.values():
         p.add_argument("--workspace", default=argparse.SUPPRESS)
     opts = parser.parse_args(args)
@@ -224,26 +257,51 @@ def main(argv: list[str] | None = None) -> int:
             from engine.config import load_config
             from engine.config.compat import environment_lines
 
+            # Values from this shell's environment (LORATUI_<SECTION>__<KEY>, and with --env-compat
+            # LoRACat's names) are read here, in the folder edit; the daemon's environment is another one.
             cfg = load_config(
                 opts.config, sets=opts.sets, workspace=store.workspace, env_compat=opts.env_compat
             )
-            entry = store.add(cfg, position=opts.position)
-            print(f"queued {entry.name} as {entry.run} at position {entry.position}")
             for level, text in environment_lines(cfg):
                 print(f"{level}: {text}" if level == "warning" else text, file=sys.stderr)
+            from_env = any(v.applied for v in cfg.env_values)
+            config = str(Path(opts.config).expanduser().resolve())
+            fields = {"config": config, "sets": opts.sets, "position": opts.position}
+            ack = None if from_env else remote.via_daemon(workspace, protocol.CMD_ENQUEUE, **fields)
+            if ack is not None:
+                entry = store.get(str(ack["run"]))
+                print(f"queued {entry.name} as {entry.run} at position {entry.position}")
+                return 0
+            entry = store.add(cfg, position=opts.position)
+            print(f"queued {entry.name} as {entry.run} at position {entry.position}")
             _early_warnings(entry.path, workspace)
             _not_running_note(store)
         elif opts.command == "ls":
             return cmd_ls(store, opts.json)
         elif opts.command == "rm":
-            entry = store.remove(store.find(opts.run).run)
+            entry = store.find(opts.run)
+            if remote.via_daemon(workspace, protocol.CMD_REMOVE, run=entry.run) is None:
+                store.remove(entry.run)
             print(f"removed {entry.name} ({entry.run}); its run folder, if any, is kept")
         elif opts.command == "resume":
-            entry = store.requeue(store.find(opts.run).run, sets=opts.sets)
+            entry = store.find(opts.run)
+            if remote.via_daemon(workspace, protocol.CMD_RESUME, run=entry.run, sets=opts.sets) is None:
+                store.requeue(entry.run, sets=opts.sets)
+                _not_running_note(store)
             print(f"{entry.name} ({entry.run}) will resume from its last saved state")
-            _not_running_note(store)
         elif opts.command == "run":
             return cmd_run(workspace, opts.watch, opts.train_cmd)
+        elif opts.command == "stop":
+            return remote.cmd_stop(
+                workspace, opts.run, save=not opts.no_save, writer=HumanWriter(step_every_s=5)
+            )
+        elif opts.command == "save-now":
+            return remote.cmd_save_now(workspace, opts.run, writer=HumanWriter())
+        elif opts.command == "watch":
+            try:
+                return remote.cmd_watch(workspace, opts.run, writer=HumanWriter(step_every_s=5))
+            except KeyboardInterrupt:
+                return 130  # only the watching ends; the runs go on
     except LoratuiError as exc:
         print(exc.render(), file=sys.stderr)
         return 2

@@ -52,8 +52,8 @@ class OwnerLock:
             raise QueueBusyError(
                 f"the queue in {self.path.parent} is already owned by {who}",
                 hint=(
-                    "only one `engine serve` (TUI or `loratui queue run`) runs a queue at a time: use that "
-                    "one, or stop it first" + (f" (kill {pid})" if pid else "")
+                    "one engine runs a workspace's queue; `loratui` and `loratui queue ...` attach to it: "
+                    "`loratui queue ls` shows it, `loratui queue stop NAME` stops a run"
                 ),
                 where=str(self.path),
             ) from None

@@ -506,7 +506,7 @@ class QueueStore:
             if entry.status == protocol.RUNNING:
                 raise LoratuiError(
                     f"{entry.name} ({run}) is running and cannot be removed",
-                    hint="stop it first (TUI: s, or the stop command)",
+                    hint=f"stop it first: `loratui queue stop {entry.name}` (or x in the TUI's run view)",
                 )
             entry.path.unlink(missing_ok=True)
             self._problems.pop(str(entry.path), None)

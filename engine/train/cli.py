@@ -2,12 +2,14 @@
 
 Runs one training run headless: JSON-lines events on stdout (PROTOCOL.md), human logs on stderr and
 in runs/<name>/engine.log, commands (`stop`, `save_now`, `sample_now`) on stdin. Exit code 0 when the
-run finished or was stopped, 1 when it failed (a config that does not load included).
+run finished or was stopped by a command, 1 when it failed (a config that does not load included), 130
+when Ctrl-C (or SIGTERM) stopped it: it then prints the command that continues it.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from engine import protocol
@@ -68,9 +70,23 @@ def main(argv: list[str] | None = None) -> int:
         stop_after_step=args.stop_after_step,
     )
     try:
-        return run.execute()
+        code = run.execute()
     finally:
         events.close()
+    return interrupted_exit(controls, code, args)
+
+
+def interrupted_exit(controls, code: int, args: argparse.Namespace) -> int:
+    """A run stopped by Ctrl-C or SIGTERM exits non-zero (130 / 143, as a shell reports a signal)
+    and says how to continue it; a stop asked on stdin (the queue's) keeps its exit status."""
+    signals = getattr(controls, "_signals", 0)  # counted by Controls.install_signals' handler
+    if not signals or code != 0:
+        return code
+    again = " ".join(
+        shlex.quote(a) for a in ["loratui", "train", args.config, *sum((["--set", s] for s in args.sets), [])]
+    )
+    print(f"stopped; continue it with: {again} --resume", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -23,11 +23,12 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Checkbox, Footer, Input, ProgressBar, Static
+from textual.widgets import Checkbox, Input, ProgressBar, Static
 
 from engine import protocol
 from engine.config import validate_field
 from tui.client import PROJECT_ROOT, engine_argv, engine_env
+from tui.widgets.footer import Footer
 
 PREVIEW_COUNT = 5
 

@@ -19,9 +19,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, LoadingIndicator, Static
+from textual.widgets import LoadingIndicator, Static
 
 from tui.client import engine_env
+from tui.widgets.footer import Footer
 
 
 def histogram(buckets: dict[str, int], width: int = 40) -> Text:

@@ -23,7 +23,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from engine.errors import LoratuiError
 from tui import overlay, smoothing
@@ -40,6 +40,7 @@ from tui.runlog import (
     run_config,
     summarize_run,
 )
+from tui.widgets.footer import Footer
 from tui.widgets.loss_chart import MARKERS, ChartSeries, LossChart
 
 COLUMNS = (

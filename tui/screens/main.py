@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Select, Static
+from textual.widgets import Label, Select, Static
 
 from engine.config import ConfigError, RunConfig, apply_changes, flatten, list_presets, load_config
 from engine.config.load import load_config_data
@@ -25,6 +25,7 @@ from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
 from engine.textfile import read_user_text
 from tui.screens.dialogs import PresetNameModal
+from tui.widgets.footer import Footer
 from tui.widgets.form import ConfigForm
 
 
@@ -64,9 +65,11 @@ class MainScreen(Screen):
         ),
         Binding("f3,ctrl+n", "save_as", "Save as", tooltip="Save as a new preset", show=False, id="save_as"),
         Binding(
-            "f4,ctrl+t", "toggle_advanced", "Advanced", tooltip="Show or hide advanced fields", id="advanced"
+            "f4,ctrl+t", "toggle_advanced", "More", tooltip="Show or hide the advanced fields", id="advanced"
         ),
-        Binding("f7,ctrl+o", "show_run", "Run view", tooltip="Show the live run", show=False, id="show_run"),
+        Binding(
+            "f7,ctrl+o", "show_run", "Runs", tooltip="The run view: the queue and the live run", id="show_run"
+        ),
     ]
 
     def __init__(self, workspace: Path) -> None:
@@ -289,5 +292,8 @@ class MainScreen(Screen):
         self.dirty = True
 
     def show_status(self, text: Text) -> None:
+        if text == getattr(self, "_status_shown", None):
+            return  # called every 0.5 s: no repaint when nothing changed
+        self._status_shown = text
         for status in self.query("#run-status"):  # absent while the screen is (un)composed
             status.update(text)

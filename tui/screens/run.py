@@ -1,8 +1,9 @@
 """RunScreen: the live view of a run — phase, progress, loss chart, log tail.
 
-It pulls from the app's RunState on a short timer (attributes down: the app assigns `state`), so a
+It pulls from the session's state on a short timer (attributes down: the app assigns `state`), so a
 burst of step events costs one widget update per tick, and the chart rebuilds only when the state's
-`version` moved.
+`version` moved. The footer's keys are refreshed by the app when what they can do changes, never
+from the timer (each refresh rebuilds the footer).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from tui.runstate import RunState
+from tui.widgets.footer import Footer
 from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import MARKERS, RAW, SMOOTHED, ChartSeries, LossChart
 from tui.widgets.progress import RunProgress
@@ -62,9 +64,11 @@ class RunScreen(Screen):
         Binding("q", "app.quit", "Quit", show=False, id="quit_run"),
     ]
 
-    def __init__(self, state: RunState | None = None) -> None:
+    def __init__(self, session=None) -> None:
         super().__init__()
-        self.state = state or RunState()
+        self.session = session
+        """The app's EngineSession (queue entries, run states, commands); None in widget tests."""
+        self.state = session.current if session is not None else RunState()
         self.show_lr = False
         self._shown_version = -1
         self._shown_logs = 0
@@ -93,8 +97,9 @@ class RunScreen(Screen):
             self._shown_version = -1
             self.query_one(LogTail).clear()
         self.query_one(RunProgress).show(state)
+        session = self.session
         self.query_one(QueuePanel).sync(
-            getattr(self.app, "queue_entries", None), getattr(self.app, "runs", None)
+            session.queue_entries if session else None, session.runs if session else None
         )
         log = self.query_one(LogTail)
         for line in state.new_log_lines(self._shown_logs):
@@ -106,7 +111,6 @@ class RunScreen(Screen):
             chart = self.query_one(LossChart)
             chart.title = "learning rate" if self.show_lr else "loss"
             chart.set_series(series_of(state, self.show_lr))
-        self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "sample_now":
@@ -148,16 +152,10 @@ class RunScreen(Screen):
     @on(QueuePanel.StopRequested)
     @on(QueuePanel.ResumeRequested)
     def _queue_request(self, message) -> None:
-        client, command = getattr(self.app, "client", None), queue_command(message)
-        if (
-            command is None
-            or client is None
-            or not client.running
-            or getattr(self.app, "mode", "") != "serve"
-        ):
-            self.notify("The queue needs the engine (serve mode) running", severity="warning")
+        command = queue_command(message)
+        if command is None or self.session is None:
             return
-        client.send({**command, "id": next(self.app._ids)})
+        self.session.send(command)
 
     @on(QueuePanel.RunOpened)
     def _queue_open(self, message: QueuePanel.RunOpened) -> None:

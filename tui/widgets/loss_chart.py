@@ -164,6 +164,7 @@ class LossChart(Widget):
         # Braille packs 2 points per cell horizontally; the y-axis labels take ~8 columns.
         columns = max(10, (width - 8) * 2)
         plotted = False
+        x_lo, x_hi, whole = float("inf"), float("-inf"), True
         for s in self.series:
             xs, ys = _finite_pairs(s.xs, s.ys)
             if not xs:
@@ -175,6 +176,8 @@ class LossChart(Widget):
                 xs, ys = list(xs), list(ys)
                 if not xs:
                     continue
+            x_lo, x_hi = min(x_lo, min(xs)), max(x_hi, max(xs))
+            whole = whole and all(float(x).is_integer() for x in xs[:: max(1, len(xs) // 50)])
             colour = s.colour if s.colour is not None else DEFAULT_COLOURS.get(s.kind, "white")
             if s.kind == MARKERS:
                 px, py = downsample(xs, ys, columns // 2, "mean")
@@ -188,6 +191,9 @@ class LossChart(Widget):
             plotted = True
         if self.log_y and plotted:
             fig.yscale("log")
+        if plotted and whole:
+            # Steps are whole numbers: plotext's own ticks read "1.5" while a run is young.
+            fig.xticks(integer_ticks(x_lo, x_hi))
         if not plotted:
             fig.xlim(0, 1)
             fig.ylim(0, 1)
@@ -198,3 +204,21 @@ class LossChart(Widget):
         if self._rendered_size != (self.size.width, self.size.height) and self.size.width:
             self.rebuild()
         return self._rendered
+
+
+def integer_ticks(lo: float, hi: float, most: int = 5) -> list[int]:
+    """At most `most` whole-number ticks from lo to hi on a 1-2-5 stride (an axis of steps)."""
+    lo_i, hi_i = int(math.floor(lo)), int(math.ceil(hi))
+    span = max(1, hi_i - lo_i)
+    stride = 1
+    for scale in (10**k for k in range(0, 12)):
+        for base in (1, 2, 5):
+            stride = base * scale
+            if span / stride <= most - 1:
+                break
+        else:
+            continue
+        break
+    first = lo_i - lo_i % stride if lo_i % stride else lo_i
+    ticks = [t for t in range(first, hi_i + 1, stride) if lo_i <= t <= hi_i]
+    return ticks or [lo_i]

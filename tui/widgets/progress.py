@@ -31,8 +31,29 @@ class RunProgress(Vertical):
         yield ProgressBar(total=None, show_eta=False, id="bar")
         yield Static("", id="figures")
 
+    _shown: tuple = ()
+
     def show(self, state: RunState) -> None:
-        """Update from the state (cheap: three small widgets)."""
+        """Update from the state; nothing is touched when nothing changed (its screen calls this
+        every 0.25 s, and every widget update means a repaint sent over the SSH link)."""
+        width = self.size.width or 80
+        key = (
+            id(state),
+            state.status,
+            state.phase,
+            state.phase_done,
+            state.phase_total,
+            state.step,
+            state.total_steps,
+            state.loss,
+            state.eta_seconds,
+            state.lora,
+            width,
+            int(state.elapsed()) if width > 120 else 0,
+        )
+        if key == self._shown:
+            return
+        self._shown = key
         if state.status == "idle":
             # Nothing has run in this session: say so instead of a phantom "run starting, ETA 00:00".
             self.query_one("#phase", Static).update(
@@ -62,15 +83,26 @@ class RunProgress(Vertical):
         else:
             bar.update(total=None)
 
-        total = state.total_steps or "?"
-        # Step, ETA and loss first: at 80 columns the line wraps and these stay on the first row.
-        figures = (
-            f"step {state.step}/{total}  "
-            f"ETA {format_duration(state.eta_seconds if state.active else 0)}  "
-            f"elapsed {format_duration(state.elapsed())}  "
-            f"loss {_fmt(state.loss, '.4f')} (ema {_fmt(state.loss_ema, '.4f')})  "
-            f"ep {state.epoch}  lr {_fmt(state.lr, '.2e')}  "
-            f"{_fmt(state.seconds_per_step, '.2f')} s/step  "
-            f"{_fmt(state.samples_per_second, '.1f')} samples/s"
-        )
-        self.query_one("#figures", Static).update(Text(figures))
+        self.query_one("#figures", Static).update(Text(figures_line(state, width)))
+
+
+def figures_line(state: RunState, width: int) -> str:
+    """The figures of a run on one line of `width` columns: what matters most first (step, ETA,
+    loss), the rest while it fits (an 80-column SSH terminal keeps the line to one row)."""
+    total = state.total_steps or "?"
+    parts = [
+        f"step {state.step}/{total}",
+        f"ETA {format_duration(state.eta_seconds if state.active else 0)}",
+        f"loss {_fmt(state.loss, '.4f')} ema {_fmt(state.loss_ema, '.4f')}",
+        f"lr {_fmt(state.lr, '.2e')}",
+        f"{_fmt(state.seconds_per_step, '.2f')} s/step",
+        f"{_fmt(state.samples_per_second, '.1f')} samples/s",
+        f"elapsed {format_duration(state.elapsed())}",
+        f"ep {state.epoch}",
+    ]
+    line = parts[0]
+    for part in parts[1:]:
+        if len(line) + 2 + len(part) > width:
+            continue  # leave it out, try the shorter ones after it
+        line += "  " + part
+    return line

@@ -12,6 +12,7 @@ DataTable parses str cells as markup, and a run called "lora[v2]" must show as "
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from textual.widgets import DataTable, Static
 from engine import protocol
 from engine.runqueue.display import fmt_eta, fmt_progress
 
+CONFIRM_S = 4.0
+"""Seconds within which a second Delete confirms a removal."""
 COLUMNS = (("pos", "#"), ("name", "Name"), ("model", "Preset / base"), ("status", "Status"))
 COLUMNS += (("progress", "Progress"), ("eta", "ETA"))
 RESUMABLE_STATUSES = ("interrupted", "stopped", "failed")
@@ -111,10 +114,14 @@ class QueuePanel(Vertical):
         self.paused = False
         self._eta: dict[str, Any] = {}
         self._synced: list[dict[str, Any]] | None = None
+        self._keys: tuple = ()
+        self._running: str | None = None
+        self._remove_armed: tuple[str, float] | None = None
 
     def on_mount(self) -> None:
         # A panel mounted after the engine's last `queue` event starts from what the app has kept.
-        self.sync(getattr(self.app, "queue_entries", None), getattr(self.app, "runs", None))
+        session = getattr(self.app, "session", None)
+        self.sync(getattr(session, "queue_entries", None), getattr(session, "runs", None))
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Queue: empty"), id="queue-title")
@@ -168,17 +175,28 @@ class QueuePanel(Vertical):
         )
         old_order = [e["run"] for e in self.entries]
         self.entries = [dict(e) for e in entries]
+        running = [e["run"] for e in self.entries if e.get("status") == "running"]
+        started = running[0] if running and running[0] != self._running else None
+        self._running = running[0] if running else None
         if [e["run"] for e in entries] == old_order:
             for entry in self.entries:
                 self._refresh_row(entry)
-        elif not old_order:
-            # First rows: start on the running entry (its keys, not a finished run's, in the footer).
-            running = [e["run"] for e in self.entries if e.get("status") == "running"]
-            self._rebuild(cursor_run=running[0] if running else None)
+            if started:
+                self._show_row(started)
         else:
-            self._rebuild()
+            # First rows, or a run just started: the cursor goes to the running entry (its keys in
+            # the footer, its row in sight); otherwise it stays on the row it was on.
+            self._rebuild(cursor_run=started)
         self._update_title()
-        self.refresh_bindings()
+        self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        """Refresh the footer only when what the keys can do for the selected row changed: a queue
+        event arrives after every change and every few seconds, and each refresh rebuilds the footer."""
+        keys = tuple(self.check_action(action, ()) for action in self.APPLIES)
+        if keys != self._keys:
+            self._keys = keys
+            self.refresh_bindings()
 
     def _rebuild(self, cursor_run: str | None = None) -> None:
         table = self.table
@@ -186,9 +204,14 @@ class QueuePanel(Vertical):
         table.clear()
         for entry in self.entries:
             table.add_row(*self._cells(entry), key=entry["run"])
+        if cursor_run:
+            self._show_row(cursor_run)
+
+    def _show_row(self, run: str) -> None:
+        """Put the cursor on `run`'s row and scroll it into sight (focus stays where it is)."""
         runs = [e["run"] for e in self.entries]
-        if cursor_run in runs:
-            table.move_cursor(row=runs.index(cursor_run))
+        if run in runs:
+            self.table.move_cursor(row=runs.index(run), scroll=True)
 
     def _cells(self, entry: dict[str, Any]) -> list[Text]:
         status = str(entry.get("status", ""))
@@ -214,6 +237,7 @@ class QueuePanel(Vertical):
                 entry.update({k: v for k, v in fields.items() if v is not None})
                 self._refresh_row(entry)
                 self._update_title()
+                self._refresh_keys()
                 return
 
     def _step(self, event: dict[str, Any]) -> None:
@@ -262,7 +286,7 @@ class QueuePanel(Vertical):
         return entry is not None and applies(entry, len(self.entries))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.refresh_bindings()  # the footer follows the selected row
+        self._refresh_keys()  # the footer follows the selected row
 
     def selected_entry(self) -> dict[str, Any] | None:
         table = self.table
@@ -304,6 +328,18 @@ class QueuePanel(Vertical):
         if entry.get("status") == "running":
             self._refuse(f"{entry.get('name')} is running: stop it first (s)")
             return
+        # A second press within a few seconds confirms: one stray key must not drop a queued run.
+        armed = self._remove_armed
+        if armed is None or armed[0] != entry["run"] or time.monotonic() - armed[1] > CONFIRM_S:
+            self._remove_armed = (entry["run"], time.monotonic())
+            self.app.notify(
+                f"Press Delete again to remove {entry.get('name')} from the queue (its run folder is kept)",
+                severity="warning",
+                timeout=CONFIRM_S,
+                markup=False,
+            )
+            return
+        self._remove_armed = None
         self.post_message(self.RemoveRequested(entry["run"]))
 
     def action_stop(self, save: bool) -> None:
