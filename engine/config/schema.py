@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 # Field kinds: how a value is checked and which widget the TUI uses for it.
-INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM, STEP_RULES = (
+INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM, DEVICES, STEP_RULES = (
     "int",
     "float",
     "bool",
@@ -24,6 +24,7 @@ INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM, STEP_RULES = (
     "dict",
     "resolution",
     "enum",
+    "devices",
     "step_rules",  # engine.config.steprules: "100:0.5,200:0.25" or a list; stored as that text
 )
 
@@ -255,6 +256,12 @@ class TrainConfig:
     steps: int = opt(1000, "Optimizer steps; ignored when epochs > 0", min=1, basic=True)
     epochs: int = opt(0, "Epochs (0 = use steps)", min=0, **LORA_ONLY)
     batch_size: int = opt(4, "Images per batch", min=1, basic=True)
+    devices: Any = opt(
+        1,
+        "Devices of a data-parallel run: a count (2) or GPU ids ([0, 1]); > 1 runs one rank per device "
+        "with torch.distributed, batch_size per device (global batch = batch_size x devices; lora mode)",
+        kind=DEVICES,
+    )
     grad_accum: int = opt(1, "Gradient accumulation steps", min=1)
     lr: float = opt(1e-4, "Learning rate", min=0.0, min_exclusive=True, basic=True)
     text_encoder_lr: float = opt(0.0, "Text-encoder learning rate (0 = same as lr)", min=0.0)
@@ -711,6 +718,7 @@ RESUME_MAY_CHANGE: dict[str, str] = {
     "train.min_snr_gamma": "applies from the next step",
     "train.noise_offset": "applies from the next step",
     "train.gradient_checkpointing": "speed and memory only",
+    "train.devices": "the ranks split the same global batch (batch_size x devices must not change)",
     "dataset.workers": "speed only",
     "dataset.cache_latents": "speed only",
     "dataset.cache_text": "speed only",
@@ -725,7 +733,8 @@ RESUME_MAY_CHANGE: dict[str, str] = {
 # Why a key may not change: what it would break in the saved state.
 RESUME_REFUSED_WHY: dict[str, str] = {
     "dataset.*": "the data position (which images come next, in which bucket)",
-    "train.batch_size": "the data position",
+    "train.batch_size": "the data position (per device: it may change with train.devices when "
+    "batch_size x devices stays)",
     "train.grad_accum": "the data position",
     "train.seed": "the data order and noise of the steps still to come",
     "train.optimizer": "the optimizer state",

@@ -15,6 +15,7 @@ from engine.errors import LoratuiError
 from .aliases import alias_target, near_alias_target
 from .schema import (
     BOOL,
+    DEVICES,
     DICT,
     ENUM,
     FLOAT,
@@ -151,6 +152,10 @@ def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
             expected = "a whole number or [width, height]"
         elif (ok_int and value < 64) or (ok_pair and min(value) < 64):
             return value, f"expected at least 64, found {describe(value)}"
+    elif kind == DEVICES:
+        from engine.devices.spec import check_devices
+
+        expected = check_devices(value)
     elif kind == STEP_RULES:
         from .steprules import StepRulesError, format_step_rules, parse_step_rules
 

@@ -24,7 +24,7 @@ from engine import protocol
 from engine.errors import LoratuiError
 
 from . import remote
-from .display import fmt_eta, fmt_progress
+from .display import fmt_devices, fmt_eta, fmt_progress
 from .lock import owner_pid
 from .store import QueueStore
 
@@ -119,9 +119,19 @@ def cmd_ls(store: QueueStore, as_json: bool) -> int:
     if not entries:
         print(f"the queue in {store.folder} is empty")
     else:
-        rows = [["POS", "RUN", "NAME", "STATUS", "PROGRESS", "BASE MODEL"]]
+        rows = [["POS", "RUN", "NAME", "STATUS", "PROGRESS", "DEVICES", "BASE MODEL"]]
         for e in entries:
-            rows.append([str(e["position"]), e["run"], e["name"], e["status"], fmt_progress(e), e["base"]])
+            rows.append(
+                [
+                    str(e["position"]),
+                    e["run"],
+                    e["name"],
+                    e["status"],
+                    fmt_progress(e),
+                    fmt_devices(e) or "-",
+                    e["base"],
+                ]
+            )
         print(table(rows))
         for e in entries:
             if e["error"] and e["status"] != protocol.DONE:

@@ -52,10 +52,35 @@ def main(argv: list[str] | None = None) -> int:
             protocol.run_finished(run=args.run_id, status=protocol.FAILED, lora=None, error=exc.to_dict())
         )
         return 1
+    from engine.train import ranks
+
+    try:
+        nproc = ranks.prepare_devices(cfg)
+    except LoratuiError as exc:
+        print(exc.render(), file=sys.stderr)
+        events.emit(
+            protocol.run_finished(run=args.run_id, status=protocol.FAILED, lora=None, error=exc.to_dict())
+        )
+        return 1
+    if nproc > 1 and not ranks.in_worker():
+        # This process becomes the launcher of nproc ranks (engine.train.launch).
+        from engine.train.launch import launch
+
+        try:
+            return launch(
+                list(argv if argv is not None else sys.argv[1:]), nproc, cfg.run_dir(), args.run_id, events
+            )
+        finally:
+            events.close()
     from engine.train.run import Controls, TrainingRun
 
+    dist = ranks.join()
+    if not dist.is_main:
+        events = ranks.NullEvents()
     controls = Controls()
-    if not args.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
+    if dist.enabled:
+        ranks.watch_launcher(controls)
+    if dist.is_main and not args.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
         controls.read_stream(sys.stdin)
     from engine.pipeline import PipelineRun, uses_pipeline
 
@@ -68,11 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         run_id=args.run_id,
         controls=controls,
         stop_after_step=args.stop_after_step,
+        dist=dist,
     )
     try:
-        code = run.execute()
+        code = ranks.finish(run, run.execute())
     finally:
         events.close()
+        dist.close()
+    if dist.enabled:
+        return code  # a rank: the launcher reports the run's ending
     return interrupted_exit(controls, code, args)
 
 

@@ -55,6 +55,62 @@ COLUMNS = (
     ("duration", "duration"),
     ("status", "status"),
 )
+NARROW_LABELS = {
+    "model": "model",
+    "final": "loss",
+    "final_val": "val",
+    "best_val": "best",
+    "duration": "time",
+}
+"""Short headers used when the full ones do not fit (80-column terminals)."""
+# Content width of each fixed column: (wide, narrow). name and model share what is left.
+FIXED_WIDTHS = {
+    "sel": (1, 1),
+    "date": (16, 11),
+    "steps": (6, 5),
+    "final": (10, 6),
+    "final_val": (9, 6),
+    "best_val": (8, 6),
+    "duration": (8, 7),
+    "status": (11, 8),
+}
+DROP_ORDER = ("final_val", "duration", "date")
+"""Columns left out, in this order, when even the narrow headers do not fit."""
+CELL_PADDING = 1
+
+
+@dataclass(frozen=True)
+class ColumnLayout:
+    """Which columns the table shows, their headers and content widths (cells), for one width."""
+
+    keys: tuple[str, ...]
+    labels: dict[str, str]
+    widths: dict[str, int]
+    narrow: bool
+
+
+def fit_columns(available: int) -> ColumnLayout:
+    """Columns that fit `available` cells: full headers if they fit, else short ones, else fewer columns.
+
+    name and model always stay and take what the fixed columns leave (name at least 14, model 10,
+    or 20 and 16 with full headers); longer values are truncated with an ellipsis, never cut.
+    """
+    attempts = [(False, ())] + [(True, DROP_ORDER[:n]) for n in range(len(DROP_ORDER) + 1)]
+    for narrow, dropped in attempts:
+        keys = tuple(k for k, _ in COLUMNS if k not in dropped)
+        fixed = sum(FIXED_WIDTHS[k][narrow] for k in keys if k in FIXED_WIDTHS)
+        rest = available - fixed - 2 * CELL_PADDING * len(keys)
+        name_min, model_min = (14, 10) if narrow else (20, 16)
+        if rest >= name_min + model_min or dropped == DROP_ORDER:
+            model = max(model_min, min(model_min + (rest - name_min - model_min) // 3, 30))
+            name = max(name_min, rest - model)
+            widths = {k: FIXED_WIDTHS[k][narrow] for k in keys if k in FIXED_WIDTHS}
+            widths.update(name=name, model=model)
+            labels = {k: (NARROW_LABELS.get(k, label) if narrow else label) for k, label in COLUMNS}
+            return ColumnLayout(keys, labels, widths, narrow)
+    raise AssertionError("unreachable: the last attempt always returns")
+
+
 EMA_STEPS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 WINDOW_STEPS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 
@@ -79,6 +135,8 @@ class HistoryScreen(Screen):
     """Runs of a workspace and opened loss CSVs: table, overlay chart, lr chart, diff and exports."""
 
     CSS_PATH = "history.tcss"
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    """Below 32 rows (an 80x24 terminal) the table takes more height and the filter one line."""
     FOLLOW_INTERVAL = 5.0
     """Seconds between checks of running runs' logs."""
 
@@ -167,6 +225,7 @@ class HistoryScreen(Screen):
         self.scan_done = False
         self._scanned_once = False
         self._overlay_runs: dict[str, overlay.OverlayRun] = {}
+        self._layout: ColumnLayout | None = None
         self._stamps: dict[str, tuple[int, int] | None] = {}
 
     @staticmethod
@@ -195,9 +254,8 @@ class HistoryScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._fit_columns()
         table = self.query_one("#runs", DataTable)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
         self._update_status()
         self.scan()
         table.focus()
@@ -328,19 +386,27 @@ class HistoryScreen(Screen):
             )
             mark = Text("●", style=colour) if colour else Text(" ")
             status_style = {"error": "bold red", "failed": "red", "running": "green", "interrupted": "yellow"}
-            table.add_row(
-                mark,
-                Text(s.name),
-                Text(fmt_date(s.date)),
-                Text(Path(s.base_model).name if s.base_model else ""),
-                Text(str(s.steps) if s.rows else "", justify="right"),
-                Text(fmt_loss(s.final_loss), justify="right"),
-                Text(fmt_loss(s.final_val), justify="right"),
-                Text(fmt_loss(s.best_val), justify="right"),
-                Text(fmt_duration(s.duration), justify="right"),
-                Text(s.status, style=status_style.get(s.status, "")),
-                key=key,
-            )
+            layout = self._layout or fit_columns(200)
+            date = s.date.strftime("%m-%d %H:%M") if layout.narrow and s.date else fmt_date(s.date)
+            cells = {
+                "sel": mark,
+                "name": Text(s.name),
+                "date": Text(date),
+                "model": Text(Path(s.base_model).name if s.base_model else ""),
+                "steps": Text(str(s.steps) if s.rows else "", justify="right"),
+                "final": Text(fmt_loss(s.final_loss), justify="right"),
+                "final_val": Text(fmt_loss(s.final_val), justify="right"),
+                "best_val": Text(fmt_loss(s.best_val), justify="right"),
+                "duration": Text(fmt_duration(s.duration), justify="right"),
+                "status": Text(s.status, style=status_style.get(s.status, "")),
+            }
+            row = []
+            for column in layout.keys:
+                cell = cells[column]
+                cell.no_wrap, cell.overflow = True, "ellipsis"
+                cell.truncate(layout.widths[column], overflow="ellipsis")
+                row.append(cell)
+            table.add_row(*row, key=key)
         if cursor_key is not None and cursor_key in table.rows:
             table.move_cursor(row=table.get_row_index(cursor_key))
 
@@ -657,7 +723,20 @@ class HistoryScreen(Screen):
         widget.set_class(error, "-error")
 
     def on_resize(self) -> None:
+        self._fit_columns()
         self._refresh_charts()
+
+    def _fit_columns(self) -> None:
+        """Set the table's columns for the screen width (less the table's vertical scrollbar)."""
+        layout = fit_columns(max(self.size.width, 40) - 2)
+        if layout == self._layout:
+            return
+        self._layout = layout
+        table = self.query_one("#runs", DataTable)
+        table.clear(columns=True)
+        for key in layout.keys:
+            table.add_column(layout.labels[key], key=key, width=layout.widths[key])
+        self._rebuild_table()
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
