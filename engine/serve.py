@@ -64,7 +64,8 @@ def default_train_cmd() -> list[str]:
 
 def worker_env() -> dict[str, str]:
     """Environment of a worker: the entry file is already fully resolved, so config overrides from
-    the environment (LORATUI_<SECTION>__<KEY>) must not apply a second time."""
+    the environment (LORATUI_<SECTION>__<KEY>, and LoRACat's names where [compat] env = true) must
+    not apply a second time."""
     return procio.child_env(drop_overrides=True)
 
 

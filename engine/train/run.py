@@ -383,6 +383,10 @@ class TrainingRun:
         self.emit(
             protocol.hello(engine_version=engine_version(), workspace=str(cfg.workspace), device=device_text)
         )
+        from engine.config.compat import environment_lines
+
+        for level, text in environment_lines(cfg):
+            log.log(logging.WARNING if level == "warning" else logging.INFO, text)
         if self.resume and fresh:
             log.warning("no saved training state in %s: starting from the beginning", self.state_root)
         if dist.is_main:
@@ -508,6 +512,8 @@ class TrainingRun:
             # before training (bad setting, missing model) leaves it intact.
             log.info("starting fresh: removing the old training state in %s", self.state_root)
             shutil.rmtree(self.state_root, ignore_errors=True)
+        if fresh and cfg.mode == "difference" and str(cfg.difference.load_first_pass).strip():
+            trainer.skip_first_pass(state, cfg.resolve_path(cfg.difference.load_first_pass))
         if not fresh:
             from engine.train.state import read_state
 
@@ -581,6 +587,8 @@ class TrainingRun:
             trainer.announce = lambda done, name: self.phase(
                 "train", done, run_steps, total_steps=self.total_steps, difference_pass=name
             )
+            if cfg.difference.save_first_pass and not cfg.difference.first_pass_only:
+                trainer.on_first_pass_done = self._save_first_pass
         trainer.set_train_mode(True)
         return trainer
 
@@ -738,6 +746,10 @@ class TrainingRun:
             )
         if cfg.save.every_epochs:
             log.warning("save.every_epochs is not used in mode %s; use save.every_steps", cfg.mode)
+        if cfg.network.train_norm_bias:
+            # iLECO and difference switch adapters on and off; differences in the base weights stay on.
+            log.warning("network.train_norm_bias is not used in mode %s", cfg.mode)
+            cfg.network.train_norm_bias = False
         if cfg.mode == "ileco" and not cfg.ileco.original_prompt.strip():
             raise LoratuiError(
                 "ileco.original_prompt is empty",
@@ -755,6 +767,13 @@ class TrainingRun:
 
             for which in PASSES:
                 pass_settings(cfg, which)
+            copier = str(cfg.difference.load_first_pass or "").strip()
+            if copier and not cfg.resolve_path(copier).is_file():
+                raise LoratuiError(
+                    f"difference.load_first_pass not found: {cfg.resolve_path(copier)}",
+                    hint="point it at a copier saved by difference.save_first_pass (or a pass-1 checkpoint)",
+                    where="difference.load_first_pass",
+                )
             for key in ("original_image", "target_image"):
                 value = str(getattr(cfg.difference, key) or "").strip()
                 path = cfg.resolve_path(value) if value else None
@@ -771,12 +790,14 @@ class TrainingRun:
     def _read_init_from(self) -> tuple[int, dict | None]:
         if not self.cfg.network.init_from:
             return 0, None
-        from engine.networks import load_lora_file, steps_from_metadata
+        from engine.networks import initial_steps, load_lora_file
 
         path = self.cfg.resolve_path(self.cfg.network.init_from)
         sd, metadata = load_lora_file(path)
         self._init_metadata = metadata  # how the file's dora_scale was meant (load_kohya_state_dict)
-        return steps_from_metadata(metadata), sd
+        steps, source = initial_steps(metadata, path)
+        log.info("init_from: %s was trained for %d steps, read from %s", path.name, steps, source)
+        return steps, sd
 
     def _precisions(self, device) -> tuple[str, str, object]:
         import torch
@@ -1149,6 +1170,14 @@ class TrainingRun:
         self.emit(protocol.checkpoint(run=self.run_id, step=state.step, path=str(path)))
         log.info("checkpoint saved: %s", path)
         return path
+
+    def _save_first_pass(self) -> None:
+        """difference.save_first_pass: the copier, now trained, as runs/<name>/<name>-copier.safetensors."""
+        from engine.networks import save_lora
+
+        path = self.run_dir / f"{self.cfg.name}-copier.safetensors"
+        save_lora(self.network, path, metadata=self._metadata(self.state), precision=self.cfg.save.precision)
+        log.info("copier of pass 1 saved: %s", path)
 
     def _save_state(self, state) -> None:
         from engine.train.state import prune_states, save_state
