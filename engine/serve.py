@@ -50,6 +50,8 @@ STOP_GRACE_S = float(os.environ.get("LORATUI_STOP_GRACE", "10"))
 """How long a worker asked to stop without saving gets before it is killed."""
 PROGRESS_WRITE_S = 5.0
 """How often the running entry's progress is written to its queue file (not every step: fsyncs)."""
+PHASE_WRITE_S = 1.0
+"""The same for a pipeline's collect/caption counts (one event per submission or image, so fewer)."""
 IDLE_EXIT_S = float(os.environ.get("LORATUI_SERVE_IDLE_S", "600"))
 """Default seconds the daemon stays up with an idle queue and no client attached."""
 
@@ -64,7 +66,8 @@ def default_train_cmd() -> list[str]:
 
 def worker_env() -> dict[str, str]:
     """Environment of a worker: the entry file is already fully resolved, so config overrides from
-    the environment (LORATUI_<SECTION>__<KEY>) must not apply a second time."""
+    the environment (LORATUI_<SECTION>__<KEY>, and LoRACat's names where [compat] env = true) must
+    not apply a second time."""
     return procio.child_env(drop_overrides=True)
 
 
@@ -714,6 +717,32 @@ class QueueServer:
         elif kind == protocol.CHECKPOINT and isinstance(event.get("step"), int):
             with contextlib.suppress(OSError):  # progress only, like the step writes
                 self.store.update(run, step=event["step"])
+        elif kind == protocol.PHASE:
+            self._phase_progress(worker, event)
+
+    def _phase_progress(self, worker: Worker, event: dict[str, Any]) -> None:
+        """A pipeline's steps before training as the entry's progress text (engine.pipeline events):
+        the `pipeline` phase names the step ("" once training starts or the pipeline ends), a
+        collect/caption phase adds done/total. Written at once on a step change, else throttled."""
+        name, done, total = event.get("name"), event.get("done"), event.get("total")
+        if name == "pipeline":
+            step = event.get("step")
+            text = "" if step in ("train", "", None) else str(step)
+        elif name in ("collect", "caption") and worker.entry.phase:
+            counted = isinstance(done, int) and isinstance(total, int) and total > 0
+            text = f"{name} {done}/{total}" if counted else name
+        else:
+            return
+        if text == worker.entry.phase:
+            return
+        step_changed = text.split(" ")[:1] != worker.entry.phase.split(" ")[:1]
+        worker.entry.phase = text
+        now = time.monotonic()
+        if step_changed or now - worker.last_progress_write >= PHASE_WRITE_S:
+            worker.last_progress_write = now
+            with contextlib.suppress(OSError):  # progress only; the end is recorded for sure
+                self.store.update(worker.entry.run, phase=text)
+            self.snapshot()
 
     def _worker_exited(self, worker: Worker, returncode: int | None) -> None:
         if self.workers.get(worker.entry.run) is not worker:
@@ -770,6 +799,7 @@ class QueueServer:
             "finished": now_iso(),
             "error": error or None,
             "resume": False,
+            "phase": "",
         }
         if lora:
             changes["lora"] = str(lora)

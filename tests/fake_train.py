@@ -6,7 +6,8 @@ to the queue: events on stdout and in runs/<name>/events.jsonl, loss.csv, a save
 save.every_steps that `--resume` continues from, stop/save_now/sample_now on stdin, exit 0 done or
 stopped, 1 failed.
 
-Knobs (environment): FAKE_TRAIN_STEP_S seconds per step (default 0.02).
+Knobs (environment): FAKE_TRAIN_STEP_S seconds per step (default 0.02); FAKE_COLLECT=N runs a
+pipeline-like collect step first (`phase` events "pipeline" then "collect" 0/N..N/N, one per step time).
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ def main() -> int:
             run=None, name=cfg.name, config=str(args.config), total_steps=total, run_dir=str(run_dir)
         )
     )
+
+    collect = int(os.environ.get("FAKE_COLLECT", "0"))
+    if collect:
+        out.emit(protocol.phase(run=None, name="pipeline", done=0, total=2, step="collect"))
+        for done in range(collect + 1):
+            out.emit(protocol.phase(run=None, name="collect", done=done, total=collect))
+            time.sleep(float(os.environ.get("FAKE_TRAIN_STEP_S", "0.02")))
+        out.emit(protocol.phase(run=None, name="pipeline", done=1, total=2, step="train"))
 
     def save(step: int) -> None:
         state.parent.mkdir(exist_ok=True)

@@ -20,7 +20,11 @@ def fmt_eta(seconds: Any) -> str:
 
 
 def fmt_progress(entry: dict[str, Any]) -> str:
-    """'50% 30/60' once the total is known, else the percentage alone ('0%' for a pending entry)."""
+    """'50% 30/60' once the total is known, else the percentage alone ('0%' for a pending entry);
+    a running pipeline entry before its train step shows its step instead: 'collect 3/8', 'caption'."""
+    phase = entry.get("phase")
+    if entry.get("status") == "running" and isinstance(phase, str) and phase:
+        return phase
     progress = entry.get("progress") or 0
     pct = f"{100 * float(progress):.0f}%" if isinstance(progress, int | float) else "-"
     step, total = entry.get("step"), entry.get("total_steps")

@@ -86,6 +86,8 @@ class Entry:
     progress: float = 0.0
     step: int = 0
     total_steps: int = 0
+    phase: str = ""
+    """What a running pipeline entry is doing before training, e.g. "collect 3/8" ("" when training)."""
     resume: bool = False
     lora: str = ""
     pid: int = 0
@@ -120,6 +122,7 @@ class Entry:
             "error": self.error,
             "step": self.step,
             "total_steps": self.total_steps,
+            "phase": self.phase,
             "resume": self.resume,
             "lora": self.lora or None,
             "devices": self.devices,
@@ -140,6 +143,7 @@ QUEUE_KEYS: dict[str, type] = {
     "progress": float,
     "step": int,
     "total_steps": int,
+    "phase": str,
     "resume": bool,
     "lora": str,
     "pid": int,

@@ -30,10 +30,13 @@ def read_init_from(cfg) -> tuple[int, dict | None, dict | None]:
     """(ss_steps of network.init_from, its kohya state dict, its metadata), or (0, None, None)."""
     if not cfg.network.init_from:
         return 0, None, None
-    from engine.networks import load_lora_file, steps_from_metadata
+    from engine.networks import initial_steps, load_lora_file
 
-    sd, metadata = load_lora_file(cfg.resolve_path(cfg.network.init_from))
-    return steps_from_metadata(metadata), sd, metadata
+    path = cfg.resolve_path(cfg.network.init_from)
+    sd, metadata = load_lora_file(path)
+    steps, source = initial_steps(metadata, path)
+    log.info("init_from: %s was trained for %d steps, read from %s", path.name, steps, source)
+    return steps, sd, metadata
 
 
 def load_model(cfg, device, precision: str, lora_precision: str, init: tuple, start_step: int) -> Model:
@@ -85,6 +88,9 @@ def load_model(cfg, device, precision: str, lora_precision: str, init: tuple, st
         )
     if cfg.train.gradient_checkpointing:
         base.enable_gradient_checkpointing(text_encoders=bool(cfg.network.train_text_encoder))
+    from engine.train.fastpaths import prepare_model
+
+    prepare_model(cfg, base, network, device, int(cfg.dataset.resolution))
     return Model(base, network, copier)
 
 

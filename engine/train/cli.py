@@ -1,4 +1,4 @@
-"""`python -m engine train CONFIG [--set key=value]... [--workspace DIR] [--resume]`.
+"""`python -m engine train CONFIG [--set key=value]... [--workspace DIR] [--resume] [--env-compat]`.
 
 Runs one training run headless: JSON-lines events on stdout (PROTOCOL.md), human logs on stderr and
 in runs/<name>/engine.log, commands (`stop`, `save_now`, `sample_now`) on stdin. Exit code 0 when the
@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workspace", default=None, help="workspace folder (default: current directory)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last saved state")
+    p.add_argument(
+        "--env-compat", action="store_true", help="also read LoRACat's variables (LEARNING_RATE, ...)"
+    )
     p.add_argument("--run-id", default=None, help="run id to put on every event (set by engine serve)")
     p.add_argument("--no-stdin", action="store_true", help="do not read commands from stdin")
     # Debugging and tests: stop (saving a checkpoint and state) once this step is done.
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from engine.config import load_config
 
-        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace)
+        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace, env_compat=args.env_compat)
     except LoratuiError as exc:
         print(exc.render(), file=sys.stderr)
         events.emit(

@@ -47,6 +47,10 @@ def _preflight_mode(cfg) -> None:
         log.warning("train.epochs is not used in mode %s (there is no dataset): train.steps counts", cfg.mode)
     if cfg.save.every_epochs:
         log.warning("save.every_epochs is not used in mode %s; use save.every_steps", cfg.mode)
+    if cfg.network.train_norm_bias:
+        # iLECO and difference switch adapters on and off; differences in the base weights stay on.
+        log.warning("network.train_norm_bias is not used in mode %s", cfg.mode)
+        cfg.network.train_norm_bias = False
     if cfg.mode == "ileco" and not cfg.ileco.original_prompt.strip():
         raise LoratuiError(
             "ileco.original_prompt is empty",
@@ -64,6 +68,13 @@ def _preflight_mode(cfg) -> None:
 
         for which in PASSES:
             pass_settings(cfg, which)
+        copier = str(cfg.difference.load_first_pass or "").strip()
+        if copier and not cfg.resolve_path(copier).is_file():
+            raise LoratuiError(
+                f"difference.load_first_pass not found: {cfg.resolve_path(copier)}",
+                hint="point it at a copier saved by difference.save_first_pass (or a pass-1 checkpoint)",
+                where="difference.load_first_pass",
+            )
         for key in ("original_image", "target_image"):
             value = str(getattr(cfg.difference, key) or "").strip()
             path = cfg.resolve_path(value) if value else None

@@ -186,6 +186,10 @@ class TrainingRun:
         device = dist.device if dist.enabled else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         shown = device_text(device) + (f" x {dist.world_size} ranks" if dist.enabled else "")
         self.emit(protocol.hello(engine_version=engine_version(), workspace=str(cfg.workspace), device=shown))
+        from engine.config.compat import environment_lines
+
+        for level, text in environment_lines(cfg):
+            log.log(logging.WARNING if level == "warning" else logging.INFO, text)
         if self.resume and fresh:
             log.warning("no saved training state in %s: starting from the beginning", self.state_root)
 
@@ -256,6 +260,8 @@ class TrainingRun:
         if fresh:
             state = fresh_state(cfg, start_step, total_steps)
             self.folder.drop_abandoned_state()
+            if cfg.mode == "difference" and str(cfg.difference.load_first_pass).strip():
+                trainer.skip_first_pass(state, cfg.resolve_path(cfg.difference.load_first_pass))
         else:
             state = restore(cfg, self._state_dir_to_resume, trainer, model.base, total_steps, run_steps)
             self.folder.last_saved_step = state.step
@@ -282,6 +288,8 @@ class TrainingRun:
             stop_after_step=self.stop_after_step,
             dist=dist,
         )
+        if cfg.mode == "difference" and cfg.difference.save_first_pass and not cfg.difference.first_pass_only:
+            trainer.on_first_pass_done = lambda: loop.save_first_pass(state)
         return loop.run(state, fresh)
 
 

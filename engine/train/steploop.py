@@ -212,6 +212,16 @@ class StepLoop:
         log.info("checkpoint saved: %s", path)
         return path
 
+    def save_first_pass(self, state) -> None:
+        """difference.save_first_pass: the copier, now trained, as runs/<name>/<name>-copier.safetensors."""
+        from engine.networks import save_lora
+
+        path = self.folder.path / f"{self.cfg.name}-copier.safetensors"
+        save_lora(
+            self.trainer.network, path, metadata=self._metadata(state), precision=self.cfg.save.precision
+        )
+        log.info("copier of pass 1 saved: %s", path)
+
     def _save_final(self, state) -> tuple[str, dict]:
         """(the final LoRA's path, its metadata); ("", None) on ranks other than 0, which save nothing."""
         if not self.dist.is_main:

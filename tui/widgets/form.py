@@ -32,7 +32,20 @@ from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
 from engine.config import SCHEMA, FieldSpec, validate_field
-from engine.config.schema import BOOL, DEVICES, DICT, ENUM, FLOAT, INT, MODES, PATH, PATHS, RESOLUTION, STRS
+from engine.config.schema import (
+    BOOL,
+    DEVICES,
+    DICT,
+    ENUM,
+    FLOAT,
+    INT,
+    MODES,
+    PATH,
+    PATHS,
+    RESOLUTION,
+    STEP_RULES,
+    STRS,
+)
 
 SECTION_TITLES = {
     "": "Run",
@@ -195,6 +208,7 @@ class FieldRow(Widget):
                 DICT: "{ key = value }",
                 RESOLUTION: "1024 or 768, 512",
                 DEVICES: "1, or ids 0, 1",
+                STEP_RULES: "100:0.5, 200:0.25",
             }.get(spec.kind, "")
             # Validation is ours (schema + paths), so the Input's own validators stay off.
             yield Input(
