@@ -16,7 +16,7 @@ What is timed (post-warm-up, saves and validation excluded), for each case:
   already on the device: the floor any trainer's step can reach.
 
 Each case runs with and without gradient checkpointing. Printed per row: s/step, samples/s, peak
-allocated / reserved device memory (CUDA), engine/bare ratio and the ratio to the reference figure
+allocated / reserved device memory (CUDA), the pre-training estimate (engine.train.memory), engine/bare ratio and the ratio to the reference figure
 published by SimpleTuner for an H100 (SD1.x LoRA r16 bf16 512² bs1: 0.181 s/step, 0.305 with
 checkpointing; SDXL attention-only LoKr bf16 1024² bs1: 0.606 s/step, 1.08 with checkpointing; the
 ratio is per sample, < 1 is faster than the reference). Also printed: torch, CUDA, cuDNN, GPU name,
@@ -278,6 +278,9 @@ def time_engine(
     precision = {None: "fp32"}.get(autocast_dtype, "bf16" if "bfloat16" in str(autocast_dtype) else "fp16")
     cfg = run_config(case, res, checkpointing, precision)
     trainer = engine_trainer(case, base, cfg, res, workdir / f"cache-{case.name}", autocast_dtype)
+    from engine.train.memory import estimate
+
+    est = estimate(base, trainer.params, cfg.train, res).total / 1024**3
     times = []
     global_batch = 0
     for step in range(warmup + steps):
@@ -289,7 +292,7 @@ def time_engine(
         _sync(device)
         times.append(time.perf_counter() - t0)
         global_batch = out["global_batch"]
-    peak = _peak(device)
+    peak = (*_peak(device), est)
     trainer.close()
     del trainer, base
     _free(device)
@@ -409,13 +412,13 @@ def benchmark(args) -> int:
     print()
     print(
         "case          res  bs rank  engine s/step  samples/s  bare s/step  engine/bare"
-        "  peak alloc GiB  peak reserved GiB  vs reference"
+        "  peak alloc GiB  peak reserved GiB  estimate GiB  vs reference"
     )
     for label, res, bs, rank, eng, bare, peak, ref in rows:
         per_sample_ratio = (eng / bs) / ref
         print(
-            f"{label:<12} {res:>5} {bs:>3} {rank:>4} {eng:>14.4f} {bs / eng:>10.2f} {bare:>12.4f}"
-            f" {eng / bare:>12.2f} {peak[0]:>15.2f} {peak[1]:>18.2f} {per_sample_ratio:>13.2f}"
+            f"{label:<12} {res:>5} {bs:>3} {rank:>4} {eng:>14.4f} {bs / eng:>10.4g} {bare:>12.4f}"
+            f" {eng / bare:>12.2f} {peak[0]:>15.2f} {peak[1]:>18.2f} {peak[2]:>13.2f} {per_sample_ratio:>13.2f}"
         )
     if small:
         print(

@@ -35,12 +35,19 @@ def engine_argv(command: str, *args: str) -> list[str]:
 def child_env(extra: dict[str, str] | None = None, *, drop_overrides: bool = False) -> dict[str, str]:
     """Environment of an engine child: unbuffered, able to import `engine` from any workspace.
 
-    drop_overrides: leave out config overrides from the environment (LORATUI_<SECTION>__<KEY>), for
-    a worker whose entry file is already fully resolved (they must not apply twice).
+    drop_overrides: leave out config overrides from the environment (LORATUI_<SECTION>__<KEY>, and
+    the other tools' names of engine.config.compat.ENV_ALIASES), for a worker whose entry file is
+    already fully resolved (they must not apply twice).
     """
     env = dict(os.environ)
     if drop_overrides:
-        env = {k: v for k, v in env.items() if not (k.startswith("LORATUI_") and "__" in k)}
+        from engine.config.compat import ENV_ALIASES
+
+        env = {
+            k: v
+            for k, v in env.items()
+            if not (k.startswith("LORATUI_") and "__" in k) and k not in ENV_ALIASES
+        }
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"

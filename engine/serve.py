@@ -66,7 +66,8 @@ def default_train_cmd() -> list[str]:
 
 def worker_env() -> dict[str, str]:
     """Environment of a worker: the entry file is already fully resolved, so config overrides from
-    the environment (LORATUI_<SECTION>__<KEY>) must not apply a second time."""
+    the environment (LORATUI_<SECTION>__<KEY>, and LoRACat's names where [compat] env = true) must
+    not apply a second time."""
     return procio.child_env(drop_overrides=True)
 
 
@@ -153,10 +154,14 @@ class QueueServer:
         poll_s: float = 1.0,
         stop_grace_s: float = STOP_GRACE_S,
         log_stream: IO[str] | None | str = "stderr",
+        devices: str | None = None,
         listen: bool = True,
         idle_exit_s: float | None = None,
         allowed_uid: int | None = None,
     ) -> None:
+        from engine.devices.discover import discover
+        from engine.devices.slots import Slots
+
         self.store = QueueStore(workspace)
         self.workspace = self.store.workspace
         self.writer = writer
@@ -168,7 +173,9 @@ class QueueServer:
         # Human log lines go to stderr by default; None silences them (the events carry them too).
         self.log_stream = sys.stderr if log_stream == "stderr" else log_stream
         self.inbox: stdqueue.Queue[tuple] = stdqueue.Queue()
-        self.worker: Worker | None = None
+        # One worker per running entry, each on the device slots it holds (engine.devices).
+        self.workers: dict[str, Worker] = {}
+        self.slots = Slots(discover(devices))
         self.paused = False
         self.shutting_down = False
         self.stdin_closed = False
@@ -219,6 +226,7 @@ class QueueServer:
             engine_version=ENGINE_VERSION, workspace=str(self.workspace), device=self._device
         )
         event.update(
+            devices=self.slots.describe(),  # the slots entries run on (engine.devices)
             pid=os.getpid(),
             running=[w.summary() for w in self.running_workers()],
             paused=self.paused,
@@ -227,7 +235,7 @@ class QueueServer:
         return event
 
     def running_workers(self) -> list[Worker]:
-        return [self.worker] if self.worker is not None else []
+        return list(self.workers.values())
 
     def log(self, message: str, *, level: str = "info", run: str | None = None) -> None:
         self.emit(protocol.log(message, level=level, run=run))
@@ -267,7 +275,7 @@ class QueueServer:
                 self.hub.start()  # under the owner lock: a socket file left there is a dead daemon's
             self.emit(self.hello())
             self._adopt_orphan()
-            for entry in self.store.recover(keep=self.worker.entry.run if self.worker else None):
+            for entry in self.store.recover(keep=set(self.workers)):
                 # The status comes from the run's own record (a run that finished stays done).
                 self._finish_events_file(entry.run_dir, entry.run, entry.status, entry.error)
                 self.log(f"{entry.name} ({entry.run}) was running when the engine stopped: {entry.status}")
@@ -296,8 +304,8 @@ class QueueServer:
                 self._safely(self._tick)
             return 0
         finally:
-            if self.worker is not None:  # only on an unexpected error: leave no orphan behind
-                self.worker.send(protocol.command(protocol.CMD_STOP, save=True))
+            for worker in list(self.workers.values()):  # only on an unexpected error: no orphans
+                worker.send(protocol.command(protocol.CMD_STOP, save=True))
             if self.hub is not None:
                 self.hub.close()
             self._lock.release()
@@ -327,7 +335,9 @@ class QueueServer:
             trouble["message"] = message
             return
         if trouble["count"]:
-            self.log(f"{name} works again after {trouble['count']} failure(s)")
+            self.log(
+                f"{name.strip('_').replace('_', ' ')} works again after {trouble['count']} failed attempt(s)"
+            )
         trouble.update(count=0, retry_at=0.0, message="")
 
     def request_stop(self, signum: int | None = None) -> None:
@@ -335,7 +345,7 @@ class QueueServer:
         self.inbox.put(("signal", signum))
 
     def _should_exit(self) -> bool:
-        if self.worker is not None:
+        if self.workers:
             return False
         if self.shutting_down:
             return True
@@ -358,18 +368,19 @@ class QueueServer:
         wait = self.poll_s
         if self.idle_exit_s is not None:
             wait = min(wait, max(self.idle_exit_s, 0.05))
-        if self.worker is not None and self.worker.kill_at is not None:
-            wait = min(wait, max(0.0, self.worker.kill_at - time.monotonic()))
+        for worker in self.workers.values():
+            if worker.kill_at is not None:
+                wait = min(wait, max(0.0, worker.kill_at - time.monotonic()))
         return max(0.05, wait)
 
     def _tick(self) -> None:
         if self._unrecorded:
             self._safely(self._write_records)
-        worker = self.worker
-        if worker is not None and worker.kill_at is not None and time.monotonic() >= worker.kill_at:
-            worker.kill_at = None
-            self.log(f"{worker.entry.name} did not stop in time: killing it", run=worker.entry.run)
-            worker.kill()
+        for worker in list(self.workers.values()):
+            if worker.kill_at is not None and time.monotonic() >= worker.kill_at:
+                worker.kill_at = None
+                self.log(f"{worker.entry.name} did not stop in time: killing it", run=worker.entry.run)
+                worker.kill()
         if time.monotonic() - self._last_scan >= self.poll_s:
             self._last_scan = time.monotonic()
             self._safely(self._scan)
@@ -406,8 +417,8 @@ class QueueServer:
         self.inbox.put(("exit", worker, returncode))
 
     def _adopt_orphan(self) -> None:
-        """A worker of a previous engine that is still training: follow it instead of calling it
-        interrupted (and instead of starting a second training beside it)."""
+        """Workers of a previous engine that are still training: follow them instead of calling them
+        interrupted (and instead of starting a second training beside them); they keep their devices."""
         for entry in self.store.entries():
             if (
                 entry.adopted
@@ -415,13 +426,13 @@ class QueueServer:
                 and run_going(entry.run_dir or None, pid=entry.pid, entry_file=entry.path)
             ):
                 worker = Worker(entry=entry, proc=None, argv=[], pid=entry.pid, run_dir=entry.run_dir)
-                self.worker = worker
+                self.workers[entry.run] = worker
+                self.slots.hold(entry.run, [k for k in entry.devices.split(",") if k])
                 threading.Thread(target=self._follow_orphan, args=(worker,), daemon=True).start()
                 self.log(
                     f"{entry.name} ({entry.run}) is still training in process {entry.pid}: following it",
                     run=entry.run,
                 )
-                return
 
     def _follow_orphan(self, worker: Worker) -> None:
         """Relay what an adopted worker appends to its events.jsonl until the process ends."""
@@ -473,9 +484,10 @@ class QueueServer:
 
     def _signal_stop(self, signum: int | None) -> None:
         self.shutting_down = True
-        worker = self.worker
         name = signal.Signals(signum).name if signum else "a signal"
-        if worker is not None and not worker.stop_requested:
+        for worker in self.workers.values():
+            if worker.stop_requested:
+                continue
             self.log(f"got {name}: stopping {worker.entry.name} after saving its state", run=worker.entry.run)
             worker.stop_requested = True
             worker.shutdown = True
@@ -515,13 +527,13 @@ class QueueServer:
         self.reply(origin, ack)
 
     def _running(self, run: Any) -> Worker:
-        worker = self.worker
-        if worker is None or worker.entry.run != run:
+        worker = self.workers.get(str(run))
+        if worker is None:
             status = ""
             with contextlib.suppress(LoratuiError):
                 status = f" (it is {self.store.get(str(run)).status})"
             raise LoratuiError(
-                f"run {run!r} is not running{status}", hint="only the running entry takes this command"
+                f"run {run!r} is not running{status}", hint="only a running entry takes this command"
             )
         return worker
 
@@ -612,17 +624,35 @@ class QueueServer:
     # --- workers ---------------------------------------------------------------------------------
 
     def _start_next(self) -> None:
-        if self.worker is not None or self.paused or self.shutting_down:
+        """Start every pending entry the device scheduler lets start (engine.devices.schedule)."""
+        if self.paused or self.shutting_down:
             return
-        entry = self.store.claim_next()
-        if entry is None:
+        pending = [e for e in self.store.entries() if e.adopted and e.status == protocol.PENDING]
+        if not pending:
             return
+        plan = self.slots.plan([self.slots.want_of(e.run, e.path) for e in pending])
+        for run, why in plan.impossible:
+            error = {
+                "message": f"cannot start: {why}",
+                "hint": "lower train.devices, or start engine serve with more devices (--devices)",
+                "where": "train.devices",
+            }
+            with contextlib.suppress(LoratuiError, OSError):
+                self.store.update(run, status=protocol.FAILED, finished=now_iso(), error=error)
+                self.emit(protocol.run_finished(run=run, status=protocol.FAILED, error=error))
+            self.snapshot()
+        for run, keys in plan.starts:
+            entry = self.store.claim(run, self.slots.label(keys))
+            if entry is not None:
+                self._start(entry, keys)
+
+    def _start(self, entry: Entry, keys: list[str]) -> None:
         argv = [*self.train_cmd, str(entry.path), "--workspace", str(self.workspace), "--run-id", entry.run]
         if entry.resume:
             argv.append("--resume")
         try:
             # Own session: a signal to ours (a client's Ctrl-C, SIGHUP) never reaches the trainer.
-            proc = procio.spawn(argv, cwd=self.workspace, env=worker_env())
+            proc = procio.spawn(argv, cwd=self.workspace, env={**worker_env(), **self.slots.env_for(keys)})
         except OSError as exc:
             error = {
                 "message": f"cannot start the training process: {exc}",
@@ -641,7 +671,8 @@ class QueueServer:
             run_dir=entry.run_dir,
             stdin=procio.pipe_writer(proc.stdin),
         )
-        self.worker = worker
+        self.workers[entry.run] = worker
+        self.slots.hold(entry.run, keys)
         # Recorded so that an engine restarted while this worker still trains can follow it (a
         # nicety: a full disk must not leave the worker unwatched).
         with contextlib.suppress(OSError):
@@ -649,7 +680,7 @@ class QueueServer:
         threading.Thread(target=self._read_worker_stdout, args=(worker,), daemon=True).start()
         threading.Thread(target=self._read_worker_stderr, args=(worker,), daemon=True).start()
         self.log(
-            f"started {entry.name} ({entry.run})"
+            f"started {entry.name} ({entry.run}) on {', '.join(keys)}"
             + (" resuming from its saved state" if entry.resume else ""),
             run=entry.run,
         )
@@ -714,9 +745,10 @@ class QueueServer:
             self.snapshot()
 
     def _worker_exited(self, worker: Worker, returncode: int | None) -> None:
-        if worker is not self.worker:
+        if self.workers.get(worker.entry.run) is not worker:
             return
-        self.worker = None
+        del self.workers[worker.entry.run]
+        self.slots.release(worker.entry.run)
         entry = worker.entry
         finished = worker.finished
         if finished is None and worker.proc is None:
@@ -842,6 +874,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--train-cmd", default="", help="replace `python -m engine train` (tests)")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between scans of the queue folder")
     parser.add_argument(
+        "--devices",
+        default=None,
+        help='device slots: "" every visible GPU (default, or $LORATUI_DEVICES), "0,2" those GPUs, '
+        '"cpu:2" two CPU slots; entries run at once as their train.devices fit',
+    )
+    parser.add_argument(
         "--stdio",
         action="store_true",
         help="also take commands on stdin and write events to stdout; exit once stdin is closed and "
@@ -875,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
         train_cmd=shlex.split(args.train_cmd) if args.train_cmd else None,
         foreground_log=args.foreground_log,
         poll_s=args.poll,
+        devices=args.devices,
         idle_exit_s=None if args.stdio or args.idle_exit < 0 else args.idle_exit,
     )
     signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop(signum))

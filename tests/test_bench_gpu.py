@@ -32,7 +32,15 @@ def test_benchmark_prints_every_figure_on_the_cpu():
     assert "versions: torch " in out and "cuda " in out and "cudnn " in out and "gpu " in out
     lines = out.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("case "))
-    columns = ("engine s/step", "samples/s", "bare s/step", "engine/bare", "peak alloc GiB", "vs reference")
+    columns = (
+        "engine s/step",
+        "samples/s",
+        "bare s/step",
+        "engine/bare",
+        "peak alloc GiB",
+        "estimate GiB",
+        "vs reference",
+    )
     assert all(column in lines[at] for column in columns)
     table = [line.split() for line in lines[at + 1 :] if line.startswith("sd15-b1")]
     assert {(" ".join(r[:2]) if r[1] == "+gc" else r[0]) for r in table} == {"sd15-b1", "sd15-b1 +gc"}

@@ -46,7 +46,8 @@ def full_config(ws: Path, url: str, **collect) -> object:
     return load_config_text(f'name = "c"\npipeline = ["collect"]\n[collect]\n{body}\n', workspace=ws)
 
 
-def batch_config(ws: Path, url: str, prompts: list, **collect) -> object:
+def batch_config(ws: Path, url: str, prompts: list, env=None, **collect) -> object:
+    """A per-batch [collect] config; `env`: environment names read with --env-compat."""
     write_workflow(ws / "txt2img.json", TXT2IMG)
     (ws / "prompts.json").write_text(json.dumps(prompts))
     values = {
@@ -60,12 +61,13 @@ def batch_config(ws: Path, url: str, prompts: list, **collect) -> object:
         **collect,
     }
     body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
-    return load_config_text(f'name = "b"\npipeline = ["collect"]\n[collect]\n{body}\n', workspace=ws)
+    text = f'name = "b"\npipeline = ["collect"]\n[collect]\n{body}\n'
+    return load_config_text(text, workspace=ws, env=env, env_compat=env is not None)
 
 
-def collect(cfg, env=None, **kw):
+def collect(cfg, **kw):
     events: list[dict] = []
-    summary = run_collect(cfg, events.append, env=env or {}, **kw)
+    summary = run_collect(cfg, events.append, **kw)
     return summary, events
 
 
@@ -98,8 +100,8 @@ def test_full_workflow_mode_downloads_only_the_prefixed_outputs(tmp_path, server
 
 def test_per_batch_mode_prompts_seeds_and_captions(tmp_path, server):
     prompts = ["a red cube", {"prompt": "a blue ball", "seed": 100, "count": 2}]
-    cfg = batch_config(tmp_path, server.url, prompts)
-    summary, events = collect(cfg, env={"GLOBAL_SEED": "7"})
+    cfg = batch_config(tmp_path, server.url, prompts, env={"GLOBAL_SEED": "7"})
+    summary, events = collect(cfg)
     assert summary.submitted == 3 and summary.new == 3
     # the seed reaches every sampler node (3 and the refiner 10); the prompt the mapped text encoder
     seeds = [(p["3"]["inputs"]["seed"], p["10"]["inputs"]["seed"]) for _, p in server.posted]
@@ -154,8 +156,8 @@ def test_same_image_twice_is_one_file(tmp_path, server):
 
 
 def test_delay_between_submissions(tmp_path, server):
-    cfg = batch_config(tmp_path, server.url, ["a", "b", "c"])
-    summary, events = collect(cfg, env={"COMFYUI_DELAY": "0.4"})
+    cfg = batch_config(tmp_path, server.url, ["a", "b", "c"], env={"COMFYUI_DELAY": "0.4"})
+    summary, events = collect(cfg)
     times = [t for t, _ in server.posted]
     assert len(times) == 3
     assert min(b - a for a, b in zip(times, times[1:])) >= 0.4
@@ -163,8 +165,8 @@ def test_delay_between_submissions(tmp_path, server):
 
 
 def test_endpoint_from_environment(tmp_path, server):
-    cfg = batch_config(tmp_path, "http://127.0.0.1:9", ["a"])
-    summary, _ = collect(cfg, env={"COMFYUI_ENDPOINT": server.url})
+    cfg = batch_config(tmp_path, "http://127.0.0.1:9", ["a"], env={"COMFYUI_ENDPOINT": server.url})
+    summary, _ = collect(cfg)
     assert summary.new == 1
 
 
@@ -176,7 +178,7 @@ def test_stop_keeps_downloads_and_the_next_collect_continues(tmp_path, server):
         return any(e["type"] == "phase" and e["done"] >= 1 for e in seen)
 
     with pytest.raises(Stopped):
-        run_collect(cfg, seen.append, env={}, should_stop=stop_after_first)
+        run_collect(cfg, seen.append, should_stop=stop_after_first)
     folder = tmp_path / "data" / "char"
     assert len(images_in(folder)) == 1 and len(server.posted) == 1
     summary, _ = collect(cfg)
@@ -253,7 +255,7 @@ def test_stop_during_a_submission_takes_its_result_next_time(tmp_path, server):
         return any(e["type"] == "phase" and e.get("submission") == 1 for e in seen)
 
     with pytest.raises(Stopped):
-        run_collect(cfg, seen.append, env={}, should_stop=stop_once_submitted)
+        run_collect(cfg, seen.append, should_stop=stop_once_submitted)
     assert len(server.posted) == 1 and not images_in(tmp_path / "data" / "char")
     summary, events = collect(cfg)
     assert len(server.posted) == 2 and summary.submitted == 1  # "a" was not submitted again
@@ -269,7 +271,7 @@ def test_shipped_preset_and_example_workflows_fit_their_node_map():
     repo = Path(__file__).resolve().parents[1]
     cfg = load_config(repo / "presets" / "sdxl-collect.toml", env={}, workspace=repo / "presets")
     cfg.collect.reference_image = str(repo / "presets" / "comfyui" / "invert-api.json")  # any existing file
-    s = settings.resolve(cfg, env={})
+    s = settings.resolve(cfg)
     assert s.mode == settings.BATCH
     assert check_node_map(workflow.load_workflow(s.workflow), s) == ["9"]
     assert len(settings.load_prompts(s.prompts)) == 4

@@ -25,9 +25,9 @@ def server(tmp_path):
     srv.stop()
 
 
-def error_of(cfg, env=None) -> LoratuiError:
+def error_of(cfg) -> LoratuiError:
     with pytest.raises(LoratuiError) as info:
-        collect(cfg, env=env)
+        collect(cfg)
     return info.value
 
 
@@ -206,8 +206,15 @@ def test_bad_prompts_file(tmp_path, server):
 
 
 def test_bad_environment_override(tmp_path, server):
-    err = error_of(batch_config(tmp_path, server.url, ["a"]), env={"GLOBAL_SEED": "abc"})
-    assert "GLOBAL_SEED" in err.message and err.where == "GLOBAL_SEED"
+    with pytest.raises(ConfigError) as info:
+        batch_config(tmp_path, server.url, ["a"], env={"GLOBAL_SEED": "abc"})
+    assert info.value.where in (
+        "environment GLOBAL_SEED: collect.seed",
+        "environment GLOBAL_SEED: train.seed",
+    )
+    # without the opt-in the variable changes nothing
+    cfg = load_config_text('name = "b"\n[collect]\nseed = 3\n', env={"GLOBAL_SEED": "abc"})
+    assert cfg.collect.seed == 3 and not cfg.env_values[0].applied
 
 
 def test_pipeline_config_checks():

@@ -128,10 +128,11 @@ def test_wrong_type_and_bad_enum_messages():
         'error: train.lr: expected a number, found "fast" (string)\n  where: run.toml: train.lr\n  hint: Learning rate',
         "error: train.batch_size: expected a whole number, found 1.5 (number)\n"
         "  where: run.toml: train.batch_size\n  hint: Images per batch",
-        "error: train.optimizer: expected one of adamw, adamw8bit, adam, sgd, rmsprop, lion, prodigy, "
-        'adafactor, found "adamx" (string); did you mean "adam"?\n'
+        "error: train.optimizer: expected one of adamw, adamw8bit, paged_adamw8bit, adam, sgd, rmsprop, "
+        'lion, lion8bit, paged_lion8bit, prodigy, adafactor, found "adamx" (string); did you mean "adam"?\n'
         "  where: run.toml: train.optimizer\n"
-        "  hint: train.optimizer takes one of: adamw, adamw8bit, adam, sgd, rmsprop, lion, prodigy, adafactor",
+        "  hint: train.optimizer takes one of: adamw, adamw8bit, paged_adamw8bit, adam, sgd, rmsprop, lion, "
+        "lion8bit, paged_lion8bit, prodigy, adafactor",
     ]
 
 

@@ -57,7 +57,7 @@ def test_add_ls_rm_and_duplicates(ws):
     listing = loratui(ws, "ls")
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["POS", "RUN", "NAME", "STATUS", "PROGRESS", "BASE", "MODEL"]
+    assert lines[0].split() == ["POS", "RUN", "NAME", "STATUS", "PROGRESS", "DEVICES", "BASE", "MODEL"]
     assert [line.split()[2] for line in lines[1:3]] == ["two", "one"]
     assert "engine: not running" in listing.stdout
     # the --set value is in the resolved entry

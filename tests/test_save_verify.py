@@ -111,15 +111,22 @@ class _Net:
         return {"text_encoder.text_model.encoder.layers.0.mlp.fc1.lora_A.weight": torch.ones(2, 3)}
 
 
-def test_diffusers_format_says_it_is_for_diffusers(tmp_path, caplog):
+def test_diffusers_format_says_it_is_for_diffusers(tmp_path):
+    import logging
+
+    from engine.networks import io as lora_io
     from engine.networks import load_lora_file, save_lora
 
-    with caplog.at_level("WARNING"):
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())
+    lora_io.log.addHandler(handler)  # the engine's log set-up may stop propagation to pytest's caplog
+    try:
         path = save_lora(_Net(), tmp_path / "d.safetensors", fmt="diffusers", precision="fp32")
         save_lora(_Net(), tmp_path / "d2.safetensors", fmt="diffusers", precision="fp32")
-    said = [r.getMessage() for r in caplog.records if "for diffusers" in r.getMessage()]
+        save_lora(_Net(), tmp_path / "k.safetensors", fmt="kohya", precision="fp16")
+    finally:
+        lora_io.log.removeHandler(handler)
+    said = [m for m in said if "for diffusers" in m]
     assert len(said) == 1 and "kohya" in said[0] and "ComfyUI" in said[0]  # once per run folder
     assert "for diffusers" in load_lora_file(path)[1]["loratui_format_note"]
-    with caplog.at_level("WARNING"):
-        save_lora(_Net(), tmp_path / "k.safetensors", fmt="kohya", precision="fp16")
-    assert len([r for r in caplog.records if "for diffusers" in r.getMessage()]) == 1

@@ -69,7 +69,7 @@ def test_optimizer_not_installed(tmp_path, tiny_sd15, demo_dataset):
     text = config_text(tiny_sd15, demo_dataset, name="o", train={"optimizer": "adamw8bit"})
     rc, events, run_dir = run_in_process(tmp_path, text)
     err = _assert_failed(rc, events, run_dir, "o", "train.optimizer")
-    assert "bitsandbytes" in err["message"]
+    assert "bitsandbytes" in err["message"] and "loratui[gpu]" in err["message"] and ".[gpu]" in err["hint"]
 
 
 def test_existing_lora_is_not_overwritten(tmp_path, tiny_sd15, demo_dataset):

@@ -102,3 +102,38 @@ def test_compiling_each_block_keeps_the_training_result():
     compiled_losses, compiled = _lora_losses(compiled=True)
     assert compiled_losses == pytest.approx(plain_losses, rel=1e-5, abs=1e-6)
     assert float((compiled - plain).abs().max()) <= 1e-5
+
+
+def test_the_optimizer_factory_applies_the_fast_path_only_where_it_applies():
+    from engine.train.optim import build_optimizer
+
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(3))], "lr": 1e-3}]
+    opt = build_optimizer("adamw", groups, 1e-3, {}, train_cfg=_train_cfg())
+    assert not opt.defaults.get("fused")  # CPU parameters: torch's default implementation
+    # a user's explicit optimizer_args win over the fast path
+    opt = build_optimizer("adamw", groups, 1e-3, {"foreach": False}, train_cfg=_train_cfg())
+    assert opt.defaults["foreach"] is False
+
+
+@pytest.mark.slow
+def test_a_run_with_compiled_blocks_trains_the_same_lora(tmp_path, tiny_sd15, demo_dataset):
+    from safetensors.torch import load_file
+
+    from tests.train_util import config_text, csv_rows, finished, of_type, run_in_process
+
+    runs = {}
+    for name, extra in (("plain", {}), ("compiled", {"compile": True, "compile_backend": "aot_eager"})):
+        text = config_text(tiny_sd15, demo_dataset, name=name, train={"steps": 3, **extra})
+        rc, events, run_dir = run_in_process(tmp_path, text)
+        assert rc == 0, finished(events)
+        runs[name] = (events, run_dir)
+    logs = [e["message"] for e in of_type(runs["compiled"][0], "log")]
+    assert any("UNet blocks compiled" in m for m in logs)
+    plain = [float(r[2]) for r in csv_rows(runs["plain"][1])[1:]]
+    compiled = [float(r[2]) for r in csv_rows(runs["compiled"][1])[1:]]
+    assert len(plain) == 3
+    assert compiled == pytest.approx(plain, rel=1e-4, abs=1e-6)
+    a = load_file(str(runs["plain"][1] / "plain.safetensors"))
+    b = load_file(str(runs["compiled"][1] / "compiled.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-4

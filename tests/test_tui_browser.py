@@ -139,3 +139,16 @@ def test_an_edited_caption_is_the_only_text_encoded_again(tiny_sd15, demo_datase
     assert rc == 0
     second = [e for e in of_type(events, "phase") if e["name"] == "cache_text" and "encoded" in e][-1]
     assert (second["encoded"], second["reused"]) == (1, first["encoded"] - 1)
+
+
+def test_a_caption_in_a_refused_encoding_is_a_problem_not_a_crash(demo_dataset, tmp_path):
+    caption = sorted((demo_dataset / "extra").glob("*.txt"))[0]
+    caption.write_bytes("café, shapes".encode("cp1252"))
+    view = browse_dataset(_cfg(demo_dataset, tmp_path))
+    entry = next((e for e in view.entries if e.path.stem == caption.stem), None)
+    if entry is None:  # the scan refuses the image (as training would): listed with its reason
+        assert [r for r, _ in view.unreadable] == [f"demo-data/extra/{caption.name}"]
+        assert "caption" in view.unreadable[0][1]
+        assert len(view.entries) == 11
+    else:
+        assert entry.error and any(p.startswith("unreadable caption") for p in entry.problems)

@@ -28,6 +28,11 @@ def row(screen, dotted: str) -> FieldRow:
 ILECO = ("ileco.original_prompt", "ileco.target_prompt")
 DIFFERENCE = ("difference.original_image", "difference.target_image", "difference.first_pass")
 LORA_ONLY = ("dataset.dirs", "dataset.caption", "dataset.trigger_word")
+DIFFERENCE_OPTIONS = (
+    "difference.save_first_pass",
+    "difference.first_pass_only",
+    "difference.load_first_pass",
+)
 
 
 async def test_the_mode_select_shows_the_fields_of_its_mode(tmp_path):
@@ -78,6 +83,8 @@ async def test_the_advanced_view_hides_what_the_mode_does_not_read(tmp_path):
         screen.query_one("#f-top--mode", Select).value = "difference"
         await pilot.pause()
         assert shown(screen.query_one("#sec-difference")) and not shown(screen.query_one("#sec-ileco"))
+        # TrainTrain's pass options are advanced fields of the difference section
+        assert all(shown(row(screen, d)) for d in DIFFERENCE_OPTIONS)
         assert not shown(screen.query_one("#sec-caption_auto"))  # WD14 captions a dataset: none here
         assert not shown(row(screen, "dataset.flip")) and not shown(row(screen, "train.epochs"))
         assert shown(row(screen, "dataset.resize")) and shown(row(screen, "dataset.max_bucket"))

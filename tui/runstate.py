@@ -76,6 +76,10 @@ class RunState:
     seconds_per_step: float | None = None
     samples_per_second: float | None = None
     eta_seconds: float | None = None
+    devices: int = 1  # ranks of a data-parallel run (run_started)
+    memory: dict[str, int] = field(default_factory=dict)
+    """GPU memory peaks of the last step in bytes (max_memory_allocated / _reserved, memory_total);
+    empty on the CPU."""
     started_at: float | None = None
     finished_at: float | None = None
     phase: str = ""
@@ -116,6 +120,15 @@ class RunState:
         end = self.finished_at if self.finished_at is not None else (now or time.time())
         return max(0.0, end - self.started_at)
 
+    def memory_text(self) -> str:
+        """ "VRAM 12.3/14.1 of 80.0 GiB" (peak allocated / reserved of the last step), "" without it."""
+        m = self.memory
+        if "max_memory_allocated" not in m or "max_memory_reserved" not in m:
+            return ""
+        gib = 2**30
+        text = f"VRAM {m['max_memory_allocated'] / gib:.1f}/{m['max_memory_reserved'] / gib:.1f}"
+        return text + (f" of {m['memory_total'] / gib:.1f} GiB" if m.get("memory_total") else " GiB")
+
     def phase_text(self) -> str:
         if self.finished:
             return self.status
@@ -143,6 +156,7 @@ class RunState:
             self.run_dir = str(event.get("run_dir") or self.run_dir)
             self.config = str(event.get("config") or self.config)
             self.total_steps = _int(event.get("total_steps")) or self.total_steps
+            self.devices = _int(event.get("devices")) or 1
             self.status = "running"
             self.started_at = stamp
         elif kind == protocol.PHASE:
@@ -162,6 +176,11 @@ class RunState:
             self.seconds_per_step = _num(event.get("seconds_per_step"))
             self.eta_seconds = _num(event.get("eta_seconds"))
             self.samples_per_second = _num(event.get("samples_per_second"))
+            self.memory = {
+                k: int(v)
+                for k in ("max_memory_allocated", "max_memory_reserved", "memory_total")
+                if isinstance(v := event.get(k), int | float) and not isinstance(v, bool)
+            }
             # The train phase counts steps: "training 120/1000".
             self.phase, self.phase_done, self.phase_total = "train", self.step, self.total_steps
             self.phase_detail = ""

@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="JSON-lines protocol events (or the --test report) on stdout"
     )
     p.add_argument("--test", action="store_true", help="only test the connection and the node map")
+    p.add_argument(
+        "--env-compat",
+        action="store_true",
+        help="also read the pipeline's variables (COMFYUI_ENDPOINT, GLOBAL_SEED, COMFYUI_DELAY, ...)",
+    )
     return p
 
 
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from engine.config import load_config
 
-    cfg = load_config(args.config, sets=args.sets, workspace=args.workspace)
+    cfg = load_config(args.config, sets=args.sets, workspace=args.workspace, env_compat=args.env_compat)
     if args.test:
         from engine.collect.probe import probe, render
 

@@ -53,7 +53,7 @@ def start_hint(url: str) -> str:
     parts = urlsplit(url)
     return (
         f"start ComfyUI with `python main.py --listen {parts.hostname} --port {parts.port or 80}` "
-        "(--listen 0.0.0.0 to reach it from another machine), or set collect.endpoint / COMFYUI_ENDPOINT "
+        "(--listen 0.0.0.0 to reach it from another machine), or set collect.endpoint (COMFYUI_ENDPOINT with --env-compat) "
         "to where it runs"
     )
 

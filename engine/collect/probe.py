@@ -16,7 +16,7 @@ from engine.errors import LoratuiError
 NODE_KEYS = ("image_loader_node", "positive_prompt_node", "seed_node", "output_node")
 
 
-def probe(cfg, env=None) -> dict:
+def probe(cfg) -> dict:
     report: dict = {"ok": True, "endpoint": cfg.collect.endpoint, "mode": "", "lines": [], "nodes": []}
 
     def line(ok: bool, text: str) -> None:
@@ -24,7 +24,7 @@ def probe(cfg, env=None) -> dict:
         report["ok"] = report["ok"] and ok
 
     try:
-        s = settings_mod.resolve(cfg, env)
+        s = settings_mod.resolve(cfg)
     except LoratuiError as exc:
         line(False, f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
         return report
@@ -92,11 +92,11 @@ def probe(cfg, env=None) -> dict:
     return report
 
 
-def preflight(cfg, env=None) -> list[str]:
+def preflight(cfg) -> list[str]:
     """What `check` says about [collect] without asking the server: settings, mode, workflow file,
     node map and prompts file. Problems as text; empty when the collect can start."""
     try:
-        s = settings_mod.resolve(cfg, env)
+        s = settings_mod.resolve(cfg)
         workflow = wf.load_workflow(s.workflow)
         from engine.collect.run import check_node_map
 

@@ -65,12 +65,11 @@ def run_collect(
     *,
     run: str | None = None,
     should_stop: Callable[[], bool] | None = None,
-    env=None,
 ) -> CollectSummary:
     """Collect the images `cfg.collect` describes into its output folder. Raises LoratuiError for
     anything the user has to fix, Stopped when asked to stop."""
     should_stop = should_stop or (lambda: False)
-    s = settings_mod.resolve(cfg, env)
+    s = settings_mod.resolve(cfg)
 
     def log(level: str, message: str) -> None:
         emit(protocol.log(message, level=level, run=run))

@@ -1,8 +1,9 @@
 """The [collect] section resolved for one collect: environment overrides, the mode, the submissions.
 
-Environment overrides (one rule, applied when the collect starts, in the process that collects):
-`COMFYUI_ENDPOINT`, `GLOBAL_SEED` and `COMFYUI_DELAY`, the names ComfyUI pipeline users already set,
-replace collect.endpoint, collect.seed and collect.delay. Each one used is logged.
+Environment names: `COMFYUI_ENDPOINT`, `GLOBAL_SEED` and `COMFYUI_DELAY`, the names ComfyUI pipeline
+users already set, are aliases of collect.endpoint, collect.seed and collect.delay that the config
+loader applies (engine.config.compat: only with --env-compat or [compat] env = true, like every
+LoRACat name); each value taken from the environment is logged when the collect starts.
 
 The mode follows from the node map: `output_prefix` set = full-workflow mode (one submission of the
 workflow as it is); `positive_prompt_node` + `seed_node` + `output_node` set = per-batch mode (one
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from engine.errors import LoratuiError
 from engine.textfile import TextEncodingError, read_user_text
 
 FULL, BATCH = "full-workflow", "per-batch"
-ENV_OVERRIDES = {"COMFYUI_ENDPOINT": "endpoint", "GLOBAL_SEED": "seed", "COMFYUI_DELAY": "delay"}
 BATCH_KEYS = ("positive_prompt_node", "seed_node", "output_node")
 
 
@@ -69,37 +67,15 @@ def output_folder(cfg) -> Path:
     return cfg.resolve_path(cfg.collect.output_dir) if cfg.collect.output_dir else cfg.run_dir() / "collected"
 
 
-def _env_value(name: str, raw: str, kind: type):
-    try:
-        value = kind(raw.strip())
-    except ValueError:
-        raise LoratuiError(
-            f"environment variable {name}={raw!r} is not a {'whole number' if kind is int else 'number'}",
-            hint=f"fix or unset {name}",
-            where=name,
-        ) from None
-    if value < (-1 if kind is int else 0):
-        raise LoratuiError(
-            f"environment variable {name}={raw!r} is out of range", hint=f"fix or unset {name}", where=name
-        )
-    return value
-
-
-def resolve(cfg, env: Mapping[str, str] | None = None) -> CollectSettings:
-    """CollectSettings from a run config and the environment (os.environ by default)."""
-    env = os.environ if env is None else env
+def resolve(cfg) -> CollectSettings:
+    """CollectSettings from a loaded run config (environment names already applied by the loader)."""
     c = cfg.collect
     endpoint, seed, delay = c.endpoint, int(c.seed), float(c.delay)
-    overrides = []
-    if env.get("COMFYUI_ENDPOINT", "").strip():
-        endpoint = env["COMFYUI_ENDPOINT"].strip()
-        overrides.append("collect.endpoint from COMFYUI_ENDPOINT")
-    if env.get("GLOBAL_SEED", "").strip():
-        seed = _env_value("GLOBAL_SEED", env["GLOBAL_SEED"], int)
-        overrides.append("collect.seed from GLOBAL_SEED")
-    if env.get("COMFYUI_DELAY", "").strip():
-        delay = _env_value("COMFYUI_DELAY", env["COMFYUI_DELAY"], float)
-        overrides.append("collect.delay from COMFYUI_DELAY")
+    overrides = [
+        f"{v.key} from {v.variable}"
+        for v in getattr(cfg, "env_values", [])
+        if v.applied and v.key.startswith("collect.")
+    ]
     if not c.workflow:
         raise LoratuiError(
             "collect.workflow is empty",

@@ -15,6 +15,8 @@ from typing import Any
 
 from engine.textfile import TextEncodingError, read_user_text
 
+from .compat import ENV_PREFIX as _OWN_PREFIX
+from .compat import alias_value, read_environment
 from .schema import ENUM, PATH, PATHS, SCHEMA_BY_KEY, SECTION_TYPES, STR, STRS, TOP_LEVEL_KEYS, RunConfig
 from .validate import ConfigError, build_config, did_you_mean, require_name
 
@@ -215,6 +217,30 @@ def apply_overrides(
     return data
 
 
+def apply_environment(
+    data: dict[str, Any], env: Mapping[str, str], origins: dict[str, str], *, env_compat: bool = False
+) -> tuple[list, list[str]]:
+    """Set the keys environment variables name (engine.config.compat); returns (values, warnings).
+
+    LoRACat's names apply when `env_compat`, the data's `[compat] env = true` or
+    LORATUI_COMPAT__ENV=true asks for them.
+    """
+    table = data.get("compat")
+    compat = (
+        env_compat
+        or (isinstance(table, dict) and table.get("env") is True)
+        or parse_override_value(env.get("LORATUI_COMPAT__ENV", "false"), "compat.env") is True
+    )
+    values, warnings = read_environment(env, SCHEMA_BY_KEY, compat=compat)
+    for v in values:
+        if not v.applied:
+            continue
+        raw = v.raw if v.variable.startswith(_OWN_PREFIX) else alias_value(v.variable, v.raw)
+        # Read by the key's kind: "TRIGGER_WORD=true" stays the text "true".
+        _set_dotted(data, v.key, parse_override_value(raw, v.key), origins, f"environment {v.variable}")
+    return values, warnings
+
+
 def load_config_data(
     data: dict[str, Any],
     *,
@@ -223,14 +249,17 @@ def load_config_data(
     sets: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     workspace: str | os.PathLike | None = None,
+    env_compat: bool = False,
 ) -> RunConfig:
     """A RunConfig from already parsed TOML data (see load_config)."""
     ws = Path(workspace).resolve() if workspace else Path.cwd()
     origins: dict[str, str] = {}
     seen = [path.resolve()] if path else []
     merged = _load_chain(data, source, path, ws, origins, seen)
-    merged = apply_overrides(merged, sets, env, origins)
+    env_values, env_warnings = apply_environment(merged, env or {}, origins, env_compat=env_compat)
+    merged = apply_overrides(merged, sets, None, origins)
     cfg = build_config(merged, source=source, origins=origins)
+    cfg.env_values, cfg.env_warnings = env_values, env_warnings
     cfg.extends = data.get("extends", "") if isinstance(data.get("extends", ""), str) else ""
     cfg.workspace = ws
     cfg.source_path = path
@@ -251,8 +280,10 @@ def load_config(
     sets: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     workspace: str | os.PathLike | None = None,
+    env_compat: bool = False,
 ) -> RunConfig:
-    """Load, merge and validate a run config file. `env` defaults to os.environ."""
+    """Load, merge and validate a run config file. `env` defaults to os.environ; `env_compat` also
+    reads LoRACat's variable names (engine.config.compat)."""
     if workspace and not Path(workspace).expanduser().is_dir():
         # Checked here, before anything is written: a mistyped --workspace would otherwise get a
         # fresh runs/ tree of its own.
@@ -270,6 +301,7 @@ def load_config(
         sets=sets,
         env=os.environ if env is None else env,
         workspace=workspace,
+        env_compat=env_compat,
     )
 
 
@@ -279,10 +311,16 @@ def load_config_text(
     sets: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     workspace: str | os.PathLike | None = None,
+    env_compat: bool = False,
 ) -> RunConfig:
     """Load a run config from TOML text (the TUI form, a queue command). No environment by default."""
     return load_config_data(
-        parse_toml(text, source), source=source, sets=sets, env=env or {}, workspace=workspace
+        parse_toml(text, source),
+        source=source,
+        sets=sets,
+        env=env or {},
+        workspace=workspace,
+        env_compat=env_compat,
     )
 
 

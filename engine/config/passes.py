@@ -80,7 +80,12 @@ def pass_settings(cfg, which: str) -> PassSettings:
 
 
 def mode_steps(cfg) -> int:
-    """Optimizer steps of a prompt/image mode run (ileco: train.steps; difference: both passes)."""
+    """Optimizer steps of a prompt/image mode run (ileco: train.steps; difference: both passes, or
+    pass 1 alone with difference.first_pass_only). A run with difference.load_first_pass counts pass
+    1 as done: its steps start after pass 1's, so step numbers and noise match a two-pass run."""
     if cfg.mode == "difference":
-        return sum(pass_settings(cfg, which).steps for which in PASSES)
+        first = pass_settings(cfg, PASSES[0]).steps
+        if getattr(cfg.difference, "first_pass_only", False):
+            return first
+        return first + pass_settings(cfg, PASSES[1]).steps
     return int(cfg.train.steps)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 # Field kinds: how a value is checked and which widget the TUI uses for it.
-INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM = (
+INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM, DEVICES, STEP_RULES = (
     "int",
     "float",
     "bool",
@@ -24,6 +24,8 @@ INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM = (
     "dict",
     "resolution",
     "enum",
+    "devices",
+    "step_rules",  # engine.config.steprules: "100:0.5,200:0.25" or a list; stored as that text
 )
 
 
@@ -142,7 +144,11 @@ class DatasetConfig:
     max_aspect: float = opt(2.0, "Largest aspect ratio of a bucket", min=1.0, **BUCKETING)
     upscale: bool = opt(False, "false: small images are never enlarged to fill a bucket", **BUCKETING)
     resize: str = opt(
-        "crop", "How an image is fitted to its bucket", choices=("crop", "stretch", "pad"), **BUCKETING
+        "crop",
+        "How an image is fitted to its bucket; none = each image at its own size (rounded down to a "
+        "multiple of 8), batches only of same-size images, no buckets",
+        choices=("crop", "stretch", "pad", "none"),
+        **BUCKETING,
     )
     crop: str = opt("center", "Crop position", choices=("center", "random"), **LORA_ONLY)
     flip: bool = opt(False, "Random horizontal flip", **LORA_ONLY)
@@ -211,11 +217,35 @@ class NetworkConfig:
     blocks: list = opt(
         [], 'Blocks to train; [] = all, else e.g. ["IN04", "MID", "OUT03"] ("BASE" = text encoder)'
     )
+    targets: str = opt(
+        "kohya",
+        "kohya = attention/MLP (and conv for locon...) layers as kohya trains; all = every >=2-D weight "
+        "(UNet, and the text encoders when they train), like ComfyUI's Train LoRA node",
+        choices=("kohya", "all"),
+    )
+    train_norm_bias: bool = opt(
+        False,
+        "Also train every 1-D weight (norms) and bias as a plain difference (.diff / .diff_b keys; "
+        "ComfyUI loads them, diffusers does not)",
+        **LORA_ONLY,
+    )
     train_text_encoder: bool = opt(False, "Also train the text encoder(s)")
     init_from: str = opt("", "Continue from an existing LoRA file", kind=PATH)
 
 
-OPTIMIZERS = ("adamw", "adamw8bit", "adam", "sgd", "rmsprop", "lion", "prodigy", "adafactor")
+OPTIMIZERS = (
+    "adamw",
+    "adamw8bit",
+    "paged_adamw8bit",
+    "adam",
+    "sgd",
+    "rmsprop",
+    "lion",
+    "lion8bit",
+    "paged_lion8bit",
+    "prodigy",
+    "adafactor",
+)
 SCHEDULERS = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial", "step")
 LOSSES = ("mse", "l1", "huber", "smooth_l1")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -226,6 +256,12 @@ class TrainConfig:
     steps: int = opt(1000, "Optimizer steps; ignored when epochs > 0", min=1, basic=True)
     epochs: int = opt(0, "Epochs (0 = use steps)", min=0, **LORA_ONLY)
     batch_size: int = opt(4, "Images per batch", min=1, basic=True)
+    devices: Any = opt(
+        1,
+        "Devices of a data-parallel run: a count (2) or GPU ids ([0, 1]); > 1 runs one rank per device "
+        "with torch.distributed, batch_size per device (global batch = batch_size x devices; lora mode)",
+        kind=DEVICES,
+    )
     grad_accum: int = opt(1, "Gradient accumulation steps", min=1)
     lr: float = opt(1e-4, "Learning rate", min=0.0, min_exclusive=True, basic=True)
     text_encoder_lr: float = opt(0.0, "Text-encoder learning rate (0 = same as lr)", min=0.0)
@@ -233,7 +269,17 @@ class TrainConfig:
     optimizer_args: dict = opt({}, "Passed to the optimizer, e.g. { weight_decay = 0.01 }")
     scheduler: str = opt("cosine", "Learning-rate schedule", choices=SCHEDULERS)
     warmup_steps: int = opt(0, "Linear warm-up steps", min=0)
-    scheduler_cycles: int = opt(1, "Cycles for cosine_with_restarts; steps per decay for step", min=1)
+    scheduler_cycles: int = opt(
+        1,
+        "Cycles for cosine_with_restarts; for step (without lr_step_rules) how often the rate halves",
+        min=1,
+    )
+    lr_step_rules: str = opt(
+        "",
+        'scheduler "step": the LR multiplier from each milestone on, "STEP:FACTOR,...", e.g. '
+        '"100:0.5,200:0.25" (or [[100, 0.5], [200, 0.25]]); empty = halve scheduler_cycles times evenly',
+        kind=STEP_RULES,
+    )
     scheduler_power: float = opt(1.0, "Power for polynomial", min=0.0)
     loss: str = opt("mse", "Loss function", choices=LOSSES)
     huber_c: float = opt(0.1, "Huber / smooth-L1 threshold", min=0.0, min_exclusive=True)
@@ -349,6 +395,31 @@ class DifferenceConfig:
         modes=("difference",),
         basic=True,
     )
+    save_first_pass: bool = opt(
+        False,
+        "difference: also write the copier of pass 1 as runs/<name>/<name>-copier.safetensors",
+        modes=("difference",),
+    )
+    first_pass_only: bool = opt(
+        False,
+        "difference: stop after pass 1; the saved LoRA is the copier",
+        modes=("difference",),
+    )
+    load_first_pass: str = opt(
+        "",
+        "difference: skip pass 1 and use this copier file (from save_first_pass or a pass-1 checkpoint)",
+        kind=PATH,
+        modes=("difference",),
+    )
+
+
+@dataclass
+class CompatConfig:
+    env: bool = opt(
+        False,
+        "Also read LoRACat's environment variables (LEARNING_RATE, LORA_RANK, ...) as config values "
+        "(loratui train / check / queue add; same as --env-compat)",
+    )
 
 
 PIPELINE_STEPS = ("collect", "caption", "train")
@@ -365,7 +436,7 @@ class CollectConfig:
 
     endpoint: str = opt(
         "http://127.0.0.1:8188",
-        "ComfyUI server URL (COMFYUI_ENDPOINT in the environment overrides it)",
+        "ComfyUI server URL (COMFYUI_ENDPOINT with --env-compat)",
         basic=True,
         **LORA_ONLY,
     )
@@ -411,11 +482,13 @@ class CollectConfig:
     )
     seed: int = opt(
         -1,
-        "Seed written into every sampler node's seed/noise_seed (-1: keep the workflow's; GLOBAL_SEED overrides)",
+        "Seed written into every sampler node's seed/noise_seed (-1: keep the workflow's; GLOBAL_SEED with --env-compat)",
         min=-1,
         **LORA_ONLY,
     )
-    delay: float = opt(0.0, "Seconds between submissions (COMFYUI_DELAY overrides)", min=0.0, **LORA_ONLY)
+    delay: float = opt(
+        0.0, "Seconds between submissions (COMFYUI_DELAY with --env-compat)", min=0.0, **LORA_ONLY
+    )
     timeout: float = opt(
         600.0, "Seconds one submission may take on the server", min=0.0, min_exclusive=True, **LORA_ONLY
     )
@@ -450,6 +523,7 @@ SECTION_TYPES: dict[str, type] = {
     "ileco": IlecoConfig,
     "difference": DifferenceConfig,
     "collect": CollectConfig,
+    "compat": CompatConfig,
 }
 
 # Top-level tables that are not part of a run config: the queue keeps its bookkeeping in [queue].
@@ -539,10 +613,15 @@ class RunConfig:
     ileco: IlecoConfig = field(default_factory=IlecoConfig)
     difference: DifferenceConfig = field(default_factory=DifferenceConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    compat: CompatConfig = field(default_factory=CompatConfig)
     # Where the config came from and which folder relative paths refer to (not TOML keys).
     workspace: Path = field(default_factory=Path.cwd, metadata={"internal": True}, compare=False)
     source_path: Path | None = field(default=None, metadata={"internal": True}, compare=False)
     preset: str = field(default="", metadata={"internal": True}, compare=False)
+    # Environment variables that name keys (engine.config.compat.EnvValue) and LORATUI_* names that
+    # name none, as loading found them; `check` shows both.
+    env_values: list = field(default_factory=list, metadata={"internal": True}, compare=False)
+    env_warnings: list = field(default_factory=list, metadata={"internal": True}, compare=False)
 
     def resolve_path(self, path: str | Path) -> Path:
         """A config path made absolute: relative paths refer to the workspace; ~ is expanded."""
@@ -639,6 +718,7 @@ RESUME_MAY_CHANGE: dict[str, str] = {
     "train.min_snr_gamma": "applies from the next step",
     "train.noise_offset": "applies from the next step",
     "train.gradient_checkpointing": "speed and memory only",
+    "train.devices": "the ranks split the same global batch (batch_size x devices must not change)",
     "dataset.workers": "speed only",
     "dataset.cache_latents": "speed only",
     "dataset.cache_text": "speed only",
@@ -653,7 +733,8 @@ RESUME_MAY_CHANGE: dict[str, str] = {
 # Why a key may not change: what it would break in the saved state.
 RESUME_REFUSED_WHY: dict[str, str] = {
     "dataset.*": "the data position (which images come next, in which bucket)",
-    "train.batch_size": "the data position",
+    "train.batch_size": "the data position (per device: it may change with train.devices when "
+    "batch_size x devices stays)",
     "train.grad_accum": "the data position",
     "train.seed": "the data order and noise of the steps still to come",
     "train.optimizer": "the optimizer state",

@@ -15,6 +15,7 @@ from engine.errors import LoratuiError
 from .aliases import alias_target, near_alias_target
 from .schema import (
     BOOL,
+    DEVICES,
     DICT,
     ENUM,
     FLOAT,
@@ -28,6 +29,7 @@ from .schema import (
     SCHEMA,
     SCHEMA_BY_KEY,
     SECTION_TYPES,
+    STEP_RULES,
     STR,
     STRS,
     TOP_LEVEL_KEYS,
@@ -150,6 +152,17 @@ def check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
             expected = "a whole number or [width, height]"
         elif (ok_int and value < 64) or (ok_pair and min(value) < 64):
             return value, f"expected at least 64, found {describe(value)}"
+    elif kind == DEVICES:
+        from engine.devices.spec import check_devices
+
+        expected = check_devices(value)
+    elif kind == STEP_RULES:
+        from .steprules import StepRulesError, format_step_rules, parse_step_rules
+
+        try:
+            value = format_step_rules(parse_step_rules(value))
+        except StepRulesError as exc:
+            return value, f'expected milestones "STEP:FACTOR,..." (e.g. "100:0.5,200:0.25"): {exc}'
     if expected:
         return value, f"expected {expected}, found {describe(value)}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -290,6 +303,18 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             "ileco.original_prompt",
             'mode "ileco" needs [ileco] original_prompt (the concept to change)',
             "set ileco.original_prompt; ileco.target_prompt is what it becomes (empty = erase it)",
+        )
+    if cfg.train.lr_step_rules and cfg.train.scheduler != "step":
+        add(
+            "train.lr_step_rules",
+            f'train.lr_step_rules is set but train.scheduler is "{cfg.train.scheduler}"',
+            'the milestones are the "step" schedule: set train.scheduler = "step", or clear lr_step_rules',
+        )
+    if cfg.difference.first_pass_only and str(cfg.difference.load_first_pass).strip():
+        add(
+            "difference.first_pass_only",
+            "difference.first_pass_only and difference.load_first_pass leave nothing to train",
+            "pass 1 only trains the copier; a loaded copier skips pass 1: set one of them",
         )
     auto = cfg.caption_auto
     bad = [c for c in auto.captioner if c not in ("wd14", "florence2")]

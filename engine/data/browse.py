@@ -19,6 +19,7 @@ from engine.data.buckets import crop_region
 from engine.data.captions import TokenCounter, apply_trigger, kept_tags, read_caption_raw
 from engine.data.edit import caption_path
 from engine.data.scan import dataset_roots, scan_dataset
+from engine.errors import LoratuiError
 
 
 @dataclass
@@ -39,6 +40,7 @@ class BrowseEntry:
     fixed: list[str] = field(default_factory=list)  # tags kept in place (trigger word, keep_tokens)
     rest: list[str] = field(default_factory=list)  # tags shuffle_tags / tag_dropout act on
     problems: list[str] = field(default_factory=list)
+    error: str = ""  # the caption file cannot be read (its text is not shown or edited)
 
     @property
     def tags(self) -> list[str]:
@@ -48,7 +50,7 @@ class BrowseEntry:
 @dataclass
 class DatasetView:
     entries: list[BrowseEntry]
-    unreadable: list[tuple[str, str]]  # (rel, reason): not trainable, not shown as pictures
+    unreadable: list[tuple[str, str]]  # (rel, reason): images, or their captions, training refuses
 
     def tag_frequency(self) -> list[tuple[str, int]]:
         """(tag, images having it), most frequent first (counted once per image, as kohya's ss_tag_frequency)."""
@@ -84,11 +86,29 @@ def problems_by_image(report: dict) -> dict[str, list[str]]:
 def caption_fields(path: Path, cfg) -> dict:
     """caption, source, caption_file, fixed, rest of one image, read now (after an edit, say)."""
     ds = cfg.dataset
-    raw, source = read_caption_raw(path, ds)
+    try:
+        raw, source = read_caption_raw(path, ds)
+    except LoratuiError as exc:  # e.g. a caption file in an encoding training refuses
+        file = caption_path(path, ds.caption_extensions)
+        return {
+            "caption": "",
+            "source": "unreadable",
+            "caption_file": file,
+            "fixed": [],
+            "rest": [],
+            "error": exc.message,
+        }
     caption = apply_trigger(raw, ds.trigger_word)
     fixed, rest = kept_tags(caption, ds)
     file = caption_path(path, ds.caption_extensions) if ds.caption == "file" else None
-    return {"caption": caption, "source": source, "caption_file": file, "fixed": fixed, "rest": rest}
+    return {
+        "caption": caption,
+        "source": source,
+        "caption_file": file,
+        "fixed": fixed,
+        "rest": rest,
+        "error": "",
+    }
 
 
 def browse_dataset(cfg, report: dict | None = None) -> DatasetView:
@@ -106,7 +126,10 @@ def browse_dataset(cfg, report: dict | None = None) -> DatasetView:
             continue
         seen.add(item.path)
         root = next((r for r in roots if item.path.is_relative_to(r)), item.path.parent)
+        fields = caption_fields(item.path, cfg)
         problems = list(own.get(item.rel, []))
+        if fields["error"]:
+            problems.append(f"unreadable caption: {fields['error']}")
         problems += [p for p in extra.get(item.rel, []) if p not in problems and not p.startswith("long")]
         entries.append(
             BrowseEntry(
@@ -119,7 +142,9 @@ def browse_dataset(cfg, report: dict | None = None) -> DatasetView:
                 bucket=tuple(item.bucket),
                 crop=crop_region((item.width, item.height), tuple(item.bucket), ds.resize, ds.crop),
                 problems=problems,
-                **caption_fields(item.path, cfg),
+                **fields,
             )
         )
-    return DatasetView(entries=entries, unreadable=list(scan.unreadable))
+    # Images whose caption file training refuses (engine.textfile) are left out of the scan's items.
+    bad = [(rel, f"caption: {why}") for rel, why in getattr(scan, "bad_captions", [])]
+    return DatasetView(entries=entries, unreadable=[*scan.unreadable, *bad])

@@ -4,6 +4,11 @@ Every bucket has about the training area (resolution width x height) with sides 
 of bucket_step, between min_bucket and max_bucket, no more elongated than max_aspect. Each image goes
 to the bucket whose aspect ratio is closest to its own, so it is cropped as little as possible.
 
+With resize = "none" (ComfyUI's image-set loader) there are no standard buckets: each image trains at
+its own size rounded down to the latent grid (LATENT_GRID pixels), so its "bucket" is that size and
+batches (one bucket each) hold only images of the same size; the rounding crops at most 7 pixels and
+nothing is scaled.
+
 With upscale = false an image is never enlarged: when its closest bucket would need enlarging it
 gets a bucket of its own size rounded down to bucket_step (kohya's no_upscale). Sizes are (width,
 height) throughout, except the SDXL conditioning values returned by `fit_to_bucket`, which follow
@@ -24,6 +29,8 @@ _ASPECT_TOLERANCE = 1e-6
 # Colour of the borders added by resize = "pad": mid-grey is close to zero in the model's [-1, 1]
 # pixel range, so the padding carries as little signal as possible.
 PAD_COLOUR = (127, 127, 127)
+# Pixels per latent cell: every VAE of SD1.5 / SD2 / SDXL downsamples 8x.
+LATENT_GRID = 8
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class BucketSettings:
     max_aspect: float = 2.0
     enabled: bool = True
     upscale: bool = False
+    native: bool = False  # resize = "none": every image at its own size on the latent grid
 
     @classmethod
     def from_dataset(cls, ds) -> BucketSettings:
@@ -49,6 +57,7 @@ class BucketSettings:
             max_aspect=float(ds.max_aspect),
             enabled=bool(ds.buckets),
             upscale=bool(ds.upscale),
+            native=str(getattr(ds, "resize", "crop")) == "none",
         )
 
     @property
@@ -75,7 +84,10 @@ def _round_down(x: float, step: int) -> int:
 
 
 def make_buckets(s: BucketSettings) -> list[Size]:
-    """All buckets for the settings, sorted by aspect ratio (kohya's make_bucket_resolutions)."""
+    """All buckets for the settings, sorted by aspect ratio (kohya's make_bucket_resolutions); none
+    for native sizes (resize = "none")."""
+    if s.native:
+        return []
     if not s.enabled:
         return [s.resolution]
     max_area = s.max_area
@@ -119,6 +131,8 @@ class BucketAssigner:
 
     def assign(self, width: int, height: int) -> BucketChoice:
         s = self.settings
+        if s.native:
+            return BucketChoice(native_size(width, height), False, False, own=True)
         clamped = s.enabled and _elongation(width, height) > s.max_aspect + _ASPECT_TOLERANCE
         if not s.enabled:
             bucket = s.resolution
@@ -164,6 +178,12 @@ class BucketAssigner:
         out: list[tuple[float, Size]] = []
         for k in range(1, count + 1):
             scale = 2 ** (-k / 2)
+            if s.native:
+                sub = native_size(bucket[0] * scale, bucket[1] * scale)
+                if min(sub) < s.min_bucket:
+                    break
+                out.append((scale, sub))
+                continue
             if min(bucket) * scale < max(s.min_bucket, s.step):
                 break
             sub = self._to_steps(bucket[0] * scale, bucket[1] * scale)
@@ -171,6 +191,13 @@ class BucketAssigner:
                 break
             out.append((scale, sub))
         return out
+
+
+def native_size(width: float, height: float) -> Size:
+    """An image's own size rounded down to the latent grid (at least one cell per side)."""
+    return max(LATENT_GRID, _round_down(width, LATENT_GRID)), max(
+        LATENT_GRID, _round_down(height, LATENT_GRID)
+    )
 
 
 def _cover_scale(size: Size, bucket: Size) -> float:
@@ -184,7 +211,9 @@ def fit_to_bucket(
     """Fit a PIL RGB image to `bucket` (width, height).
 
     resize: "crop" scales to cover the bucket and cuts the overhang, "stretch" scales to the bucket
-    ignoring the aspect ratio, "pad" scales to fit inside and fills the borders with PAD_COLOUR.
+    ignoring the aspect ratio, "pad" scales to fit inside and fills the borders with PAD_COLOUR,
+    "none" cuts an image to its own size on the latent grid without scaling (a smaller bucket, a
+    sub-image, is scaled to it as by "crop").
     crop: "center" or "random" (uses `rng`) picks the cut (crop) or the placement (pad).
     Returns (image, crop_top_left, original_size) where crop_top_left = (top, left) in pixels of the
     scaled image and original_size = (height, width) of the input: SDXL's size conditioning.
@@ -205,7 +234,10 @@ def fit_to_bucket(
         canvas = Image.new("RGB", (bw, bh), PAD_COLOUR)
         canvas.paste(scaled, (left, top))
         return canvas, (0, 0), original
-    if resize != "crop":
+    if resize == "none" and bw <= w < bw + LATENT_GRID and bh <= h < bh + LATENT_GRID:
+        left, top = _offset(w - bw, crop, rng), _offset(h - bh, crop, rng)
+        return img.crop((left, top, left + bw, top + bh)), (top, left), original
+    if resize not in ("crop", "none"):
         raise ValueError(f"unknown resize mode {resize!r}")
     scale = _cover_scale((w, h), bucket)
     nw, nh = max(bw, round(w * scale)), max(bh, round(h * scale))

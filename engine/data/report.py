@@ -31,6 +31,8 @@ class DatasetReport:
     model: str
     scan: DatasetScan | None  # None for modes without a dataset (ileco) or when the scan failed
     problems: list[str] = field(default_factory=list)  # each one stops the run
+    # Environment variables that name config keys (engine.config.compat.EnvValue.to_dict()).
+    environment: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # worth fixing, the run can go ahead
 
     @property
@@ -46,6 +48,7 @@ class DatasetReport:
             "trainable": self.trainable,
             "problems": list(self.problems),
             "warnings": list(self.warnings),
+            "environment": list(self.environment),
         }
         s = self.scan
         if s is not None:
@@ -63,6 +66,7 @@ class DatasetReport:
                     for f in s.folders
                 ],
                 buckets=[list(b) for b in s.buckets],
+                native_sizes=s.native_sizes,
                 bucket_histogram=[
                     {"width": b[0], "height": b[1], "images": n} for b, n in s.bucket_histogram.items()
                 ],
@@ -81,12 +85,31 @@ class DatasetReport:
         return out
 
 
+def _step_rule_warnings(cfg) -> list[str]:
+    """Milestones of train.lr_step_rules a run of train.steps never reaches (epoch runs: unknown here)."""
+    from engine.config.steprules import parse_step_rules
+
+    if cfg.train.scheduler != "step" or int(cfg.train.epochs) > 0 or cfg.mode == "difference":
+        return []
+    steps = int(cfg.train.steps)
+    late = [step for step, _ in parse_step_rules(cfg.train.lr_step_rules) if step >= steps]
+    if not late:
+        return []
+    return [
+        f"train.lr_step_rules: milestone(s) {', '.join(map(str, late))} come after the last of the "
+        f"{steps} steps and never apply"
+    ]
+
+
 def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> DatasetReport:
     """Check a loaded RunConfig: the model path and the dataset. Raises LoratuiError only for errors
     in the config itself (e.g. a dataset folder that does not exist). Whatever will make `train`
     (or `train --resume` when `resume`) refuse the run is a problem, so the verdict never says
     "ready" for a run that will be refused."""
     report = DatasetReport(name=cfg.name, mode=cfg.mode, model=cfg.model.base, scan=None)
+    report.environment = [v.to_dict() for v in getattr(cfg, "env_values", [])]
+    report.warnings.extend(getattr(cfg, "env_warnings", []))
+    report.warnings.extend(_step_rule_warnings(cfg))
     _check_model(cfg, report)
     report.problems.extend(run_folder_warnings(cfg, resume=resume))
     if "collect" in getattr(cfg, "pipeline", ()) and cfg.mode == "lora":
@@ -118,6 +141,9 @@ def check(cfg, *, scan: DatasetScan | None = None, resume: bool = False) -> Data
             )
         return report
     if cfg.mode == "difference":
+        copier = str(cfg.difference.load_first_pass or "").strip()
+        if copier and not cfg.resolve_path(copier).is_file():
+            report.problems.append(f"difference.load_first_pass not found: {cfg.resolve_path(copier)}")
         sizes = {}
         for key in ("original_image", "target_image"):
             value = getattr(cfg.difference, key)
@@ -323,7 +349,17 @@ def render_text(report: DatasetReport) -> str:
             lines.append(
                 f"  {f.folder:<{width}}  {f.images:>5} images x {f.repeats:<3} repeats = {f.samples:>6}{note}"
             )
-        if s.bucket_histogram:
+        if s.bucket_histogram and s.native_sizes:
+            lines.append("")
+            lines.append(
+                f"size groups: {len(s.bucket_histogram)} (resize = none: each image at its own size, "
+                "rounded down to a multiple of 8; a batch holds one size)"
+            )
+            peak = max(s.bucket_histogram.values())
+            for (bw, bh), n in s.bucket_histogram.items():
+                bar = "#" * max(1, round(_BAR_WIDTH * n / peak))
+                lines.append(f"  {f'{bw}x{bh}':>11}  {bar:<{_BAR_WIDTH}} {n}")
+        elif s.bucket_histogram:
             lines.append("")
             standard = sum(1 for b in s.bucket_histogram if b in set(s.buckets))
             own = len(s.bucket_histogram) - standard
@@ -358,6 +394,12 @@ def render_text(report: DatasetReport) -> str:
             lines.extend(f"  {fmt(e)}" for e in entries[:_SHOW])
             lines.extend(_more(entries, _SHOW))
     lines.append("")
+    if report.environment:
+        lines.append("from the environment:")
+        for v in report.environment:
+            text = f"  {v['variable']}={v['value']} -> {v['key']}"
+            lines.append(text if v["applied"] else f"{text}: ignored ({v['note']})")
+        lines.append("")
     for w in report.warnings:
         lines.append(f"warning: {w}")
     for p in report.problems:
@@ -391,12 +433,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume", action="store_true", help="check for `train --resume` (the run folder's state is kept)"
     )
+    parser.add_argument(
+        "--env-compat", action="store_true", help="also read LoRACat's variables (LEARNING_RATE, ...)"
+    )
     args = parser.parse_args(argv)
 
     from engine.config import load_config
 
     try:
-        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace)
+        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace, env_compat=args.env_compat)
         report = check(cfg, resume=args.resume)
     except LoratuiError as exc:
         if args.json:

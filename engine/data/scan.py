@@ -61,6 +61,7 @@ class DatasetScan:
     items: list[ImageItem] = field(default_factory=list)
     folders: list[FolderInfo] = field(default_factory=list)
     buckets: list[Size] = field(default_factory=list)  # every bucket the settings allow
+    native_sizes: bool = False  # resize = "none": bucket_histogram holds the images' own sizes
     bucket_histogram: dict[Size, int] = field(default_factory=dict)  # items per bucket in use
     missing_captions: list[str] = field(default_factory=list)  # rel of images without a caption file
     empty_captions: list[str] = field(default_factory=list)  # caption file exists but is empty
@@ -177,7 +178,11 @@ def scan_dataset(
     if token_counter is None:
         token_counter = TokenCounter.for_model(cfg.resolve_path(cfg.model.base) if cfg.model.base else None)
     assigner = BucketAssigner(BucketSettings.from_dataset(ds))
-    scan = DatasetScan(buckets=list(assigner.buckets), token_counter=token_counter.describe)
+    scan = DatasetScan(
+        buckets=list(assigner.buckets),
+        token_counter=token_counter.describe,
+        native_sizes=assigner.settings.native,
+    )
 
     folder_counts: dict[tuple[str, Path], int] = defaultdict(int)
     folder_repeat: dict[tuple[str, Path], int] = {}

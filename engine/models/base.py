@@ -107,9 +107,11 @@ class BaseModel:
         clip_skip is ignored); pooled = projected output of the second encoder.
         """
         ids = self.tokenize(captions)
+        # Trained text encoders of a data-parallel run are called through DDP (engine.train.distributed).
+        callers = self.extra.get("text_encoders_ddp", self.text_encoders)
         if self.family != "sdxl":
             enc = self.text_encoders[0]
-            out = enc(ids[0], output_hidden_states=True)
+            out = callers[0](ids[0], output_hidden_states=True)
             if clip_skip <= 1:
                 hidden = out.last_hidden_state
             else:
@@ -118,7 +120,7 @@ class BaseModel:
             return TextEmbeds(hidden)
         hiddens = []
         pooled = None
-        for enc, tok_ids in zip(self.text_encoders, ids):
+        for enc, tok_ids in zip(callers, ids):
             out = enc(tok_ids, output_hidden_states=True)
             hiddens.append(out.hidden_states[-2])
             if hasattr(out, "text_embeds"):
@@ -156,7 +158,9 @@ class BaseModel:
                 "text_embeds": text.pooled.to(self.device, dtype),
                 "time_ids": time_ids.to(self.device, dtype),
             }
-        return self.unet(
+        # A data-parallel run calls the UNet through DistributedDataParallel (engine.train.distributed).
+        unet = self.extra.get("unet_ddp", self.unet)
+        return unet(
             noisy_latents.to(self.device, dtype),
             timesteps.to(self.device),
             encoder_hidden_states=text.hidden_states.to(self.device, dtype),

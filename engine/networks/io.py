@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -145,6 +146,35 @@ def steps_from_metadata(metadata: dict[str, str]) -> int:
         return int(float(metadata.get("ss_steps", "0") or 0))
     except ValueError:
         return 0
+
+
+# ComfyUI's SaveLoRA node (comfy_extras/nodes_train.py) names files `<prefix>_<steps>_steps_<counter:05>_`
+# when it is given the step count; TrainLoraNode reads the count back the same way.
+_COMFY_STEPS = re.compile(r"_(\d+)_steps_[\d_]*$")
+# The bare `<prefix>_<NNNNNNNN>_` form files of ComfyUI-based pipelines carry (8 digits and more; 5
+# digits is ComfyUI's own save counter, never a step count).
+_COMFY_NUMBER = re.compile(r"_(\d{6,})_$")
+
+
+def steps_from_file_name(path: str | os.PathLike) -> tuple[int, str] | None:
+    """(steps, the part of the name it was read from) for a ComfyUI-style LoRA file name, else None."""
+    stem = Path(path).name.removesuffix(".safetensors")
+    for pattern in (_COMFY_STEPS, _COMFY_NUMBER):
+        m = pattern.search(stem)
+        if m:
+            return int(m.group(1)), m.group(0)
+    return None
+
+
+def initial_steps(metadata: dict[str, str], path: str | os.PathLike) -> tuple[int, str]:
+    """The step count to continue a LoRA file from and where it came from (for the log):
+    kohya's `ss_steps` when the file has it, else a ComfyUI-style file name, else 0."""
+    if metadata.get("ss_steps") not in (None, ""):
+        return steps_from_metadata(metadata), "its ss_steps metadata"
+    found = steps_from_file_name(path)
+    if found is not None:
+        return found[0], f'its file name ("{found[1]}", ComfyUI\'s naming; the file has no ss_steps)'
+    return 0, "nowhere: the file has no ss_steps and its name holds no step count"
 
 
 def file_format(sd: dict) -> str:

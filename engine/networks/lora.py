@@ -21,13 +21,14 @@ import torch
 
 from engine.errors import LoratuiError
 from engine.models.ldm_names import LdmNameMap, kohya_flat
-from engine.networks import lycoris
+from engine.networks import fullweights, lycoris
 from engine.networks.blocks import BASE, BlockMap
 from engine.networks.targets import (
     blocks_of,
     check_supported,
     is_conv_kxk,
     network_type,
+    targets_of,
     text_encoder_targets,
     unet_targets,
 )
@@ -146,9 +147,13 @@ def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:
 class LoraNetwork:
     """The trainable adapters (LoRA, LoCon, DoRA, LoHa or LoKr) attached to a base model."""
 
-    def __init__(self, base, modules: list[AdaptedModule], net_cfg, train_text_encoder: bool, dtype) -> None:
+    def __init__(
+        self, base, modules: list[AdaptedModule], net_cfg, train_text_encoder: bool, dtype, diffs=()
+    ) -> None:
         self.base = base
         self.modules = modules
+        # Trained differences of 1-D weights and biases (network.train_norm_bias, engine.networks.fullweights).
+        self.diffs = list(diffs)
         self.net_cfg = net_cfg
         self.train_text_encoder = train_text_encoder
         self.dtype = dtype
@@ -174,13 +179,15 @@ class LoraNetwork:
 
     # ---- training -----------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for m in self.modules for p in m.parameters()]
+        return [p for m in self.modules for p in m.parameters()] + [d.diff for d in self.diffs]
 
     def param_groups(self, lr: float, text_encoder_lr: float | None = None) -> list[dict]:
         """Optimizer groups: UNet adapters at `lr`, text-encoder adapters at `text_encoder_lr` (0/None = lr)."""
         groups = []
         unet_params = [p for m in self.unet_modules() for p in m.parameters()]
+        unet_params += [d.diff for d in self.diffs if d.component == "unet"]
         te_params = [p for m in self.text_modules() for p in m.parameters()]
+        te_params += [d.diff for d in self.diffs if d.component != "unet"]
         if unet_params:
             groups.append({"params": unet_params, "lr": lr, "name": "unet"})
         if te_params:
@@ -207,12 +214,16 @@ class LoraNetwork:
                 m.module, m.kind, m.rank, m.scaling, m.adapter
             ).items():
                 sd[f"{m.kohya_key}.{suffix}"] = value
+        for d in self.diffs:
+            sd[d.file_key] = d.diff.detach()
         return sd
 
     def save_format_problem(self, fmt: str) -> str | None:
         """Why this network cannot be written in `fmt` ("kohya" | "diffusers"), None when it can."""
         if fmt != "diffusers":
             return None
+        if self.diffs or targets_of(self.net_cfg) == "all":
+            return "diffusers cannot load networks on every weight or norm/bias differences"
         if self.network_type in ("loha", "lokr"):
             return f"diffusers cannot load {self.network_type} networks"
         if self.dora:
@@ -263,8 +274,13 @@ class LoraNetwork:
                 alt = rest[len("text_model.") :] if rest.startswith("text_model.") else "text_model." + rest
                 by_key[f"diffusers:{comp}.{alt}"] = m
 
+        diff_loaded, diff_missing = fullweights.load_diffs(self.diffs, sd, where)
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in sd.items():
+            if fullweights.is_diff_key(key):
+                if not any(d.file_key == key for d in self.diffs):
+                    groups.setdefault(key, {})["other"] = value
+                continue
             for suffix, part in lycoris.SUFFIXES:
                 if key.endswith(suffix):
                     groups.setdefault(key[: -len(suffix)], {})[part] = value
@@ -298,14 +314,14 @@ class LoraNetwork:
             )
             unexpected += [f"{stem.removeprefix('diffusers:')}.{u}" for u in unused]
             loaded.add(id(m))
-        if not loaded:
+        if not loaded and not diff_loaded:
             raise LoratuiError(
                 "the LoRA file holds no key of this network (wrong model family or not a LoRA file)",
                 hint="use a LoRA trained on the same kind of base model (SD1.5 / SD2 / SDXL)",
                 where=where,
             )
-        missing = [m.kohya_key for m in self.modules if id(m) not in loaded]
-        return {"loaded": len(loaded), "missing": missing, "unexpected": unexpected}
+        missing = [m.kohya_key for m in self.modules if id(m) not in loaded] + diff_missing
+        return {"loaded": len(loaded) + diff_loaded, "missing": missing, "unexpected": unexpected}
 
 
 def _check_text_encoder_blocks(net_cfg, train_text_encoder: bool, chosen: set[str]) -> None:
@@ -347,17 +363,25 @@ def attach_lora(
             hint="valid block ids: " + ", ".join(block_map.valid) + "; or use network.blocks = []",
             where="network.blocks",
         )
+    norm_bias = bool(getattr(net_cfg, "train_norm_bias", False))
+    # Read before injection: peft wraps the adapted modules (and freezes every non-adapter parameter).
+    found = {"unet": fullweights.norm_bias_params(unet) if norm_bias else []}
+    if norm_bias and train_text_encoder:
+        for i, enc in enumerate(base.text_encoders):
+            found["text_encoder" if i == 0 else f"text_encoder_{i + 1}"] = fullweights.norm_bias_params(enc)
     if names:
         _inject(unet, names, net_cfg, dtype)
     ldm = LdmNameMap(unet) if base.family == "sdxl" else None
-    lookup = dict(unet.named_modules())
-    for name in names:
+
+    def unet_key(name: str) -> tuple[str, tuple[str, ...]]:
         diffusers_flat = "lora_unet_" + kohya_flat(name)
         if ldm is not None:
-            key = "lora_unet_" + kohya_flat(ldm.to_ldm(name))
-            aliases = (diffusers_flat,)
-        else:
-            key, aliases = diffusers_flat, ()
+            return "lora_unet_" + kohya_flat(ldm.to_ldm(name)), (diffusers_flat,)
+        return diffusers_flat, ()
+
+    lookup = dict(unet.named_modules())
+    for name in names:
+        key, aliases = unet_key(name)
         modules.append(AdaptedModule("unet", name, lookup[name], key, "unet." + name, aliases, kind))
 
     if train_text_encoder:
@@ -366,10 +390,11 @@ def attach_lora(
             component = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
             prefix = "lora_te_" if len(encoders) == 1 else f"lora_te{i + 1}_"
             names = text_encoder_targets(enc, net_cfg)
+            fullweights.check_embedding_targets(enc, names, net_cfg)
             _inject(enc, names, net_cfg, dtype)
             lookup = dict(enc.named_modules())
             for name in names:
-                key = prefix + kohya_flat(_te_path(name))
+                key = fullweights.text_key(base.family, i, len(encoders), name)
                 aliases = []
                 if len(encoders) == 1:  # diffusers' converter writes lora_te1_ even for SD1.5
                     aliases.append("lora_te1_" + kohya_flat(_te_path(name)))
@@ -393,4 +418,5 @@ def attach_lora(
         for p in m.parameters():
             p.data = p.data.to(dtype)
             p.requires_grad_(True)
-    return LoraNetwork(base, modules, net_cfg, train_text_encoder, dtype)
+    diffs = fullweights.attach_found(found, base, lambda n: unet_key(n)[0], dtype)
+    return LoraNetwork(base, modules, net_cfg, train_text_encoder, dtype, diffs)

@@ -57,6 +57,10 @@ def file_kind(parts: dict) -> str:
 def adapter_params(layer, kind: str, adapter: str = ADAPTER) -> dict[str, torch.nn.Parameter]:
     """The trainable tensors of one peft layer's `adapter`, by their LyCORIS/peft name."""
     if kind == "lora":
+        embedding_a = getattr(layer, "lora_embedding_A", None)
+        if embedding_a is not None and adapter in embedding_a:
+            # peft's Embedding: A [r, num_embeddings], B [dim, r]; delta = (B @ A).T (export transposes).
+            return {"down": embedding_a[adapter], "up": layer.lora_embedding_B[adapter]}
         out = {"down": layer.lora_A[adapter].weight, "up": layer.lora_B[adapter].weight}
         mags = getattr(layer, "lora_magnitude_vector", None)
         if mags is not None and adapter in mags:
@@ -64,6 +68,12 @@ def adapter_params(layer, kind: str, adapter: str = ADAPTER) -> dict[str, torch.
         return out
     names = LOHA_PARAMS if kind == "loha" else LOKR_PARAMS
     return {n: getattr(layer, n)[adapter] for n in names if adapter in getattr(layer, n)}
+
+
+def is_embedding(layer, adapter: str = ADAPTER) -> bool:
+    """Whether `adapter` of this peft layer adapts an Embedding table."""
+    table = getattr(layer, "lora_embedding_A", None)
+    return table is not None and adapter in table
 
 
 def _base_weight(layer) -> torch.Tensor:
@@ -105,6 +115,9 @@ def export_module(
     """kohya/LyCORIS tensors (suffix -> tensor) of one adapted module's `adapter`."""
     p = {k: v.detach() for k, v in adapter_params(layer, kind, adapter).items()}
     alpha = torch.tensor(scaling * rank, dtype=torch.float32)
+    if kind == "lora" and is_embedding(layer, adapter):
+        # kohya: delta = up @ down in the weight's [num_embeddings, dim] shape, = A.T @ B.T in peft.
+        return {"lora_down.weight": p["up"].T, "lora_up.weight": p["down"].T, "alpha": alpha}
     if kind == "lora":
         out = {"lora_down.weight": p["down"], "lora_up.weight": p["up"], "alpha": alpha}
         if "magnitude" in p:
@@ -178,6 +191,8 @@ def import_module(
             if "down" not in parts or "up" not in parts:
                 raise _mismatch(key, "lora_down or lora_up is missing", where)
             down, up = parts["down"], parts["up"]
+            if is_embedding(layer, adapter):
+                down, up = up.T, down.T  # back to peft's A [r, num], B [dim, r]
             if tuple(down.shape) != tuple(params["down"].shape) or tuple(up.shape) != tuple(
                 params["up"].shape
             ):

@@ -77,6 +77,9 @@ def network_module_metadata(network) -> dict[str, str]:
         "ss_network_args": json.dumps(args),
         "loratui_network_type": kind,
         "loratui_dora": "true" if dora else "false",
+        # engine.networks.fullweights: adapters on every >=2-D weight, 1-D weights/biases as `.diff`.
+        "loratui_targets": str(getattr(getattr(network, "net_cfg", None), "targets", "kohya") or "kohya"),
+        "loratui_train_norm_bias": "true" if getattr(network, "diffs", None) else "false",
     }
     if dora:
         meta["loratui_dora_scale"] = DORA_SCALE_NOTE

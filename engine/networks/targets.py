@@ -27,6 +27,7 @@ TEXT_CONTAINERS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", 
 _LEAF_TYPES = (torch.nn.Linear, torch.nn.Conv2d)
 
 NETWORK_TYPES = ("lora", "locon", "loha", "lokr")
+TARGETS = ("kohya", "all")
 ELEMENTS = ("full", "cross_attention", "self_attention")
 
 
@@ -36,6 +37,16 @@ def network_type(net_cfg) -> str:
 
 def element_of(net_cfg) -> str:
     return str(getattr(net_cfg, "element", "full") or "full").lower()
+
+
+def targets_of(net_cfg) -> str:
+    """ "kohya" (kohya's attention/MLP/conv containers) | "all" (every >=2-D weight, engine.networks.fullweights)."""
+    return str(getattr(net_cfg, "targets", "kohya") or "kohya").lower()
+
+
+def all_weight_targets(model: torch.nn.Module, types: tuple[type, ...]) -> list[str]:
+    """Every module of `types` in `model` (each holds a weight of two or more dimensions)."""
+    return [name for name, module in model.named_modules() if name and isinstance(module, types)]
 
 
 def blocks_of(net_cfg) -> list:
@@ -63,6 +74,13 @@ def check_supported(net_cfg) -> None:
             f"network.element = {element!r} is not known",
             hint="use one of: " + ", ".join(ELEMENTS),
             where="network.element",
+        )
+    targets = targets_of(net_cfg)
+    if targets not in TARGETS:
+        raise LoratuiError(
+            f"network.targets = {targets!r} is not known",
+            hint='use "kohya" or "all"',
+            where="network.targets",
         )
     rank = int(getattr(net_cfg, "rank", 16))
     if rank < 1:
@@ -100,8 +118,11 @@ def unet_targets(unet: torch.nn.Module, net_cfg, block_map=None) -> list[str]:
     `block_map` (engine.networks.blocks.BlockMap) is needed when net_cfg.blocks is not empty.
     """
     kind = network_type(net_cfg) if net_cfg is not None else "lora"
-    containers = UNET_CONTAINERS + (UNET_CONV_CONTAINERS if kind != "lora" else ())
-    names = _targets_in(unet, containers)
+    if net_cfg is not None and targets_of(net_cfg) == "all":
+        names = all_weight_targets(unet, _LEAF_TYPES)
+    else:
+        containers = UNET_CONTAINERS + (UNET_CONV_CONTAINERS if kind != "lora" else ())
+        names = _targets_in(unet, containers)
     element = element_of(net_cfg) if net_cfg is not None else "full"
     if element != "full":
         part = ".attn2." if element == "cross_attention" else ".attn1."
@@ -118,5 +139,8 @@ def unet_targets(unet: torch.nn.Module, net_cfg, block_map=None) -> list[str]:
 
 
 def text_encoder_targets(encoder: torch.nn.Module, net_cfg) -> list[str]:
-    """Full module names in one text encoder that get an adapter."""
+    """Full module names in one text encoder that get an adapter (targets "all": also the embedding
+    tables and text_projection)."""
+    if net_cfg is not None and targets_of(net_cfg) == "all":
+        return all_weight_targets(encoder, (torch.nn.Linear, torch.nn.Embedding))
     return _targets_in(encoder, TEXT_CONTAINERS)

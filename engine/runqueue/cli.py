@@ -24,7 +24,7 @@ from engine import protocol
 from engine.errors import LoratuiError
 
 from . import remote
-from .display import fmt_eta, fmt_progress
+from .display import fmt_devices, fmt_eta, fmt_progress
 from .lock import owner_pid
 from .store import QueueStore
 
@@ -119,9 +119,19 @@ def cmd_ls(store: QueueStore, as_json: bool) -> int:
     if not entries:
         print(f"the queue in {store.folder} is empty")
     else:
-        rows = [["POS", "RUN", "NAME", "STATUS", "PROGRESS", "BASE MODEL"]]
+        rows = [["POS", "RUN", "NAME", "STATUS", "PROGRESS", "DEVICES", "BASE MODEL"]]
         for e in entries:
-            rows.append([str(e["position"]), e["run"], e["name"], e["status"], fmt_progress(e), e["base"]])
+            rows.append(
+                [
+                    str(e["position"]),
+                    e["run"],
+                    e["name"],
+                    e["status"],
+                    fmt_progress(e),
+                    fmt_devices(e) or "-",
+                    e["base"],
+                ]
+            )
         print(table(rows))
         for e in entries:
             if e["error"] and e["status"] != protocol.DONE:
@@ -225,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p_add.add_argument("config")
     p_add.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE")
     p_add.add_argument("--position", type=int)
+    p_add.add_argument(
+        "--env-compat", action="store_true", help="also read LoRACat's variables (LEARNING_RATE, ...)"
+    )
     p_ls = sub.add_parser("ls")
     p_ls.add_argument("--json", action="store_true")
     sub.add_parser("rm").add_argument("run")
@@ -251,17 +264,25 @@ def main(argv: list[str] | None = None) -> int:
             raise LoratuiError(f"workspace folder not found: {workspace}", where="--workspace")
         store = QueueStore(workspace)
         if opts.command == "add":
+            from engine.config import load_config
+            from engine.config.compat import environment_lines
+
+            # Values from this shell's environment (LORATUI_<SECTION>__<KEY>, and with --env-compat
+            # LoRACat's names) are read here, in the folder edit; the daemon's environment is another one.
+            cfg = load_config(
+                opts.config, sets=opts.sets, workspace=store.workspace, env_compat=opts.env_compat
+            )
+            for level, text in environment_lines(cfg):
+                print(f"{level}: {text}" if level == "warning" else text, file=sys.stderr)
+            from_env = any(v.applied for v in cfg.env_values)
             config = str(Path(opts.config).expanduser().resolve())
             fields = {"config": config, "sets": opts.sets, "position": opts.position}
-            # Overrides from this shell's environment (LORATUI_<SECTION>__<KEY>) are read here, in
-            # the folder edit; the daemon's environment is another one.
-            overrides = any(k.startswith("LORATUI_") and "__" in k for k in os.environ)
-            ack = None if overrides else remote.via_daemon(workspace, protocol.CMD_ENQUEUE, **fields)
+            ack = None if from_env else remote.via_daemon(workspace, protocol.CMD_ENQUEUE, **fields)
             if ack is not None:
                 entry = store.get(str(ack["run"]))
                 print(f"queued {entry.name} as {entry.run} at position {entry.position}")
                 return 0
-            entry = store.add_file(opts.config, sets=opts.sets, position=opts.position)
+            entry = store.add(cfg, position=opts.position)
             print(f"queued {entry.name} as {entry.run} at position {entry.position}")
             _early_warnings(entry.path, workspace)
             _not_running_note(store)

@@ -31,3 +31,11 @@ def fmt_progress(entry: dict[str, Any]) -> str:
     if isinstance(total, int) and total > 0 and isinstance(step, int):
         return f"{pct} {step}/{total}"
     return pct
+
+
+def fmt_devices(entry: dict[str, Any]) -> str:
+    """The devices a running entry holds ("gpu 0,1", "cpu0"), "" when it holds none."""
+    devices = entry.get("devices")
+    if entry.get("status") != "running" or not isinstance(devices, str) or not devices:
+        return ""
+    return devices if devices.startswith("cpu") else f"gpu {devices}"

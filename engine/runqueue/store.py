@@ -92,6 +92,8 @@ class Entry:
     lora: str = ""
     pid: int = 0
     """The worker process of a running entry (lets a restarted engine find a trainer still at work)."""
+    devices: str = ""
+    """The device slots a running entry holds ("0,1", "cpu0"); engine serve pins its worker to them."""
     adopted: bool = True
     """False for a file a user dropped into queue/ that the engine has not taken in yet."""
     broken: bool = False
@@ -123,6 +125,7 @@ class Entry:
             "phase": self.phase,
             "resume": self.resume,
             "lora": self.lora or None,
+            "devices": self.devices,
             "file": str(self.path),
         }
 
@@ -144,6 +147,7 @@ QUEUE_KEYS: dict[str, type] = {
     "resume": bool,
     "lora": str,
     "pid": int,
+    "devices": str,
 }
 
 
@@ -615,15 +619,16 @@ class QueueStore:
 
     # --- owner-only operations ----------------------------------------------------------------
 
-    def recover(self, keep: str | None = None) -> list[Entry]:
+    def recover(self, keep: str | set[str] | None = None) -> list[Entry]:
         """Entries left `running` by an engine that died get the status the run's own record gives:
         events.jsonl ending with run_finished (done with its LoRA on disk, failed, stopped), or
         `interrupted` when the run never wrote its end. `keep` is one whose worker is still alive
-        and followed."""
+        and followed (or a set of them: several entries run at once on their devices)."""
+        keeps = {keep} if isinstance(keep, str) else set(keep or ())
         fixed = []
         with edit_lock(self.folder):
             for e in self.entries():
-                if e.adopted and e.status == protocol.RUNNING and e.run != keep:
+                if e.adopted and e.status == protocol.RUNNING and e.run not in keeps:
                     fixed.append(self._update(e.run, **_recovered(e)))
         return fixed
 
@@ -664,6 +669,22 @@ class QueueStore:
                     continue
                 self._problems[str(path)] = Problem(exc, mtime)
         return taken
+
+    def claim(self, run: str, devices: str = "") -> Entry | None:
+        """Mark pending entry `run` running on `devices`; None when it is no longer pending."""
+        with edit_lock(self.folder):
+            for e in self.entries():
+                if e.run == run and e.adopted and e.status == protocol.PENDING:
+                    return self._update(
+                        e.run,
+                        status=protocol.RUNNING,
+                        started=now_iso(),
+                        finished="",
+                        error=None,
+                        progress=0.0 if not e.resume else e.progress,
+                        devices=devices,
+                    )
+        return None
 
     def claim_next(self) -> Entry | None:
         """Mark the first pending entry running and return it (None when nothing is pending)."""

@@ -236,9 +236,10 @@ def _run(args: argparse.Namespace, emit, log):
 
 def _run_captioners(args: argparse.Namespace, names: list[str], emit, log):
     """Florence-2 (alone or with WD14): the same flags, files and events as the WD14 path."""
+    from engine.data.images import image_suffixes
     from engine.tagger.captioners import load_captioners, write_captions
     from engine.tagger.florence import resolve_florence_dir
-    from engine.tagger.run import IMAGE_EXTENSIONS, check_extensions, find_images
+    from engine.tagger.run import check_extensions, find_images
 
     if "florence2" in names:
         resolve_florence_dir(args.model)  # a wrong model folder is named before anything else
@@ -246,7 +247,7 @@ def _run_captioners(args: argparse.Namespace, names: list[str], emit, log):
     images = find_images(args.dirs)
     if not images:
         raise LoratuiError(
-            "no images found (looked for " + " ".join(sorted(IMAGE_EXTENSIONS)) + ")",
+            "no images found (looked for " + " ".join(sorted(image_suffixes())) + ")",
             hint="give the folder that holds the training images",
             where=", ".join(args.dirs),
         )

@@ -311,6 +311,7 @@ def run_caption_auto(
         options,
         extensions=extensions,
         overwrite=bool(auto.overwrite),
+        batch_size=int(auto.batch_size),
         on_progress=lambda d, t: emit(protocol.phase(run=run, name="caption", done=d, total=t)),
         on_log=lambda level, msg: emit(protocol.log(msg, level=level, run=run)),
         should_stop=should_stop,

@@ -1,4 +1,4 @@
-"""`python -m engine train CONFIG [--set key=value]... [--workspace DIR] [--resume]`.
+"""`python -m engine train CONFIG [--set key=value]... [--workspace DIR] [--resume] [--env-compat]`.
 
 Runs one training run headless: JSON-lines events on stdout (PROTOCOL.md), human logs on stderr and
 in runs/<name>/engine.log, commands (`stop`, `save_now`, `sample_now`) on stdin. Exit code 0 when the
@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workspace", default=None, help="workspace folder (default: current directory)")
     p.add_argument("--resume", action="store_true", help="continue from the run's last saved state")
+    p.add_argument(
+        "--env-compat", action="store_true", help="also read LoRACat's variables (LEARNING_RATE, ...)"
+    )
     p.add_argument("--run-id", default=None, help="run id to put on every event (set by engine serve)")
     p.add_argument("--no-stdin", action="store_true", help="do not read commands from stdin")
     # Debugging and tests: stop (saving a checkpoint and state) once this step is done.
@@ -42,17 +45,42 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from engine.config import load_config
 
-        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace)
+        cfg = load_config(args.config, sets=args.sets, workspace=args.workspace, env_compat=args.env_compat)
     except LoratuiError as exc:
         print(exc.render(), file=sys.stderr)
         events.emit(
             protocol.run_finished(run=args.run_id, status=protocol.FAILED, lora=None, error=exc.to_dict())
         )
         return 1
+    from engine.train import ranks
+
+    try:
+        nproc = ranks.prepare_devices(cfg)
+    except LoratuiError as exc:
+        print(exc.render(), file=sys.stderr)
+        events.emit(
+            protocol.run_finished(run=args.run_id, status=protocol.FAILED, lora=None, error=exc.to_dict())
+        )
+        return 1
+    if nproc > 1 and not ranks.in_worker():
+        # This process becomes the launcher of nproc ranks (engine.train.launch).
+        from engine.train.launch import launch
+
+        try:
+            return launch(
+                list(argv if argv is not None else sys.argv[1:]), nproc, cfg.run_dir(), args.run_id, events
+            )
+        finally:
+            events.close()
     from engine.train.run import Controls, TrainingRun
 
+    dist = ranks.join()
+    if not dist.is_main:
+        events = ranks.NullEvents()
     controls = Controls()
-    if not args.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
+    if dist.enabled:
+        ranks.watch_launcher(controls)
+    if dist.is_main and not args.no_stdin and sys.stdin is not None and not sys.stdin.isatty():
         controls.read_stream(sys.stdin)
     from engine.pipeline import PipelineRun, uses_pipeline
 
@@ -65,11 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         run_id=args.run_id,
         controls=controls,
         stop_after_step=args.stop_after_step,
+        dist=dist,
     )
     try:
-        code = run.execute()
+        code = ranks.finish(run, run.execute())
     finally:
         events.close()
+        dist.close()
+    if dist.enabled:
+        return code  # a rank: the launcher reports the run's ending
     return interrupted_exit(controls, code, args)
 
 

@@ -12,6 +12,10 @@ step events stay monotonic and total_steps = N1 + N2. Each pass has its own opti
 schedule over its own steps. Checkpoints of pass 1 hold the copier (metadata
 `loratui_difference_pass` = 1); the final LoRA is the pass-2 network alone. The copier is written to
 state/copier.safetensors when pass 2 starts, so a run resumes inside either pass.
+
+TrainTrain's options: `save_first_pass` also writes the copier as its own LoRA file when pass 1 ends
+(the run sets `on_first_pass_done`), `first_pass_only` ends the run after pass 1 (the saved LoRA is
+the copier), `load_first_pass` skips pass 1 with a saved copier (`skip_first_pass`).
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ class DifferenceTrainer:
         with torch.no_grad(), self._autocast():
             self.text = base.encode_text([cfg.difference.prompt], cfg.model.clip_skip).detach()
         self.announce = None  # called as announce(steps_done, "second_pass") when pass 2 starts
+        self.on_first_pass_done = None  # called once pass 1 is over, before pass 2 (save_first_pass)
         self.current = -1
         self._enter(0)
 
@@ -159,6 +164,8 @@ class DifferenceTrainer:
     def train_step(self, steps_done: int, global_batch: int) -> dict:
         index = self.pass_of(steps_done)
         if index != self.current:
+            if self.on_first_pass_done is not None:
+                self.on_first_pass_done()
             self._save_copier()
             self._enter(index)
             log.info("pass 2: the copier is frozen; training the difference on difference.target_image")
@@ -216,6 +223,34 @@ class DifferenceTrainer:
             return float(self._loss(latents, noise, timesteps.to(self.base.device), weighted=False))
         finally:
             self.set_train_mode(True)
+
+    def skip_first_pass(self, state, path: Path) -> None:
+        """difference.load_first_pass: load the copier from `path` (a copier file of save_first_pass
+        or a pass-1 checkpoint), enter pass 2 and count pass 1's steps and batches as done, so step
+        numbers, noise and dropout are those of the same run trained through pass 1."""
+        from engine.networks import load_lora_file
+
+        where = "difference.load_first_pass"
+        sd, _ = load_lora_file(path, where=where)
+        report = self.networks[0].load_kohya_state_dict(sd, where=where)
+        if report["missing"]:
+            raise LoratuiError(
+                f"{path} lacks {len(report['missing'])} of the copier's modules, e.g. {report['missing'][0]}",
+                hint="use a copier trained with the same [network] settings and difference.first_pass",
+                where=where,
+            )
+        self._save_copier()  # a resumed run reloads it from the state folder like any pass-2 run
+        self._enter(1)
+        first = self.passes[0].steps
+        state.steps_done = first
+        state.step += first
+        state.global_batch = first * max(1, int(self.cfg.train.grad_accum))
+        state.epoch = 2
+        log.info(
+            "pass 1 skipped: the copier is %s; training the difference from step %d", path, state.step + 1
+        )
+        if self.announce is not None:
+            self.announce(first, "second_pass")
 
     def resume_at(self, steps_done: int) -> None:
         """Before a saved state is loaded: be in the pass of its steps (pass 2 reloads the copier)."""

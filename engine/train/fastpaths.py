@@ -69,3 +69,37 @@ def compile_unet_blocks(unet: torch.nn.Module, backend: str = "inductor") -> int
         block.compile(backend=backend, dynamic=False)
     log.info("train.compile: %d UNet blocks compiled with torch.compile (backend %s)", len(blocks), backend)
     return len(blocks)
+
+
+def prepare_model(cfg, base, network, device: torch.device, resolution: int) -> None:
+    """After the adapters are attached: TF32, per-block compile, and the memory estimate.
+
+    On CUDA the estimate (engine.train.memory) is logged, and a warning naming the knobs that help is
+    logged (and so sent as a `log` event) when it exceeds 90 % of the device's memory.
+    """
+    from engine.train import memory
+
+    if apply_matmul_precision(cfg.train, device):
+        log.info("TF32 matmuls on (train.tf32)")
+    if getattr(cfg.train, "compile", False):
+        compile_unet_blocks(base.unet, str(getattr(cfg.train, "compile_backend", "inductor")))
+    if device.type != "cuda":
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
+    frozen = [] if cfg.dataset.cache_latents and cfg.dataset.cache_text else [*base.text_encoders, base.vae]
+    est = memory.estimate(
+        base,
+        network.trainable_parameters(),
+        cfg.train,
+        resolution,
+        frozen_on_device=frozen,
+        total_device=total,
+    )
+    if est.fits():
+        log.info("device memory estimate: %s", est.text())
+    else:
+        log.warning(
+            "this run will probably not fit in device memory: %s; try %s",
+            est.text(),
+            memory.advice(est, cfg.train),
+        )

@@ -14,6 +14,7 @@ import torch
 
 from engine.data.dataset import BatchPlan, BatchSpec, LatentSource
 from engine.train import losses, stepping
+from engine.train.distributed import dropout_seed_parts
 from engine.train.rng import seed_global, torch_gen
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,12 @@ class Trainer:
         autocast_dtype: torch.dtype | None,
         scaler,
         augment_caption,
+        dist=None,
     ) -> None:
+        from engine.train.distributed import DistContext
+
         self.cfg = cfg
+        self.dist = dist if dist is not None else DistContext.single()
         self.base = base
         self.network = network
         self.items = items
@@ -115,6 +120,10 @@ class Trainer:
 
     # ---- one step ------------------------------------------------------------------------------
     def _loss(self, latents, noise, timesteps, text, time_ids, *, weighted: bool) -> torch.Tensor:
+        return self._per_sample(latents, noise, timesteps, text, time_ids, weighted=weighted).mean()
+
+    def _per_sample(self, latents, noise, timesteps, text, time_ids, *, weighted: bool) -> torch.Tensor:
+        """Loss per sample [B] (min-SNR weighted when `weighted` and train.min_snr_gamma)."""
         dev = self.base.device
         latents = latents.to(dev)
         noise = noise.to(dev)
@@ -128,42 +137,62 @@ class Trainer:
             per_sample = per_sample * losses.min_snr_weights(
                 self.sched.alphas_cumprod, timesteps, self.cfg.train.min_snr_gamma, self.prediction
             ).to(per_sample.device)
-        return per_sample.mean()
+        return per_sample
 
-    def micro_step(self, batch: BatchSpec, accum: int) -> float:
-        cfg = self.cfg
-        latents, metas = self.latents.batch_latents(batch)
+    def micro_step(self, batch: BatchSpec, accum: int) -> tuple[float, int]:
+        """Forward and backward of one global micro-batch: (this rank's loss sum, global batch size),
+        or (the batch mean, 1) in a single-process run.
+
+        Noise and timesteps are drawn for the whole global batch and each rank keeps its rows (see
+        engine.train.distributed), so the draws do not depend on the number of ranks.
+        """
+        cfg, dist = self.cfg, self.dist
+        shard = dist.shard(batch)
+        local = shard.batch
+        latents, metas = self.latents.batch_latents(local)
         gen = torch_gen(cfg.train.seed, "noise", batch.global_index)
-        noise = torch.randn(latents.shape, generator=gen, dtype=torch.float32)
+        noise = torch.randn((shard.n_global, *latents.shape[1:]), generator=gen, dtype=torch.float32)
         noise = losses.offset_noise(noise, cfg.train.noise_offset, gen)
-        timesteps = torch.randint(0, self.num_timesteps, (latents.shape[0],), generator=gen)
+        timesteps = torch.randint(0, self.num_timesteps, (shard.n_global,), generator=gen)
+        rows = slice(shard.lo, shard.lo + latents.shape[0])
+        noise, timesteps = noise[rows], timesteps[rows]
         # Dropout (adapter and text-encoder) draws from the global stream: seed it per micro-batch.
-        seed_global(cfg.train.seed, "dropout", batch.global_index)
+        seed_global(cfg.train.seed, "dropout", batch.global_index, *dropout_seed_parts(dist))
         with self._autocast():
-            text = self.text_for([s.caption for s in batch.samples], grad=self.train_te)
-        time_ids = self.time_ids_for(batch.bucket, metas)
-        loss = self._loss(latents, noise, timesteps, text, time_ids, weighted=True)
-        return stepping.backward(loss, accum, self.scaler, f"at data batch {batch.global_index}")
+            text = self.text_for([s.caption for s in local.samples], grad=self.train_te)
+        time_ids = self.time_ids_for(local.bucket, metas)
+        per_sample = self._per_sample(latents, noise, timesteps, text, time_ids, weighted=True)
+        where = f"at data batch {batch.global_index}"
+        if not dist.enabled:
+            return stepping.backward(per_sample.mean(), accum, self.scaler, where), 1
+        # DDP averages over ranks: sum x ranks / global size makes that the global batch mean.
+        scale = shard.weight * dist.world_size / shard.n_global
+        stepping.backward(per_sample.sum() * scale, accum, self.scaler, where)
+        return float(per_sample.detach().sum()) * shard.weight, shard.n_global
 
     def train_step(self, steps_done: int, global_batch: int) -> dict:
         """One optimizer step (grad_accum micro-batches) starting at data position `global_batch`."""
         cfg = self.cfg.train
         lr = stepping.set_lr(self.optimizer, self.base_lrs, cfg, steps_done, self.run_steps)
         accum = max(1, int(cfg.grad_accum))
-        values = []
+        sums, sizes = [], []
         epoch = self.plan.epoch_of(global_batch)
-        for _ in range(accum):
+        for i in range(accum):
             batch = self.plan.batch(global_batch, self.cfg.dataset, self.augment_caption)
             if self.latents.cache is None:
-                self.latents.prefetch(
-                    self.plan.batch(global_batch + 1, self.cfg.dataset, self.augment_caption)
-                )
-            values.append(self.micro_step(batch, accum))
+                upcoming = self.plan.batch(global_batch + 1, self.cfg.dataset, self.augment_caption)
+                self.latents.prefetch(self.dist.shard(upcoming).batch)
+            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
+            with self.dist.no_sync(i == accum - 1):
+                total, size = self.micro_step(batch, accum)
+            sums.append(total)
+            sizes.append(size)
             epoch = batch.epoch
             global_batch += 1
         stepping.apply_gradients(self.optimizer, self.scaler, self.params, cfg.max_grad_norm)
+        means = [t / n for t, n in zip(self.dist.all_sum(sums), sizes)]
         return {
-            "loss": sum(values) / len(values),
+            "loss": sum(means) / len(means),
             "epoch": epoch,
             "global_batch": global_batch,
             "lr": lr,

@@ -1,9 +1,12 @@
-"""Optimizers by name: adamw, adamw8bit, adam, sgd, rmsprop, lion, prodigy, adafactor.
+"""Optimizers by name (engine.config.schema.OPTIMIZERS): adamw, adam, sgd, rmsprop, lion, prodigy,
+adafactor, and the 8-bit ones of bitsandbytes.
 
 `train.optimizer_args` is passed through as keyword arguments; an unknown argument is reported as a
 config error naming the key instead of a TypeError. Lion is implemented here (it is a few lines);
-Prodigy comes from `prodigyopt`, Adafactor from transformers, AdamW8bit from bitsandbytes (only when it
-imports: it has no wheels for some platforms).
+Prodigy comes from `prodigyopt`, Adafactor from transformers. The 8-bit optimizers (kohya's
+AdamW8bit, PagedAdamW8bit, Lion8bit, PagedLion8bit) are bitsandbytes' `bitsandbytes.optim` classes of
+those names: bitsandbytes is the optional extra `loratui[gpu]`, which .ci/setup installs on CUDA
+machines (on aarch64 from 0.46.0, its first release with aarch64 wheels); they train on CUDA only.
 """
 
 from __future__ import annotations
@@ -12,9 +15,21 @@ import inspect
 
 import torch
 
+from engine.config.schema import OPTIMIZERS
 from engine.errors import LoratuiError
 
-OPTIMIZERS = ("adamw", "adamw8bit", "adam", "sgd", "rmsprop", "lion", "prodigy", "adafactor")
+# Config name -> class in bitsandbytes.optim ("paged": optimizer state in CUDA unified memory, paged
+# out to the CPU under memory pressure).
+BNB_OPTIMIZERS = {
+    "adamw8bit": "AdamW8bit",
+    "paged_adamw8bit": "PagedAdamW8bit",
+    "lion8bit": "Lion8bit",
+    "paged_lion8bit": "PagedLion8bit",
+}
+GPU_EXTRA_HINT = (
+    'install the gpu extra: .venv/bin/pip install -e ".[gpu]" (bitsandbytes; .ci/setup does it on '
+    'CUDA machines), or use optimizer = "adamw" / "lion"'
+)
 
 
 class Lion(torch.optim.Optimizer):
@@ -52,17 +67,25 @@ class Lion(torch.optim.Optimizer):
         return loss
 
 
-def _adamw8bit():
+def _bitsandbytes(name: str):
+    """The bitsandbytes class for an 8-bit optimizer name; LoratuiError naming the extra when the
+    package is missing or does not load, or when there is no CUDA device to run it on."""
     try:
-        import bitsandbytes as bnb  # noqa: F401
+        import bitsandbytes as bnb
     except Exception as exc:  # ImportError, or a broken CUDA setup inside bitsandbytes
         raise LoratuiError(
-            "optimizer 'adamw8bit' needs bitsandbytes, which is not installed or does not load "
-            f"({type(exc).__name__}: {exc})",
-            hint='pip install bitsandbytes (CUDA machines only), or use optimizer = "adamw"',
+            f"optimizer {name!r} needs bitsandbytes (the loratui[gpu] extra), which is not installed or "
+            f"does not load ({type(exc).__name__}: {exc})",
+            hint=GPU_EXTRA_HINT,
             where="train.optimizer",
         ) from None
-    return bnb.optim.AdamW8bit
+    if not torch.cuda.is_available():
+        raise LoratuiError(
+            f"optimizer {name!r} (bitsandbytes) trains on a CUDA GPU and there is none here",
+            hint='use optimizer = "adamw" (or "lion") on this machine',
+            where="train.optimizer",
+        )
+    return getattr(bnb.optim, BNB_OPTIMIZERS[name])
 
 
 def _prodigy():
@@ -101,8 +124,8 @@ def optimizer_class(name: str):
         return torch.optim.RMSprop
     if name == "lion":
         return Lion
-    if name == "adamw8bit":
-        return _adamw8bit()
+    if name in BNB_OPTIMIZERS:
+        return _bitsandbytes(name)
     if name == "prodigy":
         return _prodigy()
     if name == "adafactor":
@@ -117,10 +140,20 @@ def check_optimizer(name: str) -> None:
     optimizer_class(name)
 
 
-def build_optimizer(name: str, param_groups: list[dict], lr: float, args: dict | None = None):
-    """Create the optimizer over `param_groups` (each with its own "lr")."""
+def build_optimizer(
+    name: str, param_groups: list[dict], lr: float, args: dict | None = None, *, train_cfg=None
+):
+    """Create the optimizer over `param_groups` (each with its own "lr").
+
+    With `train_cfg`, the fast paths of engine.train.fastpaths apply (fused AdamW/Adam on CUDA);
+    `args` (train.optimizer_args) always win over them.
+    """
     cls = optimizer_class(name)
     kwargs = dict(args or {})
+    if train_cfg is not None:
+        from engine.train.fastpaths import optimizer_kwargs
+
+        kwargs = {**optimizer_kwargs(name, param_groups, train_cfg), **kwargs}
     if name == "adafactor":
         # With an explicit learning rate Adafactor must not compute its own relative step size.
         kwargs.setdefault("relative_step", False)

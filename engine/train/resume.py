@@ -48,27 +48,82 @@ def changes(old: dict[str, Any], cfg) -> dict[str, tuple[Any, Any]]:
     return {k: (old[k], v) for k, v in new.items() if k in old and old[k] != v}
 
 
-def check_resume(state_dir: Path, cfg) -> dict[str, tuple[Any, Any]]:
+def check_resume(state_dir: Path, cfg, world: int | None = None) -> dict[str, tuple[Any, Any]]:
     """Refuse a resume whose config changed a key the saved state depends on (LoratuiError naming
-    every such key and what it would break); return the allowed changes, for the log."""
+    every such key and what it would break); return the allowed changes, for the log.
+
+    `world`: the number of ranks this run trains with (default: its train.devices count). The number
+    of devices may change, and train.batch_size (per device) with it, while the global batch
+    (batch_size x devices) stays: the data position counts global batches.
+    """
     old = saved_config(state_dir, cfg.run_dir(), cfg.workspace)
+    batch = global_batch_change(state_dir, old or {}, cfg, world)
     if old is None:
+        if batch:
+            raise LoratuiError(
+                f"cannot resume: {batch[2]}", hint=batch[3] + " to resume", where="train.batch_size"
+            )
         log.warning("the saved state does not record its config: changes cannot be checked")
         return {}
     changed = changes(old, cfg)
     refused = {k: v for k, v in changed.items() if not resume_rule(k)[0]}
+    parts = [f"{k} ({_short(a)} -> {_short(b)}: breaks {resume_rule(k)[1]})" for k, (a, b) in refused.items()]
+    if batch is None:
+        refused.pop("train.batch_size", None)  # per device: the global batch is what must stay
+        parts = [p for p in parts if not p.startswith("train.batch_size ")]
+    else:
+        for key in ("train.batch_size", "train.devices"):
+            if key in changed and key not in refused:
+                refused[key] = changed[key]
+                a, b = changed[key]
+                parts.append(f"{key} ({_short(a)} -> {_short(b)})")
+        parts.append(batch[2])
+        refused.setdefault("train.batch_size", (None, None))
     if refused:
-        parts = [
-            f"{k} ({_short(a)} -> {_short(b)}: breaks {resume_rule(k)[1]})" for k, (a, b) in refused.items()
-        ]
+        hint = (
+            "set them back to the saved values to resume, or start a new run (another name, or "
+            "save.overwrite = true); steps, lr, the schedule and the save/sample/log options may change "
+            "(`loratui keys` marks them ↻)"
+        )
+        if batch is not None:
+            hint = f"{batch[3]}, or " + hint
         raise LoratuiError(
             "cannot resume: the config changed keys the saved state depends on: " + "; ".join(parts),
-            hint="set them back to the saved values to resume, or start a new run (another name, or "
-            "save.overwrite = true); steps, lr, the schedule and the save/sample/log options may change "
-            "(`loratui keys` marks them ↻)",
+            hint=hint,
             where=", ".join(refused),
         )
     return {k: v for k, v in changed.items() if k != "extends"}
+
+
+def global_batch_change(
+    state_dir: Path, old: dict[str, Any], cfg, world: int | None = None
+) -> tuple[int, int, str, str] | None:
+    """(saved, now, what changed, the fitting setting) when the global batch (train.batch_size x
+    devices) of this run differs from the saved state's; None when it is the same."""
+    from engine.devices.spec import parse_devices
+
+    saved = int(read_state_json(state_dir).get("global_batch_size", 0) or 0)
+    if not saved:  # a state from before devices existed: its config's batch, on one device
+        if "train.batch_size" not in old:
+            return None
+        try:
+            count = parse_devices(old.get("train.devices", 1)).count
+        except ValueError:
+            count = 1
+        saved = int(old["train.batch_size"]) * count
+    world = world or parse_devices(cfg.train.devices).count
+    now = int(cfg.train.batch_size) * world
+    if saved == now:
+        return None
+    what = (
+        f"the global batch goes from {saved} to {now} samples (train.batch_size {cfg.train.batch_size} x "
+        f"{world} device(s)): breaks the data position, which counts global batches"
+    )
+    if saved % world == 0:
+        fit = f"set train.batch_size = {saved // world} for {world} device(s)"
+    else:
+        fit = f"use a device count that divides {saved}"
+    return saved, now, what, fit
 
 
 def finished_at(state_dir: Path) -> tuple[int, int]:

@@ -223,6 +223,13 @@ def _resume_digest(cfg) -> str:
     for section in ("save", "log", "sample", "validation", "caption_auto"):
         data.pop(section, None)
     data.pop("name", None)
+    # The device count may change across a resume while the global batch stays (checked on its own).
+    from engine.devices.spec import parse_devices
+
+    train = data.get("train", {})
+    count = parse_devices(train.pop("devices", 1)).count
+    if "batch_size" in train:
+        train["batch_size"] = int(train["batch_size"]) * count
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -240,8 +247,13 @@ class TrainingRun:
         controls: Controls | None = None,
         stop_after_step: int | None = None,
         keep_events: bool = False,
+        dist=None,
     ) -> None:
+        from engine.train.distributed import DistContext
+
         self.cfg = cfg
+        # This process's rank in a data-parallel run (engine.train.distributed); only rank 0 writes.
+        self.dist = dist if dist is not None else DistContext.single()
         # The train step of a pipeline (engine.pipeline) appends to the events of its earlier steps.
         self.keep_events = keep_events
         self.events = events
@@ -272,7 +284,12 @@ class TrainingRun:
         try:
             self._refuse_name()  # before anything is created under a name the rule refuses
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            cleanup = _setup_logging(self.run_dir / "engine.log", self.events, self.run_id)
+            main = self.dist.is_main
+            cleanup = _setup_logging(self.run_dir / "engine.log" if main else None, self.events, self.run_id)
+            if not main:
+                from engine.train.ranks import quiet_logging
+
+                quiet_logging(self.dist.rank)
             self._state_dir_to_resume = self._pick_resume_state()
             fresh = self._state_dir_to_resume is None
             # Before events.jsonl and config.toml are touched: a refused run must leave the finished
@@ -283,9 +300,10 @@ class TrainingRun:
                 self._check_resume()  # engine/train/resume.py: which config changes a resume takes
             if fresh:
                 self._refuse_discarding_state()
-                if not self.keep_events:
+                if self.dist.is_main and not self.keep_events:
                     (self.run_dir / "events.jsonl").unlink(missing_ok=True)
             self.events.set_jsonl(self.run_dir / "events.jsonl")
+            self._record = self.dist.is_main
             self.controls.install_signals()
             status, lora = self._execute(fresh)
         except _StoppedBeforeTraining as exc:
@@ -309,7 +327,17 @@ class TrainingRun:
                 "are not affected",
                 self.events.jsonl_error,
             )
-        self.emit(protocol.run_finished(run=self.run_id, status=status, lora=lora, error=error))
+        self.outcome = {
+            "status": status,
+            "lora": lora,
+            "error": error,
+            "record": getattr(self, "_record", False),
+        }
+        from engine.train.launch import launched_rank_results
+
+        # A rank of a launched data-parallel run reports to the launcher, which writes the one ending.
+        if not (self.dist.enabled and launched_rank_results() is not None):
+            self.emit(protocol.run_finished(run=self.run_id, status=status, lora=lora, error=error))
         cleanup()
         return 0 if status in (protocol.DONE, protocol.STOPPED) else 1
 
@@ -344,15 +372,25 @@ class TrainingRun:
         from engine.fsutil import atomic_write_text
 
         cfg = self.cfg
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dist = self.dist
+        if dist.enabled:
+            device = dist.device
+        else:
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device_text = _device_text(device)
+        if dist.enabled:
+            device_text += f" x {dist.world_size} ranks"
         self.emit(
-            protocol.hello(
-                engine_version=engine_version(), workspace=str(cfg.workspace), device=_device_text(device)
-            )
+            protocol.hello(engine_version=engine_version(), workspace=str(cfg.workspace), device=device_text)
         )
+        from engine.config.compat import environment_lines
+
+        for level, text in environment_lines(cfg):
+            log.log(logging.WARNING if level == "warning" else logging.INFO, text)
         if self.resume and fresh:
             log.warning("no saved training state in %s: starting from the beginning", self.state_root)
-        atomic_write_text(self.run_dir / "config.toml", dump_resolved(cfg))
+        if dist.is_main:
+            atomic_write_text(self.run_dir / "config.toml", dump_resolved(cfg))
         self._preflight()
 
         start_step, init_sd = self._read_init_from()
@@ -369,7 +407,9 @@ class TrainingRun:
                 config=str(self.run_dir / "config.toml"),
                 total_steps=start_step + run_steps_estimate if run_steps_estimate else 0,
                 run_dir=str(self.run_dir),
-                pid=os.getpid(),
+                # The launcher of a data-parallel run is the process to signal (it stops every rank).
+                pid=int(os.environ.get("LORATUI_LAUNCHER_PID", "0") or 0) or os.getpid(),
+                devices=dist.world_size,
             )
         )
 
@@ -439,6 +479,9 @@ class TrainingRun:
             )
         if cfg.train.gradient_checkpointing:
             base.enable_gradient_checkpointing(text_encoders=bool(cfg.network.train_text_encoder))
+        from engine.train.fastpaths import prepare_model
+
+        prepare_model(cfg, base, network, device, int(cfg.dataset.resolution))
         self.phase("load_model", 1, 1)
         self._check_stop("load_model")
 
@@ -463,12 +506,14 @@ class TrainingRun:
             digest=_resume_digest(cfg),
             config=flatten(cfg),
         )
-        if fresh and self.state_root.exists():
+        if fresh and self.state_root.exists() and dist.is_main:
             # Training starts over: older resumable state belongs to an abandoned attempt and would
             # otherwise be picked up by a later --resume. Removed only now, so a run that fails
             # before training (bad setting, missing model) leaves it intact.
             log.info("starting fresh: removing the old training state in %s", self.state_root)
             shutil.rmtree(self.state_root, ignore_errors=True)
+        if fresh and cfg.mode == "difference" and str(cfg.difference.load_first_pass).strip():
+            trainer.skip_first_pass(state, cfg.resolve_path(cfg.difference.load_first_pass))
         if not fresh:
             from engine.train.state import read_state
 
@@ -489,8 +534,13 @@ class TrainingRun:
                 trainer.scaler.load_state_dict(state.scaler)
             log.info("resuming from %s (step %d)", self._state_dir_to_resume, state.step)
             self._last_saved_step = state.step
+        state.global_batch_size = self._global_batch_size()
         self.base, self.trainer, self.items, self.scan, self.plan = base, trainer, items, scan, plan
+        dist.wrap_models(base, bool(cfg.network.train_text_encoder))
         return self._train(state, fresh, run_steps)
+
+    def _global_batch_size(self) -> int:
+        return int(self.cfg.train.batch_size) * self.dist.world_size
 
     @property
     def network(self):
@@ -537,6 +587,8 @@ class TrainingRun:
             trainer.announce = lambda done, name: self.phase(
                 "train", done, run_steps, total_steps=self.total_steps, difference_pass=name
             )
+            if cfg.difference.save_first_pass and not cfg.difference.first_pass_only:
+                trainer.on_first_pass_done = self._save_first_pass
         trainer.set_train_mode(True)
         return trainer
 
@@ -549,7 +601,10 @@ class TrainingRun:
         if caption_auto_enabled(cfg):
             from engine.tagger.run import run_caption_auto
 
-            run_caption_auto(cfg, self.emit, run=self.run_id, should_stop=self.controls.stop.is_set)
+            # Rank 0 writes the caption files; the others scan once they are there.
+            if self.dist.is_main:
+                run_caption_auto(cfg, self.emit, run=self.run_id, should_stop=self.controls.stop.is_set)
+            self.dist.barrier()
             self._check_stop("caption")
 
         # 1. scan
@@ -576,7 +631,8 @@ class TrainingRun:
 
         from engine.data.dataset import BatchPlan
 
-        plan = BatchPlan(items, cfg.train.batch_size, cfg.train.seed)
+        # The plan is of global batches; each rank trains its shard (engine.train.distributed).
+        plan = BatchPlan(items, cfg.train.batch_size * self.dist.world_size, cfg.train.seed)
         accum = max(1, int(cfg.train.grad_accum))
         if int(cfg.train.epochs) > 0:
             run_steps = math.ceil(int(cfg.train.epochs) * plan.batches_per_epoch / accum)
@@ -595,7 +651,9 @@ class TrainingRun:
         step left to do; log the allowed changes (resume semantics: engine.config.schema)."""
         from engine.train.resume import check_resume, nothing_left
 
-        for key, (old, new) in check_resume(self._state_dir_to_resume, self.cfg).items():
+        for key, (old, new) in check_resume(
+            self._state_dir_to_resume, self.cfg, self.dist.world_size
+        ).items():
             log.info("resume: %s changed from %r to %r", key, old, new)
         cfg = self.cfg
         if cfg.mode != "lora":
@@ -688,6 +746,10 @@ class TrainingRun:
             )
         if cfg.save.every_epochs:
             log.warning("save.every_epochs is not used in mode %s; use save.every_steps", cfg.mode)
+        if cfg.network.train_norm_bias:
+            # iLECO and difference switch adapters on and off; differences in the base weights stay on.
+            log.warning("network.train_norm_bias is not used in mode %s", cfg.mode)
+            cfg.network.train_norm_bias = False
         if cfg.mode == "ileco" and not cfg.ileco.original_prompt.strip():
             raise LoratuiError(
                 "ileco.original_prompt is empty",
@@ -705,6 +767,13 @@ class TrainingRun:
 
             for which in PASSES:
                 pass_settings(cfg, which)
+            copier = str(cfg.difference.load_first_pass or "").strip()
+            if copier and not cfg.resolve_path(copier).is_file():
+                raise LoratuiError(
+                    f"difference.load_first_pass not found: {cfg.resolve_path(copier)}",
+                    hint="point it at a copier saved by difference.save_first_pass (or a pass-1 checkpoint)",
+                    where="difference.load_first_pass",
+                )
             for key in ("original_image", "target_image"):
                 value = str(getattr(cfg.difference, key) or "").strip()
                 path = cfg.resolve_path(value) if value else None
@@ -721,12 +790,14 @@ class TrainingRun:
     def _read_init_from(self) -> tuple[int, dict | None]:
         if not self.cfg.network.init_from:
             return 0, None
-        from engine.networks import load_lora_file, steps_from_metadata
+        from engine.networks import initial_steps, load_lora_file
 
         path = self.cfg.resolve_path(self.cfg.network.init_from)
         sd, metadata = load_lora_file(path)
         self._init_metadata = metadata  # how the file's dora_scale was meant (load_kohya_state_dict)
-        return steps_from_metadata(metadata), sd
+        steps, source = initial_steps(metadata, path)
+        log.info("init_from: %s was trained for %d steps, read from %s", path.name, steps, source)
+        return steps, sd
 
     def _precisions(self, device) -> tuple[str, str, object]:
         import torch
@@ -792,7 +863,9 @@ class TrainingRun:
         latents = LatentSource(base, items, ds, latent_cache, pixels)
         groups = network.param_groups(cfg.train.lr, cfg.train.text_encoder_lr or None)
         base_lrs = [g["lr"] for g in groups]
-        optimizer = build_optimizer(cfg.train.optimizer, groups, cfg.train.lr, cfg.train.optimizer_args)
+        optimizer = build_optimizer(
+            cfg.train.optimizer, groups, cfg.train.lr, cfg.train.optimizer_args, train_cfg=cfg.train
+        )
         scaler = None
         if device.type == "cuda" and autocast_dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")
@@ -811,11 +884,20 @@ class TrainingRun:
             autocast_dtype=autocast_dtype,
             scaler=scaler,
             augment_caption=augment_caption,
+            dist=self.dist,
         )
         trainer.set_train_mode(True)
         return trainer
 
     def _fill_caches(self, trainer, items) -> None:
+        """Rank 0 fills the latent and text caches; the other ranks then find every entry there."""
+        if not self.dist.is_main:
+            self.dist.barrier()
+        self._fill_caches_here(trainer, items)
+        if self.dist.is_main:
+            self.dist.barrier()
+
+    def _fill_caches_here(self, trainer, items) -> None:
         latents = trainer.latents
         if latents.cache is not None:
             t0 = time.time()
@@ -865,12 +947,12 @@ class TrainingRun:
         csv = LossCsv(
             self.run_dir / "loss.csv",
             resume_step=None if fresh else state.step,
-            enabled=bool(cfg.log.csv),
+            enabled=bool(cfg.log.csv) and self.dist.is_main,
         )
         tb = TensorBoardLog(
             self.run_dir / FOLDER,
             resume_step=None if fresh else state.step,
-            enabled=bool(cfg.log.tensorboard),
+            enabled=bool(cfg.log.tensorboard) and self.dist.is_main,
         )
         every_val = int(cfg.validation.every_steps)
         self.phase("train", state.steps_done, run_steps, total_steps=self.total_steps)
@@ -891,11 +973,18 @@ class TrainingRun:
                 self.emit(protocol.validation(run=self.run_id, step=state.step, val_loss=val))
                 log.info("validation loss at step %d: %.6f", state.step, val)
             durations: deque = deque(maxlen=20)
+            from engine.train.gpustats import SpillWatch, step_memory
+
+            step_memory(self.base.device)  # peaks count from the first step on
+            spill = SpillWatch()
             log_every = max(1, run_steps // _LOG_STEP_LINES)
             while state.steps_done < run_steps:
+                # Every rank takes the same stop / save / sample decision at the same step.
+                self.dist.sync_controls(self.controls)
                 if self.controls.stop.is_set():
                     break
                 t0 = time.time()
+                comm0 = self.dist.comm_seconds
                 before = state.global_batch
                 out = trainer.train_step(state.steps_done, state.global_batch)
                 state.steps_done += 1
@@ -906,6 +995,13 @@ class TrainingRun:
                 state.loss_ema = loss if state.loss_ema is None else 0.9 * state.loss_ema + 0.1 * loss
                 durations.append(time.time() - t0)
                 sps = sum(durations) / len(durations)
+                memory = step_memory(self.base.device)
+                warning = spill.check(durations[-1], memory)
+                if warning:
+                    log.warning("%s", warning)
+                if self.dist.enabled:
+                    # rank 0's seconds in gradient and loss all-reduces (waiting for other ranks included)
+                    memory["comm_seconds"] = round(self.dist.comm_seconds - comm0, 6)
                 val = None
                 last = state.steps_done == run_steps
                 if every_val > 0 and (state.step % every_val == 0 or last):
@@ -927,7 +1023,7 @@ class TrainingRun:
                     param_groups=trainer.optimizer.param_groups,
                     val_loss=val,
                 )
-                per_step = cfg.train.batch_size * max(1, int(cfg.train.grad_accum))
+                per_step = self._global_batch_size() * max(1, int(cfg.train.grad_accum))
                 self.emit(
                     protocol.step(
                         run=self.run_id,
@@ -940,6 +1036,7 @@ class TrainingRun:
                         seconds_per_step=sps,
                         eta_seconds=sps * (run_steps - state.steps_done),
                         samples_per_second=per_step / sps if sps > 0 else 0.0,
+                        **memory,
                     )
                 )
                 if val is not None:
@@ -983,6 +1080,8 @@ class TrainingRun:
         every = int(sample.every_steps)
         due = asked or (every > 0 and (state.step % every == 0 or last))
         if not due:
+            return
+        if not self.dist.is_main:
             return
         if not (sample.prompts or sample.prompts_file):
             if asked:
@@ -1053,6 +1152,9 @@ class TrainingRun:
 
         cfg = self.cfg
         path = self.ckpt_dir / f"{cfg.name}-step{state.step:06d}.safetensors"
+        if not self.dist.is_main:
+            self._last_saved_step, self._last_checkpoint = state.step, path
+            return path
         save_lora(
             self.network,
             path,
@@ -1068,6 +1170,14 @@ class TrainingRun:
         self.emit(protocol.checkpoint(run=self.run_id, step=state.step, path=str(path)))
         log.info("checkpoint saved: %s", path)
         return path
+
+    def _save_first_pass(self) -> None:
+        """difference.save_first_pass: the copier, now trained, as runs/<name>/<name>-copier.safetensors."""
+        from engine.networks import save_lora
+
+        path = self.run_dir / f"{self.cfg.name}-copier.safetensors"
+        save_lora(self.network, path, metadata=self._metadata(self.state), precision=self.cfg.save.precision)
+        log.info("copier of pass 1 saved: %s", path)
 
     def _save_state(self, state) -> None:
         from engine.train.state import prune_states, save_state
@@ -1112,6 +1222,8 @@ class TrainingRun:
         from engine.networks.verify import file_keys, verify_or_remove
 
         cfg = self.cfg
+        if not self.dist.is_main:
+            return ""
         self.phase("save", 0, 1)
         if self.final_path.exists() and getattr(self, "_state_dir_to_resume", None) is not None:
             self._keep_resumed_final()

@@ -13,13 +13,17 @@ diffusers / kohya formulas over the steps after warmup:
 - cosine: half a cosine from 1 to 0 (`cycles` > 1 adds further half-waves, like diffusers' num_cycles*2)
 - cosine_with_restarts: `cycles` cosine decays, each restarting at 1 (hard restarts)
 - polynomial: (1 - progress) ** power
-- step: the rate halves `cycles` times, at evenly spaced steps
+- step: the rate halves `cycles` times, at evenly spaced steps; or, with `train.lr_step_rules`
+  (engine.config.steprules), the multiplier of the last milestone reached (TrainTrain's "lr step
+  rules", diffusers' piecewise_constant), counted in absolute steps from the start of the schedule
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+from engine.config.steprules import step_rule_factor
 from engine.errors import LoratuiError
 
 SCHEDULERS = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial", "step")
@@ -33,8 +37,12 @@ def lr_factor(
     warmup: int = 0,
     cycles: int = 1,
     power: float = 1.0,
+    step_rules: Sequence[tuple[int, float]] = (),
 ) -> float:
-    """Multiplier of the base learning rate for 0-based optimizer step `step` of `total`."""
+    """Multiplier of the base learning rate for 0-based optimizer step `step` of `total`.
+
+    `step_rules` ([(step, factor), ...], only read by "step") replaces the evenly spaced halvings.
+    """
     if name not in SCHEDULERS:
         raise LoratuiError(
             f"unknown scheduler {name!r}",
@@ -46,6 +54,8 @@ def lr_factor(
         return (step + 1) / (warmup + 1)
     if name == "constant":
         return 1.0
+    if name == "step" and step_rules:
+        return step_rule_factor(list(step_rules), step)
     span = max(1, total - warmup)
     progress = min(1.0, max(0.0, (step - warmup) / span))
     cycles = max(1, int(cycles))

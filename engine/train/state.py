@@ -46,6 +46,8 @@ class TrainState:
     training_started_at: float = 0.0
     scaler: dict = field(default_factory=dict)
     digest: str = ""
+    # Samples per micro-batch over all ranks (batch_size x devices); 0 in states saved before it was kept.
+    global_batch_size: int = 0
     config: dict = field(default_factory=dict)  # the resolved config, flat (engine.train.resume)
     version: int = STATE_VERSION
 

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from engine.config.steprules import parse_step_rules
 from engine.errors import LoratuiError
 from engine.train.schedules import apply_lr, lr_factor
 
@@ -30,6 +31,7 @@ def set_lr(optimizer, base_lrs: list[float], train_cfg, done: int, steps: int) -
         warmup=train_cfg.warmup_steps,
         cycles=train_cfg.scheduler_cycles,
         power=train_cfg.scheduler_power,
+        step_rules=parse_step_rules(train_cfg.lr_step_rules),
     )
     apply_lr(optimizer, base_lrs, factor)
     return base_lrs[0] * factor
@@ -41,7 +43,9 @@ def make_optimizer(network, train_cfg, lr: float, device: torch.device, autocast
 
     groups = network.param_groups(lr)
     base_lrs = [g["lr"] for g in groups]
-    optimizer = build_optimizer(train_cfg.optimizer, groups, lr, train_cfg.optimizer_args)
+    optimizer = build_optimizer(
+        train_cfg.optimizer, groups, lr, train_cfg.optimizer_args, train_cfg=train_cfg
+    )
     scaler = None
     if device.type == "cuda" and autocast_dtype == torch.float16:
         scaler = torch.amp.GradScaler("cuda")

@@ -192,10 +192,13 @@ class BrowserScreen(Screen):
         self.query_one("#browser-info", Static).update(info, layout=False)
         self._show_caption(entry)
         text = ""
-        if entry.caption_file is not None and entry.caption_file.is_file():
+        if entry.caption_file is not None and entry.caption_file.is_file() and not entry.error:
             from engine.data.captions import read_caption_file
 
-            text = read_caption_file(entry.caption_file)
+            try:
+                text = read_caption_file(entry.caption_file)
+            except LoratuiError as exc:  # changed on disk since the scan
+                entry.error = exc.message
         editor.load_text(text)
         problems = Text()
         for p in entry.problems:
@@ -271,6 +274,14 @@ class BrowserScreen(Screen):
             )
             return
         text = self.query_one("#browser-edit", TextArea).text
+        if entry.error:
+            self.notify(
+                f"{entry.caption_file} cannot be read ({entry.error}); save it as UTF-8 first, "
+                "so its text is not replaced unseen",
+                severity="warning",
+                markup=False,
+            )
+            return
         try:
             path = write_caption(entry.path, text, self.cfg.dataset.caption_extensions)
         except LoratuiError as exc:

@@ -32,7 +32,20 @@ from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
 from engine.config import SCHEMA, FieldSpec, validate_field
-from engine.config.schema import BOOL, DICT, ENUM, FLOAT, INT, MODES, PATH, PATHS, RESOLUTION, STRS
+from engine.config.schema import (
+    BOOL,
+    DEVICES,
+    DICT,
+    ENUM,
+    FLOAT,
+    INT,
+    MODES,
+    PATH,
+    PATHS,
+    RESOLUTION,
+    STEP_RULES,
+    STRS,
+)
 
 SECTION_TITLES = {
     "": "Run",
@@ -90,7 +103,7 @@ def format_value(spec: FieldSpec, value: Any) -> str:
         return ""
     if spec.kind in (STRS, PATHS):
         return ", ".join(str(v) for v in value)
-    if spec.kind == RESOLUTION and isinstance(value, (list, tuple)):
+    if spec.kind in (RESOLUTION, DEVICES) and isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     if spec.kind == DICT:
         table = tomlkit.inline_table()
@@ -119,6 +132,11 @@ def parse_value(spec: FieldSpec, text: str) -> tuple[Any, str | None]:
             if len(parts) == 2:
                 return [int(parts[0]), int(parts[1])], None
             return None, "expected a size like 1024, or width, height like 768, 512"
+        if kind == DEVICES:
+            # "2" is a count; "0, 1" (or "0," for one explicit id) lists device ids.
+            if "," in text:
+                return [int(p) for p in text.split(",") if p.strip()], None
+            return int(text), None
         if kind == DICT:
             if not text:
                 return {}, None
@@ -128,6 +146,7 @@ def parse_value(spec: FieldSpec, text: str) -> tuple[Any, str | None]:
             INT: "a whole number",
             FLOAT: "a number (e.g. 0.5 or 1e-4)",
             RESOLUTION: "a whole number or width, height",
+            DEVICES: "a device count or device ids like 0, 1",
             DICT: "an inline table like { weight_decay = 0.01 }",
         }.get(kind, "a valid value")
         detail = f" ({exc})" if kind == DICT else ""
@@ -188,6 +207,8 @@ class FieldRow(Widget):
                 STRS: "a, b, ...",
                 DICT: "{ key = value }",
                 RESOLUTION: "1024 or 768, 512",
+                DEVICES: "1, or ids 0, 1",
+                STEP_RULES: "100:0.5, 200:0.25",
             }.get(spec.kind, "")
             # Validation is ours (schema + paths), so the Input's own validators stay off.
             yield Input(

@@ -100,6 +100,11 @@ def figures_line(state: RunState, width: int) -> str:
         f"elapsed {format_duration(state.elapsed())}",
         f"ep {state.epoch}",
     ]
+    # samples/s and the ETA already count every rank of a data-parallel run
+    if state.devices > 1:
+        parts.append(f"{state.devices} ranks")
+    if state.memory_text():
+        parts.append(state.memory_text())
     line = parts[0]
     for part in parts[1:]:
         if len(line) + 2 + len(part) > width:

@@ -24,7 +24,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from engine import protocol
-from engine.runqueue.display import fmt_eta, fmt_progress
+from engine.runqueue.display import fmt_devices, fmt_eta, fmt_progress
 
 CONFIRM_S = 4.0
 """Seconds within which a second Delete confirms a removal."""
@@ -220,7 +220,8 @@ class QueuePanel(Vertical):
             Text(str(entry.get("position", ""))),
             Text(str(entry.get("name", ""))),
             Text(model_label(entry)),
-            Text(status, style=STATUS_STYLE.get(status, "")),
+            # a running entry names the devices it holds when the engine has several (engine.devices)
+            Text(" ".join(filter(None, (status, fmt_devices(entry)))), style=STATUS_STYLE.get(status, "")),
             Text(fmt_progress(entry)),
             Text(fmt_eta(eta)),
         ]
