@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import tomllib
 from pathlib import Path
 
 from engine import protocol
@@ -51,6 +52,29 @@ def read_record(run_dir: Path) -> list[str]:
         return []
     done = data.get("done") if isinstance(data, dict) else None
     return [s for s in done if isinstance(s, str)] if isinstance(done, list) else []
+
+
+def unfinished_step(run_dir: str | Path, steps: list[str]) -> str | None:
+    """The step a resume of this pipeline run would start with when it is not `train` (collect and
+    caption continue from their own records: collect.json, the captions already written), else None.
+
+    A failed or stopped run whose collect or caption step did not finish is resumable even with no
+    training state; `train` needs its saved state (engine.train.statedirs), checked by the caller.
+    """
+    if not run_dir or list(steps) == ["train"] or not Path(run_dir).is_dir():
+        return None
+    done = read_record(Path(run_dir))
+    step = next((s for s in steps if s not in done), None)
+    return step if step not in (None, "train") else None
+
+
+def entry_steps(entry_file: Path) -> list[str]:
+    """The `pipeline` of a queue entry's config file (["train"] when unset or unreadable)."""
+    try:
+        steps = tomllib.loads(entry_file.read_text(encoding="utf-8")).get("pipeline")
+    except (OSError, ValueError):
+        return ["train"]
+    return [s for s in steps if isinstance(s, str)] if isinstance(steps, list) else ["train"]
 
 
 class PipelineRun:

@@ -242,6 +242,17 @@ def run_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return events[ends[-1]]
 
 
+def resume_step(entry: Entry) -> str | None:
+    """The unfinished collect/caption step of a pipeline entry that a resume continues, else None.
+
+    The rule of `requeue`: an ended entry is resumable when its training state is intact OR its
+    pipeline record (runs/<name>/pipeline.json) leaves a step before training unfinished.
+    """
+    from engine.pipeline import entry_steps, unfinished_step
+
+    return unfinished_step(entry.run_dir, entry_steps(entry.path)) if entry.run_dir else None
+
+
 def _recovered(entry: Entry) -> dict[str, Any]:
     """The bookkeeping of an entry found `running` with no worker, from the run's own record."""
     from engine.train.statedirs import latest_state
@@ -568,10 +579,11 @@ class QueueStore:
                     where=str(entry.path),
                 )
             state = latest_state(Path(entry.run_dir) / "state") if entry.run_dir else None
-            if state is None and entry.status not in RESUMABLE:
+            if state is None and entry.status not in RESUMABLE and resume_step(entry) is None:
                 raise LoratuiError(
                     f"{entry.name} ({run}) is {entry.status} and has no saved training state to resume from",
-                    hint="queue it again as a new run (save.state = true keeps a resumable state)",
+                    hint="queue it again as a new run (save.state = true keeps a resumable state; "
+                    "a pipeline resumes an unfinished collect or caption step without one)",
                     where=str(Path(entry.run_dir) / "state") if entry.run_dir else str(entry.path),
                 )
             text = None
@@ -598,7 +610,9 @@ class QueueStore:
                     where=str(entry.path),
                 )
             self._check_unique(entry.name, exclude=run)
-            for key, value in dict(status=protocol.PENDING, resume=True, error=None, finished="").items():
+            for key, value in dict(
+                status=protocol.PENDING, resume=True, error=None, finished="", phase=""
+            ).items():
                 setattr(entry, key, value)
             self._write(entry, text)
             return entry
