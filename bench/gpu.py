@@ -44,17 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# The published UNet configs (runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-xl-base-1.0
-# unet/config.json), keys that differ from diffusers' defaults only.
-SD15_UNET = dict(
-    sample_size=64,
-    layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768,
-    attention_head_dim=8,
-)
+from bench.train_speed import SD15_UNET  # noqa: E402  (the published SD1.5 UNet config, shared)
+
+# The published SDXL UNet config (stabilityai/stable-diffusion-xl-base-1.0 unet/config.json), keys that
+# differ from diffusers' defaults only.
 SDXL_UNET = dict(
     sample_size=128,
     layers_per_block=2,
