@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from engine.protocol import read_jsonl
@@ -80,6 +81,9 @@ def test_two_ranks_equal_one_rank_with_the_global_batch(tmp_path, tiny_sd15, _de
     assert _losses(events) == pytest.approx(ref_losses, abs=1e-5)
     run_dir = tmp_path / "runs" / "two"
     assert _max_diff(_lora(run_dir / "two.safetensors"), ref_lora) <= 1e-5
+    # kohya's ss_total_batch_size: batch 1 per rank x 2 processes x accumulation 1
+    with safe_open(str(run_dir / "two.safetensors"), "pt") as f:
+        assert f.metadata()["ss_total_batch_size"] == "2"
     # One run: rank 0 alone wrote events (one run_started, one step per step, one ending) and files.
     assert [e["type"] for e in events].count("run_started") == 1
     assert [e["step"] for e in events if e["type"] == "step"] == list(range(1, STEPS + 1))

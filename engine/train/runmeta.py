@@ -70,6 +70,8 @@ def lora_metadata(
         num_batches_per_epoch=plan.batches_per_epoch if plan is not None else 0,
         max_train_steps=total_steps,
         optimizer=trainer.optimizer,
+        # kohya's ss_total_batch_size counts every process of a data-parallel run
+        num_processes=int(getattr(getattr(trainer, "dist", None), "world_size", 1) or 1),
     )
     meta.update(trainer.metadata())
     return meta
