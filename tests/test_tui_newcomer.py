@@ -27,9 +27,13 @@ async def test_form_status_says_the_step_once_and_fits_80_columns(tmp_path):
     app = LoratuiApp(make_workspace(tmp_path), preset="mine", attach=False)
     async with app.run_test(size=(80, 24)) as pilot:
         app.session._show(_running_state())
-        await pilot.pause(0.7)
         status = app.main_screen.query_one("#run-status", Static)
-        text = str(status.render())
+        text = ""
+        for _ in range(50):  # the status repaints on its own timer: wait for it, not a fixed time
+            await pilot.pause(0.1)
+            text = str(status.render())
+            if text.strip():
+                break
         assert text.count("39/60") == 1, text
         assert status.size.height == 1
 

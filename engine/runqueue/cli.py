@@ -186,8 +186,9 @@ def cmd_run(workspace: Path, watch: bool, train_cmd: str) -> int:
     signals: list[int] = []
 
     def stop(signum, frame) -> None:
-        if not signals and server.worker is not None:
-            writer.line(f"{server.worker.entry.name}: stopping after this step, saving its state")
+        if not signals:
+            for worker in server.running_workers():
+                writer.line(f"{worker.entry.name}: stopping after this step, saving its state")
         signals.append(signum)
         server.request_stop(signum)
 
