@@ -180,7 +180,9 @@ def test_a_slow_client_is_dropped_and_the_others_keep_their_events(tmp_path):
     fast = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     fast.connect(str(hub.path))
     got = bytearray()
-    reader = threading.Thread(target=lambda: [got.extend(c) for c in iter(lambda: fast.recv(65536), b"")])
+    reader = threading.Thread(
+        target=lambda: [got.extend(c) for c in iter(lambda: fast.recv(65536), b"")], daemon=True
+    )
     reader.start()
     try:
         deadline = time.monotonic() + 5
@@ -203,6 +205,7 @@ def test_a_slow_client_is_dropped_and_the_others_keep_their_events(tmp_path):
         assert got.count(b"\n") == 2000
     finally:
         hub.close()
+        fast.shutdown(socket.SHUT_RDWR)  # ends the reader's recv even if the hub kept the link open
         reader.join(5)
         slow.close()
         fast.close()
