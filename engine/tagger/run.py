@@ -299,12 +299,7 @@ def run_caption_auto(
 
     model = TaggerModel(cfg.resolve_path(auto.tagger))
     emit(protocol.log(f"caption_auto: tagging {len(todo)} images on {model.device}", run=run))
-    options = TagOptions(
-        general_threshold=float(auto.general_threshold),
-        character_threshold=float(auto.character_threshold),
-        undesired_tags=parse_tag_list(auto.undesired_tags),
-        escape=bool(auto.escape),
-    )
+    options = tag_options_of(auto)
     summary = caption_images(
         model,
         images,
@@ -326,6 +321,16 @@ def run_caption_auto(
     return summary
 
 
+def tag_options_of(auto) -> TagOptions:
+    """The WD14 tag options of a [caption_auto] section."""
+    return TagOptions(
+        general_threshold=float(auto.general_threshold),
+        character_threshold=float(auto.character_threshold),
+        undesired_tags=parse_tag_list(auto.undesired_tags),
+        escape=bool(auto.escape),
+    )
+
+
 def caption_auto_enabled(cfg) -> bool:
     """Whether [caption_auto] asks for captions: wd14 alone needs a tagger; florence2 (validated) a model."""
     auto = cfg.caption_auto
@@ -339,12 +344,7 @@ def _caption_auto_with(cfg, images, extensions, emit, run, should_stop):
     from engine.tagger.captioners import load_captioners, write_captions
 
     auto = cfg.caption_auto
-    options = TagOptions(
-        general_threshold=float(auto.general_threshold),
-        character_threshold=float(auto.character_threshold),
-        undesired_tags=parse_tag_list(auto.undesired_tags),
-        escape=bool(auto.escape),
-    )
+    options = tag_options_of(auto)
     captioners = load_captioners(
         list(auto.captioner),
         tagger=cfg.resolve_path(auto.tagger) if auto.tagger else "",
