@@ -122,10 +122,16 @@ async def test_run_view_fits_24_rows_with_a_long_queue(tmp_path):
         await wait_until(
             pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query(LogTail), what="run view"
         )
-        await pilot.pause(0.4)
         screen = app.screen
         phase = screen.query_one("#phase", Static)
         figures = screen.query_one("#figures", Static)
+        # Wait for the tick that fills the figures line and the layout after it (it fails if the
+        # line wraps to two rows, since then the height never becomes 1).
+        await wait_until(
+            pilot,
+            lambda: "step 30/60" in str(figures.render()) and figures.size.height == 1,
+            what="figures line laid out on one row",
+        )
         assert screen.scroll_offset.y == 0 and phase.region.y == 0  # the phase line stays on screen
         assert screen.query_one(LogTail).region.bottom <= 23  # above the footer, not pushed out
         text = str(figures.render())
@@ -146,7 +152,9 @@ async def test_run_view_without_a_run_says_so(tmp_path):
         await wait_until(
             pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query("#phase"), what="run view"
         )
-        await pilot.pause(0.3)
+        await wait_until(
+            pilot, lambda: "No run yet" in str(app.screen.query_one("#phase", Static).render()), what="phase"
+        )
         phase = str(app.screen.query_one("#phase", Static).render())
         figures = str(app.screen.query_one("#figures", Static).render())
         assert phase.startswith("No run yet") and "F5" in phase

@@ -75,7 +75,10 @@ async def test_chart_and_progress_follow_the_engine(ws, monkeypatch):
         await wait_until(pilot, lambda: "step 40/40" in str(figures_line.render()), what="figures")
         figures = str(figures_line.render())
         assert "step 40/40" in figures and "s/step" in figures and "samples/s" in figures
-        phase = str(app.run_screen.query_one("#phase", Static).render())
+        # The phase line is redrawn on the view's tick, which may have run before "done" arrived.
+        phase_line = app.run_screen.query_one("#phase", Static)
+        await wait_until(pilot, lambda: "done" in str(phase_line.render()), what="phase line says done")
+        phase = str(phase_line.render())
         assert "done" in phase and str(ws / "runs" / "mine" / "mine.safetensors") in phase
         # Engine text is shown literally (no markup injection) and warnings are kept.
         await wait_until(pilot, lambda: app.run_screen.query_one(LogTail).lines_written >= 3)
