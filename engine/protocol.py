@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -187,7 +188,15 @@ def sample(*, run: str | None, step: int, paths: list[str], **extra: Any) -> dic
     return _event(SAMPLE, run, step=step, paths=list(paths), **extra)
 
 
+_CLOCK_PREFIX = re.compile(r"^\s*\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?\s+")
+
+
 def log(message: str, *, level: str = "info", run: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A `log` event. Its message carries no clock: the event's `time` is the clock, and every
+    reader (the TUI's log tail, `loratui queue watch`) prints it once. A line forwarded as it was
+    printed ("12:00:01 INFO ..." from a logging.Formatter) loses its leading clock here, the one
+    place all log events pass, so it is not shown twice."""
+    message = _CLOCK_PREFIX.sub("", str(message), count=1)
     return _event(LOG, run, level=level if level in LOG_LEVELS else "info", message=message, **extra)
 
 

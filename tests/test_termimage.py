@@ -20,18 +20,21 @@ from tui.widgets.picture import Picture
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
-    "import time; from tui import termimage; t = time.monotonic(); "
-    "mode = termimage.setup({mode!r}); print('MODE', mode, round(time.monotonic() - t, 2), flush=True)"
+    "import sys, time; from tui import termimage; t = time.monotonic(); "
+    "mode = termimage.setup({mode!r}); print('MODE', mode, round(time.monotonic() - t, 2), "
+    "'textual_image' in sys.modules, 'numpy' in sys.modules, flush=True)"
 )
+TERMINAL_VARS = ("TMUX", "TERM_PROGRAM", "KITTY_WINDOW_ID", "KONSOLE_VERSION", "MLTERM")
 
 
-def _run_in_pty(mode: str, stdin_is_tty: bool = True) -> tuple[str, bytes]:
+def _run_in_pty(mode: str, term: dict[str, str] | None = None, probe: str = PROBE) -> tuple[str, bytes]:
     """Run the probe with stdout (and stdin) on a pty whose other end never answers a query."""
     master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
+    env = {k: v for k, v in os.environ.items() if k not in TERMINAL_VARS}
+    env.update({"PYTHONPATH": str(ROOT), "TERM": "xterm-256color", **(term or {})})
     proc = subprocess.Popen(
-        [sys.executable, "-c", PROBE.format(mode=mode)],
-        stdin=slave if stdin_is_tty else subprocess.PIPE,
+        [sys.executable, "-c", probe.format(mode=mode)],
+        stdin=slave,
         stdout=slave,
         stderr=subprocess.PIPE,
         env=env,
@@ -50,23 +53,27 @@ def _run_in_pty(mode: str, stdin_is_tty: bool = True) -> tuple[str, bytes]:
     os.close(master)
     proc.wait(timeout=60)
     assert proc.returncode == 0, proc.stderr.read().decode()
-    found = re.search(r"MODE \S+ [\d.]+", seen.decode(errors="replace"))
+    found = re.search(r"MODE \S+ [\d.]+ \w+ \w+", seen.decode(errors="replace"))
     assert found, seen
     return found.group(0), seen
 
 
-def test_auto_detection_in_a_silent_terminal_falls_back_to_half_blocks():
-    line, seen = _run_in_pty("auto")
-    _, mode, seconds = line.split()
-    assert mode == "halfblock"
-    assert b"\x1b[c" in seen  # it did ask (Sixel / DA1) ...
-    assert float(seconds) < 10  # ... and a terminal that never answers did not hold it up
-
-
-def test_auto_with_stdin_not_a_terminal_sends_no_query():
-    line, seen = _run_in_pty("auto", stdin_is_tty=False)
-    assert line.split()[1] == "halfblock"
-    assert b"\x1b[c" not in seen and b"\x1b_G" not in seen
+@pytest.mark.parametrize(
+    ("term", "expected"),
+    [
+        ({}, "halfblock"),  # a plain xterm-256color: nothing to go on
+        ({"TERM": "xterm-kitty"}, "kitty"),  # what SSH forwards from kitty
+        ({"KONSOLE_VERSION": "230804"}, "sixel"),
+        ({"TERM": "xterm-kitty", "TMUX": "/tmp/tmux-1000/default,1,0"}, "halfblock"),
+    ],
+)
+def test_auto_decides_from_the_environment_without_a_query_or_textual_image(term, expected):
+    line, seen = _run_in_pty("auto", term=term)
+    _, mode, seconds, textual_image_loaded, numpy_loaded = line.split()
+    assert mode == expected
+    assert b"\x1b[c" not in seen and b"\x1b_G" not in seen  # no query before the first frame
+    assert textual_image_loaded == "False" and numpy_loaded == "False"  # nor their 0.25 s import
+    assert float(seconds) < 0.1
 
 
 @pytest.mark.parametrize("mode", ["kitty", "sixel", "halfblock"])
@@ -74,6 +81,25 @@ def test_an_explicit_mode_never_queries_the_terminal(mode):
     line, seen = _run_in_pty(mode)
     assert line.split()[1] == mode
     assert b"\x1b[" not in seen.split(b"MODE")[0]
+
+
+def test_the_first_picture_imports_textual_image_without_querying_the_terminal():
+    probe = (
+        "import sys, time; from tui import termimage; termimage.setup({mode!r}); "
+        "cls = termimage.widget_class(); print('MODE', cls.__name__, 0, 'textual_image' in sys.modules, "
+        "'numpy' in sys.modules, flush=True)"
+    )
+    line, seen = _run_in_pty("auto", term={"TERM": "xterm-kitty"}, probe=probe)
+    assert line.split()[1:2] == ["TGPImage"] and line.split()[3] == "True"
+    assert b"\x1b[c" not in seen and b"\x1b_G" not in seen
+
+
+def test_detect_rules_of_more_terminals():
+    assert termimage.detect({"TERM": "foot-extra"}) == "sixel"
+    assert termimage.detect({"TERM": "xterm-256color", "TERM_PROGRAM": "WezTerm"}) == "sixel"
+    assert termimage.detect({"TERM": "xterm-256color", "KITTY_WINDOW_ID": "3"}) == "kitty"
+    assert termimage.detect({"TERM": "screen-256color", "KITTY_WINDOW_ID": "3"}) == "halfblock"
+    assert termimage.detect({}) == "halfblock"
 
 
 def test_unknown_mode_is_refused_with_the_choices():

@@ -23,7 +23,6 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import HelpPanel
 
 from engine.config import RunConfig, dump_resolved, list_presets
 from engine.errors import LoratuiError
@@ -31,12 +30,12 @@ from engine.fsutil import atomic_write_text
 from tui.client import engine_argv, engine_env
 from tui.messages import EngineConnected, EngineDisconnected, EngineEvent, EngineLineSkipped
 from tui.runstate import RunState, format_error
-from tui.screens.caption import CaptionScreen
-from tui.screens.check import CheckScreen
-from tui.screens.dialogs import QuitModal
 from tui.screens.main import MainScreen
-from tui.screens.run import RunScreen
 from tui.session import EngineSession, Outcome
+
+# Screens not shown at start (run, check, caption, history, dialogs) are imported when first needed:
+# the run view alone pulls in plotext, PIL and the queue table, and every import before the first
+# frame is paid on each start over SSH (bench/tui_start.py).
 
 CheckCommand = Callable[[Path], Sequence[str]]
 
@@ -89,8 +88,23 @@ class LoratuiApp(App):
         self.skipped_lines = 0
         self._controls: tuple = ()
         self.main_screen = MainScreen(self.workspace)
-        self.run_screen = RunScreen(self.session)
+        self._run_screen = None
         self.animation_level = "none"  # every repaint crosses the SSH link
+
+    @property
+    def run_screen(self):
+        """The run view (a RunScreen), built and installed as "run" when first asked for."""
+        if self._run_screen is None:
+            from tui.screens.run import RunScreen
+
+            self._run_screen = RunScreen(self.session)
+            self.install_screen(self._run_screen, "run")
+        return self._run_screen
+
+    def _showing(self, module: str, name: str) -> bool:
+        """Whether the top screen is `module`.`name`, without importing the module to ask."""
+        cls = getattr(sys.modules.get(module), name, None)
+        return cls is not None and isinstance(self.screen, cls)
 
     @property
     def run_state(self) -> RunState:
@@ -101,11 +115,13 @@ class LoratuiApp(App):
 
     def on_mount(self) -> None:
         self.install_screen(self.main_screen, "main")
-        self.install_screen(self.run_screen, "run")
         self.push_screen("main")
         self.set_interval(0.5, self._update_status)
-        if self.attach:
+        if self.attach and self.is_headless:
             self.session.connect(start_daemon=True)
+        # In a terminal: once the first frame is out (MainScreen.FirstFrameDrawn). Connecting, or
+        # starting the daemon, competed for the CPU with the first paint; nothing is lost by
+        # waiting: hello and the snapshot come on connect.
         if self.demo:
             self.build_demo()
         elif self.initial_preset:
@@ -223,9 +239,16 @@ class LoratuiApp(App):
         except OSError as exc:
             self.report_error(exc, title="cannot write the config to check")
             return
+        from tui.screens.check import CheckScreen
+
         self.push_screen(CheckScreen(path, self.check_command(path), self.workspace))
 
     # --- engine messages -------------------------------------------------------------------
+
+    @on(MainScreen.FirstFrameDrawn)
+    def _first_frame_drawn(self) -> None:
+        if self.attach:
+            self.session.connect(start_daemon=True)
 
     @on(EngineConnected)
     def _connected(self, message: EngineConnected) -> None:
@@ -258,10 +281,23 @@ class LoratuiApp(App):
         if outcome.controls_changed:
             self._controls_changed()
 
+    def show_running(self, run: str | None = None, *, step: int = 1) -> bool:
+        """Show another running run in the run view: `run` by id, else the next (step=1) or
+        previous (-1) in queue order. Each run keeps its own state, so its chart, log, figures and
+        samples come back as they are. Returns False (and says why) when there is none."""
+        state = self.session.show(run) if run else self.session.cycle(step)
+        if state is None:
+            self.notify("No other run is training now", severity="warning", timeout=4)
+            return False
+        self.run_screen.state = state
+        self._controls_changed()
+        return True
+
     def _controls_changed(self) -> None:
         """Refresh the footers' keys, only when what they can do changed (each refresh rebuilds the
-        footer: never on a timer or per event)."""
-        controls = (self.session.connected, self.can_control_run(), id(self.run_state))
+        footer: never on a timer or per event): connected, whether the shown run can be stopped,
+        and whether more than one run is training (the run view's "next run" key)."""
+        controls = (self.session.connected, self.can_control_run(), len(self.session.running) > 1)
         if controls != self._controls:
             self._controls = controls
             self.screen.refresh_bindings()
@@ -302,17 +338,20 @@ class LoratuiApp(App):
     # --- navigation, status, palette -------------------------------------------------------
 
     def show_run(self) -> None:
-        if not isinstance(self.screen, RunScreen):
-            if isinstance(self.screen, CheckScreen):
+        run_screen = self.run_screen
+        if self.screen is not run_screen:
+            if self._showing("tui.screens.check", "CheckScreen"):
                 self.pop_screen()
             self.push_screen("run")
 
     def show_form(self) -> None:
-        if isinstance(self.screen, RunScreen):
+        if self._run_screen is not None and self.screen is self._run_screen:
             self.pop_screen()
 
     def show_caption(self) -> None:
         """The WD14 caption screen, filled from the form's dataset folder and [caption_auto]."""
+        from tui.screens.caption import CaptionScreen
+
         v = self.main_screen.form.values() if self.main_screen.is_mounted else {}
         dirs = v.get("dataset.dirs") or [""]
         self.push_screen(
@@ -333,17 +372,17 @@ class LoratuiApp(App):
         # Escape closes the Keys panel first, on every screen (each screen's own escape would leave
         # the screen behind the panel). Not a priority binding: the footer shows one binding per key,
         # and a hidden app-wide escape would take each screen's "esc Back" out of its footer.
-        if priority and key == "escape" and self.screen.query(HelpPanel):
+        # By type name: importing HelpPanel (Markdown, markdown-it) cost 50 ms before the first frame.
+        if priority and key == "escape" and self.screen.query("HelpPanel"):
             self.action_hide_help_panel()
             return True
         return await super()._check_bindings(key, priority)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "history":
-            from tui.screens.history import HistoryScreen
-
-            # Not offered on the history screen itself: its footer needs the room.
-            return not isinstance(self.screen, HistoryScreen)
+            # Not offered on the history screen itself: its footer needs the room. Asked at every
+            # footer build, the first frame's included: no import of the history screen to answer.
+            return not self._showing("tui.screens.history", "HistoryScreen")
         return True
 
     def action_history(self) -> None:
@@ -380,6 +419,11 @@ class LoratuiApp(App):
             "Toggle advanced fields", "Show or hide advanced fields (F4)", main.action_toggle_advanced
         )
         yield SystemCommand("Show run", "The live run view (F7)", self.show_run)
+        yield SystemCommand(
+            "Show next running run",
+            "With several runs training at once: follow the next one (> in the run view)",
+            lambda: self.show_running(step=1) and self.show_run(),
+        )
         yield SystemCommand("Show form", "The run form", self.show_form)
         yield SystemCommand(
             "Caption images (WD14 / Florence-2)",
@@ -412,7 +456,9 @@ class LoratuiApp(App):
         yield SystemCommand("Save checkpoint now", "Write a checkpoint at the next step (n)", self.save_now)
         yield SystemCommand("Sample now", "Generate samples at the next step (p)", self.sample_now)
         yield SystemCommand(
-            "Toggle loss / learning rate chart", "(l in the run view)", self.run_screen.action_toggle_lr
+            "Toggle loss / learning rate chart",
+            "(l in the run view)",
+            lambda: self.run_screen.action_toggle_lr(),
         )
         for name, path in list_presets(self.workspace).items():
             yield SystemCommand(
@@ -427,6 +473,8 @@ class LoratuiApp(App):
 
     async def action_quit(self) -> None:
         if self.run_is_live():
+            from tui.screens.dialogs import QuitModal
+
             self.push_screen(QuitModal(self.run_state.name or "run"), self._quit_choice)
         else:
             self.exit()
@@ -472,7 +520,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     from tui import termimage
 
-    termimage.setup(args.images)  # before Textual owns the terminal: detection queries it
+    termimage.setup(args.images)  # from the environment: no query, textual-image loads at the first picture
     app = LoratuiApp(workspace, preset=args.preset, demo=args.demo)
     app.run(mouse=not args.no_mouse)
     return 0

@@ -3,7 +3,9 @@
 Not a widget ("attributes down, messages up"): the app feeds it the client's messages with `apply`
 and gets back an `Outcome` (what to tell the user, whether to show the run view, whether what the
 keys can do changed); screens read its attributes (`current`, `runs`, `queue_entries`). Runs are kept
-by run id, and `running` is a set: the daemon may train several runs at once one day.
+by run id, each with its own RunState (chart series, log, figures, samples), and `running` is a set:
+with several device slots the daemon trains several runs at once, and `show` / `cycle` choose which
+one the run view follows.
 """
 
 from __future__ import annotations
@@ -116,6 +118,36 @@ class EngineSession:
         self.command(protocol.CMD_SAMPLE_NOW, run=state.run)
         state.add_log("info", "samples requested: generated at the next step")
         return True
+
+    # --- which run the view follows ---------------------------------------------------------------
+
+    def running_runs(self) -> list[RunState]:
+        """The runs the daemon trains now, in queue order (as the queue panel lists them)."""
+        order = {e.get("run"): i for i, e in enumerate(self.queue_entries)}
+        ids = sorted(self.running, key=lambda r: (order.get(r, len(order)), r))
+        return [self.runs[r] for r in ids if r in self.runs]
+
+    def show(self, run: str) -> RunState | None:
+        """Follow `run` (a run id this session knows); None when it knows no such run."""
+        state = self.runs.get(run)
+        if state is not None:
+            self.current = state
+        return state
+
+    def cycle(self, step: int = 1) -> RunState | None:
+        """Follow the next (step=1) or previous (-1) running run, in queue order; from a run that
+        is not running, the first (or last) running one. None when no other run is running."""
+        running = self.running_runs()
+        if self.current in running:
+            if len(running) < 2:
+                return None
+            state = running[(running.index(self.current) + step) % len(running)]
+        elif running:
+            state = running[0] if step > 0 else running[-1]
+        else:
+            return None
+        self.current = state
+        return state
 
     # --- events --------------------------------------------------------------------------------
 

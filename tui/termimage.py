@@ -1,32 +1,74 @@
 """How images reach the terminal: Kitty graphics, Sixel, Unicode half-blocks, or not at all.
 
-Rendering is textual-image's (https://github.com/lnqs/textual-image). Its automatic detection runs when
-`textual_image.renderable` is first imported: it writes a Sixel query (DA1, `ESC [ c`) and a Kitty
-graphics query and waits 0.1 s for each answer, so it must happen before Textual owns the terminal,
-and it must be allowed only where it cannot hang or crash:
+Rendering is textual-image's (https://github.com/lnqs/textual-image). Its own automatic detection runs
+when `textual_image.renderable` is first imported: it writes a Sixel query (DA1, `ESC [ c`) and a
+Kitty graphics query and waits 0.1 s for each answer, and the import itself pulls in numpy (~0.25 s).
+Both used to happen before the first frame. Now nothing of textual-image is imported until a picture is
+first drawn, and `auto` decides from the environment the terminal sets, with no query at all:
 
-- `auto`: detection only when stdin and stdout are both terminals (the library's reader needs a tty
-  on stdin; a pipe raised termios.error); any failure falls back to half-blocks. A terminal that
-  answers nothing costs the two 0.1 s timeouts, never a hang.
-- `kitty` / `sixel` / `halfblock`: no query at all (the import runs with stdout looking like a pipe);
-  the pixel size of a cell still comes from the TIOCGWINSZ ioctl where the terminal reports it.
+- Kitty graphics (with the Unicode placeholders textual-image draws): kitty (`KITTY_WINDOW_ID`,
+  `TERM=xterm-kitty`) and Ghostty (`TERM=xterm-ghostty`, `TERM_PROGRAM=ghostty`).
+- Sixel: WezTerm, Konsole, foot, mlterm, iTerm2, Contour (textual-image's own note: Konsole and
+  WezTerm answer the Kitty query but only its Sixel output works there).
+- Inside tmux or screen (`TMUX`, `TERM=screen*`/`tmux*`) graphics do not pass through reliably:
+  half-blocks. Anything else: half-blocks, which work in every terminal.
+
+`TERM` is what SSH forwards, so `TERM` rules come first; the other variables are set by local
+terminals. `--images=kitty|sixel` forces a protocol the environment does not reveal.
 - `off`: textual-image is never imported; pictures show as their file name and size.
 
-`setup(mode)` is called once by `loratui` before the app starts; without it (tests, embedding)
-the renderer is half-blocks, which is deterministic and works in every terminal, inside tmux too.
+The first `widget_class()` imports textual-image with stdout looking like a pipe, so its import-time
+detection never writes to the terminal Textual owns; the cell size in pixels comes from the
+TIOCGWINSZ ioctl where the terminal reports it (10x20 otherwise).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "kitty", "sixel", "halfblock", "off")
 _resolved: str | None = None
+
+# (variable, prefix of its value, renderer): the first match wins; "" matches any value.
+_ENV_RULES: tuple[tuple[str, str, str], ...] = (
+    ("TMUX", "", "halfblock"),
+    ("TERM", "screen", "halfblock"),
+    ("TERM", "tmux", "halfblock"),
+    ("TERM", "xterm-kitty", "kitty"),
+    ("TERM", "xterm-ghostty", "kitty"),
+    ("TERM", "wezterm", "sixel"),
+    ("TERM", "foot", "sixel"),
+    ("TERM", "mlterm", "sixel"),
+    ("TERM", "contour", "sixel"),
+    ("KITTY_WINDOW_ID", "", "kitty"),
+    ("TERM_PROGRAM", "ghostty", "kitty"),
+    ("TERM_PROGRAM", "WezTerm", "sixel"),
+    ("TERM_PROGRAM", "iTerm.app", "sixel"),
+    ("TERM_PROGRAM", "contour", "sixel"),
+    ("KONSOLE_VERSION", "", "sixel"),
+    ("MLTERM", "", "sixel"),
+)
+
+
+def detect(env: Mapping[str, str] | None = None) -> str:
+    """The renderer the terminal described by `env` (default: os.environ) supports, no query sent.
+
+    Returns:
+        "kitty", "sixel" or "halfblock" (see the module docstring for the rules).
+    """
+    env = os.environ if env is None else env
+    for name, prefix, mode in _ENV_RULES:
+        value = env.get(name)
+        if value and value.startswith(prefix):
+            return mode
+    return "halfblock"
 
 
 @contextmanager
@@ -47,16 +89,13 @@ def _is_tty(stream) -> bool:
         return False
 
 
-def _cell_size(query: bool) -> None:
-    """Fill textual-image's cached cell size (pixels per cell): ioctl, else a query, else 10x20."""
+def _cell_size() -> None:
+    """Fill textual-image's cached cell size (pixels per cell) from the ioctl, else 10x20."""
     from textual_image import _terminal
 
     if hasattr(_terminal.get_cell_size, "_result"):
         return
     try:
-        if query:
-            _terminal.get_cell_size()
-            return
         rows, cols, px_w, px_h = _terminal.get_tiocgwinsz() if _is_tty(sys.__stdout__) else (0, 0, 0, 0)
         if rows and cols and px_w and px_h:
             _terminal.get_cell_size._result = _terminal.CellSize(px_w // cols, px_h // rows)
@@ -66,11 +105,12 @@ def _cell_size(query: bool) -> None:
         _terminal.get_cell_size._result = _terminal.CellSize(10, 20)
 
 
-def setup(mode: str = "auto") -> str:
-    """Choose the renderer; call before the Textual app starts. Returns the resolved mode.
+def setup(mode: str = "auto", env: Mapping[str, str] | None = None) -> str:
+    """Choose the renderer (cheap: imports nothing, queries nothing). Returns the resolved mode.
 
     Args:
         mode: one of MODES.
+        env: the environment to detect from in `auto` (default: os.environ).
     Returns:
         "kitty", "sixel", "halfblock" or "off".
     Raises:
@@ -79,26 +119,7 @@ def setup(mode: str = "auto") -> str:
     global _resolved
     if mode not in MODES:
         raise ValueError(f"--images={mode!r}: expected one of {', '.join(MODES)}")
-    if mode == "off":
-        _resolved = "off"
-        return _resolved
-    if mode == "auto" and _is_tty(sys.__stdin__) and _is_tty(sys.__stdout__):
-        try:
-            _cell_size(query=True)
-            from textual_image import renderable
-
-            chosen = renderable.Image
-            _resolved = {
-                renderable.SixelImage: "sixel",
-                renderable.TGPImage: "kitty",
-            }.get(chosen, "halfblock")
-            return _resolved
-        except Exception as exc:  # detection must never keep the UI from starting
-            log.warning("terminal image detection failed (%s): using half-blocks", exc)
-    _cell_size(query=False)
-    with _stdout_not_a_tty():
-        import textual_image.renderable  # noqa: F401  (import-time detection sees no terminal)
-    _resolved = "halfblock" if mode == "auto" else mode
+    _resolved = detect(env) if mode == "auto" else mode
     return _resolved
 
 
@@ -108,12 +129,14 @@ def current() -> str:
 
 
 def widget_class():
-    """The textual-image widget class of the current renderer, or None when images are off."""
+    """The textual-image widget class of the current renderer, or None when images are off.
+
+    The first call imports textual-image (numpy included) without letting it query the terminal.
+    """
     mode = current()
     if mode == "off":
         return None
-    if _resolved is None:
-        setup("halfblock")
-    from textual_image import widget
-
+    with _stdout_not_a_tty():
+        from textual_image import widget  # import-time detection sees no terminal
+    _cell_size()
     return {"kitty": widget.TGPImage, "sixel": widget.SixelImage}.get(mode, widget.HalfcellImage)

@@ -7,6 +7,7 @@ comment and every untouched line of the file).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Label, Select, Static
 
@@ -79,15 +81,45 @@ class MainScreen(Screen):
         self.preset_text: str = ""
         self.loaded: dict[str, Any] = flatten(RunConfig())
         self.dirty = False
+        self._form = ConfigForm(self.loaded, workspace=self.workspace, id="form")
+        self._form_mounting = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
             yield Label("Preset", id="preset-label")
             yield Select(self._preset_options(), prompt="(choose a preset)", id="preset")
             yield Static("", id="run-status")
-        yield ConfigForm(self.loaded, workspace=self.workspace, id="form")
+        if self.app.is_headless:  # tests and screenshots: no terminal to be quick on
+            self._form_mounting = True
+            yield self._form
+        # Otherwise the form is mounted after the first frame: see _compositor_refresh.
         yield Static("", id="help")
         yield Footer()
+
+    def _compositor_refresh(self) -> None:
+        # The form (~250 widgets, most of the start time) is mounted once the first frame (top
+        # line, footer) has gone to the terminal. Neither Textual's Lazy nor call_after_refresh
+        # waits for that at start-up: their callbacks run while the app still batches (and so
+        # drops) its first paints. Here the screen's paint triggers it, once the app really
+        # draws (the condition of App._display; textual==8.2.8 is pinned). Until it is mounted the
+        # form holds its values itself: load, values and validate_all work on it unmounted.
+        super()._compositor_refresh()
+        app = self.app
+        if self._form_mounting or app.screen is not self:
+            return
+        if app._running and not app._batch_count:
+            self._form_mounting = True
+            # A moment for Textual's writer thread to put the frame out: mounted at once, the form
+            # kept the interpreter busy and the frame waited for it.
+            self.set_timer(0.05, self._after_first_frame)
+
+    @dataclass
+    class FirstFrameDrawn(Message):
+        """The screen's first frame went to the terminal (the form is being mounted now)."""
+
+    async def _after_first_frame(self) -> None:
+        self.post_message(self.FirstFrameDrawn())
+        await self.mount(self._form, after="#top")
 
     def _preset_options(self) -> list[tuple[str, str]]:
         try:
@@ -98,7 +130,7 @@ class MainScreen(Screen):
 
     @property
     def form(self) -> ConfigForm:
-        return self.query_one(ConfigForm)
+        return self._form
 
     # --- presets ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from tui.widgets.footer import Footer
 from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import MARKERS, RAW, SMOOTHED, ChartSeries, LossChart
 from tui.widgets.progress import RunProgress
-from tui.widgets.queue_panel import QueuePanel, queue_command
+from tui.widgets.queue_panel import QueuePanel, QueueTable, queue_command
 from tui.widgets.sample_strip import SampleStrip
 
 
@@ -52,6 +52,8 @@ class RunScreen(Screen):
         Binding(
             "l", "toggle_lr", "Loss/LR", tooltip="Chart the learning rate instead of the loss", id="toggle_lr"
         ),
+        # The same key out of the footer: while several runs train, "> Next run" takes its place.
+        Binding("l", "toggle_lr_unlisted", "Loss/LR", show=False, id="toggle_lr_unlisted"),
         # Not in the footer (80 columns are full): the sample strip's label names i, the palette p.
         Binding(
             "i", "samples", "Samples", show=False, tooltip="The run's samples, prompt × step", id="samples"
@@ -59,6 +61,22 @@ class RunScreen(Screen):
         Binding(
             "p", "sample_now", "Sample now", show=False, tooltip="Samples at the next step", id="sample_now"
         ),
+        # Several runs training at once (one per device slot): > follows the next, < the previous.
+        # In the footer only while more than one runs and the queue table is not focused (its
+        # enter shows the selected run then, and its keys need the room); the key works anyway
+        # through the unlisted twin. Not [ ]: the focused queue table moves entries with those.
+        Binding(
+            "greater_than_sign,full_stop",
+            "next_run",
+            "Next run",
+            key_display=">",
+            tooltip="Show the next of the runs training now",
+            id="next_run",
+        ),
+        Binding(
+            "greater_than_sign,full_stop", "switch_run(1)", "Next run", show=False, id="next_run_unlisted"
+        ),
+        Binding("less_than_sign,comma", "switch_run(-1)", "Previous run", show=False, id="prev_run"),
         Binding("b,escape,f7", "back", "Form", tooltip="Back to the run form", id="back"),
         # The app's ^q Quit is in the footer already; q is a shorter alternate.
         Binding("q", "app.quit", "Quit", show=False, id="quit_run"),
@@ -120,7 +138,32 @@ class RunScreen(Screen):
         if action in ("stop_run", "save_now"):
             # Left out of the footer (not dimmed) when there is nothing to stop: room for the rest.
             return self.app.can_control_run()
+        several = self.session is not None and len(self.session.running) > 1
+        if action == "switch_run":
+            return several
+        if action == "next_run":
+            return several and not self._queue_row_keys()
+        if action == "toggle_lr":
+            return not several
         return True
+
+    def _queue_row_keys(self) -> bool:
+        """Whether the focused queue table's selected row has keys of its own in the footer (a
+        pending or finished entry): they take the room of "> Next run" then. On a running row
+        (where the cursor goes when a run starts) enter shows that run, and > is listed."""
+        if not isinstance(self.focused, QueueTable):
+            return False
+        entry = self.query_one(QueuePanel).selected_entry()
+        return entry is not None and entry.get("status") != "running"
+
+    def action_next_run(self) -> None:
+        self.app.show_running(step=1)
+
+    def action_switch_run(self, step: int) -> None:
+        self.app.show_running(step=step)
+
+    def action_toggle_lr_unlisted(self) -> None:
+        self.action_toggle_lr()
 
     def action_stop_run(self) -> None:
         self.app.stop_run()
@@ -160,7 +203,9 @@ class RunScreen(Screen):
     @on(QueuePanel.RunOpened)
     def _queue_open(self, message: QueuePanel.RunOpened) -> None:
         if message.status == "running":
-            return  # this screen already shows the live run
+            if message.run != self.state.run:
+                self.app.show_running(message.run)  # another of the runs training now
+            return
         if not message.run_dir or not (Path(message.run_dir) / "loss.csv").is_file():
             self.notify(f"{message.name} has no loss log yet", severity="warning", markup=False)
             return

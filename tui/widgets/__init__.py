@@ -1,5 +1,5 @@
-"""Reusable widgets of the TUI: the schema-driven form, the loss chart, run progress and log tail."""
+"""Reusable widgets of the TUI: the schema-driven form, the loss chart, run progress and log tail.
 
-from tui.widgets.loss_chart import ChartSeries, LossChart
-
-__all__ = ["ChartSeries", "LossChart"]
+Import each from its own module (`tui.widgets.loss_chart`...): this package imports nothing, so the
+form's widgets do not pull in plotext before the first frame.
+"""

@@ -40,7 +40,7 @@ class SampleStrip(Horizontal):
         super().__init__(id=id, classes=classes)
         self.step: int | None = None
         self.paths: list[str] = []
-        self._count = -1
+        self._shown: tuple[int, int] = (0, -1)
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="strip-label", markup=False)
@@ -48,10 +48,12 @@ class SampleStrip(Horizontal):
             yield Picture()
 
     def sync(self, samples: list[str]) -> None:
-        """Show the newest round of `samples` (cheap when nothing was added)."""
-        if len(samples) == self._count:
+        """Show the newest round of `samples` (cheap when nothing was added). Another run's list
+        (the run view switched runs) is shown afresh even when it is as long."""
+        key = (id(samples), len(samples))
+        if key == self._shown:
             return
-        self._count = len(samples)
+        self._shown = key
         self.step, self.paths = latest_round(samples)
         self.set_class(bool(self.paths), "-has-samples")
         self.query_one(".strip-label", Static).update(
