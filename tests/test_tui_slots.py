@@ -114,11 +114,13 @@ async def test_run_view_switches_between_two_running_runs(ws):
         running_step = other.step
         await wait_until(pilot, lambda: other.step > running_step + 3, what="the other run still training")
         assert other.status == "running" and session.running == {other.run}
-        # One run left: "Next run" leaves the footer, and > says there is no other.
+        # One run left: "Next run" leaves the footer; > (unlisted) goes to the run still training.
         await wait_until(pilot, lambda: "next_run" not in _footer_keys(app), what="next-run key gone")
         await pilot.press("greater_than_sign")
-        assert app.run_screen.state is first
-        app.stop_run() if app.run_state is other else app.session.stop(other)
+        assert app.run_screen.state is other
+        await pilot.press("greater_than_sign")  # no other run training: it stays
+        assert app.run_screen.state is other
+        app.stop_run()
         await wait_until(pilot, lambda: other.finished, timeout=30, what="second run stopped")
 
 
@@ -161,15 +163,17 @@ async def test_next_run_key_fits_80_columns_and_works_from_the_queue_table(tmp_p
         table = app.run_screen.query_one(QueueTable)
         table.focus()
         table.move_cursor(row=1)
-        await pilot.pause(0.3)
-        assert "Next run" in [d for _, d in footer_keys(app.screen)]
+        await wait_until(
+            pilot, lambda: "Next run" in [d for _, d in footer_keys(app.screen)], what="next run listed"
+        )
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.run_state is session.runs["b"], what="enter showed b")
         # On the pending row its own keys take the room; > still works.
         table.move_cursor(row=2)
-        await pilot.pause(0.3)
-        descriptions = [key.description for key in app.screen.query("FooterKey")]
-        assert "Remove" in descriptions and "Next run" not in descriptions
+        await wait_until(
+            pilot, lambda: "Remove" in [k.description for k in app.screen.query("FooterKey")], what="row keys"
+        )
+        assert "Next run" not in [key.description for key in app.screen.query("FooterKey")]
         await pilot.press("greater_than_sign")  # back to a
         assert app.run_state is session.runs["a"]
         await pilot.press("less_than_sign")

@@ -138,9 +138,10 @@ class RunScreen(Screen):
         if action in ("stop_run", "save_now"):
             # Left out of the footer (not dimmed) when there is nothing to stop: room for the rest.
             return self.app.can_control_run()
-        several = self.session is not None and len(self.session.running) > 1
-        if action == "switch_run":
-            return several
+        running = self.session.running if self.session is not None else set()
+        several = len(running) > 1
+        if action == "switch_run":  # also from a run that ended to the one still training
+            return any(run != self.state.run for run in running)
         if action == "next_run":
             return several and not self._queue_row_keys()
         if action == "toggle_lr":
