@@ -64,3 +64,43 @@ def test_tui_in_a_pty_attaches_after_its_first_frame_and_shows_the_running_run(t
             os.close(fd)
         client.close()
         stop_daemon(ws)
+
+
+def test_the_start_path_leaves_heavy_modules_for_later():
+    """What `loratui` imports before its first frame: none of the modules only later screens need
+    (each cost 50-250 ms of a start measured by bench/tui_start.py)."""
+    import subprocess
+
+    later = [
+        "numpy",  # textual-image's renderers
+        "textual_image",  # loaded at the first picture
+        "PIL",  # thumbnails, the sample strip
+        "plotext",  # the loss chart
+        "psutil",  # the history screen's liveness rule
+        "markdown_it",  # Textual's HelpPanel
+        "tui.screens.run",
+        "tui.screens.history",
+        "tui.screens.caption",
+        "tui.screens.check",
+    ]
+    probe = "import sys, tui.app; print(' '.join(sorted(set(sys.argv[1:]) & set(sys.modules))))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *later],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == "", f"imported before the first frame: {out}"
+
+
+async def test_save_as_opens_its_dialog_imported_on_demand(tmp_path):
+    from tests.tui_support import make_workspace, wait_until
+    from tui.app import LoratuiApp
+
+    app = LoratuiApp(make_workspace(tmp_path / "ws"), preset="mine", attach=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.main_screen.preset_path is not None, what="preset")
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "PresetNameModal", what="save-as dialog")

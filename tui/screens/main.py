@@ -26,7 +26,6 @@ from engine.config.load import load_config_data
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
 from engine.textfile import read_user_text
-from tui.screens.dialogs import PresetNameModal
 from tui.widgets.footer import Footer
 from tui.widgets.form import ConfigForm
 
@@ -224,6 +223,8 @@ class MainScreen(Screen):
                 self.save_as(name)
 
         suggested = self.form.values().get("name") or (self.preset_path.stem if self.preset_path else "")
+        from tui.screens.dialogs import PresetNameModal  # not needed before the first frame
+
         self.app.push_screen(PresetNameModal(str(suggested)), done)
 
     def save_as(self, name: str) -> Path | None:
