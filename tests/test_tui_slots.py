@@ -178,3 +178,23 @@ async def test_next_run_key_fits_80_columns_and_works_from_the_queue_table(tmp_p
         assert app.run_state is session.runs["a"]
         await pilot.press("less_than_sign")
         assert app.run_state is session.runs["b"]
+
+
+def test_reattach_to_two_running_runs_follows_the_first_in_queue_order(tmp_path):
+    from engine import protocol
+    from tui.runstate import RunState
+    from tui.session import EngineSession
+
+    session = EngineSession(tmp_path, target=None)
+    session.apply(
+        {"type": "queue", "entries": [{"run": "r0002", "position": 1}, {"run": "r0001", "position": 2}]}
+    )
+    rebuilt = {run: RunState(run=run, name=run, status="running") for run in ("r0001", "r0002")}
+    outcome = session.apply({"type": "hello", "protocol": protocol.PROTOCOL_VERSION}, rebuilt)
+    assert outcome.show_run and outcome.controls_changed and session.running == {"r0001", "r0002"}
+    assert session.current is rebuilt["r0002"]  # first in the queue, not the lower id
+    assert session.cycle(1) is rebuilt["r0001"] and session.cycle(1) is rebuilt["r0002"]
+    assert session.cycle(-1) is rebuilt["r0001"]
+    session.apply({"type": "run_finished", "run": "r0001", "status": "stopped"})
+    assert session.running == {"r0002"} and session.cycle(1) is rebuilt["r0002"]  # from the ended one
+    assert session.cycle(1) is None  # no other run training

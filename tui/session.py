@@ -177,8 +177,7 @@ class EngineSession:
                 if known is None or known.step < state.step or known.finished:
                     self.runs[run_id] = state
             if self.running and not self.current.active:
-                first = sorted(self.running)[0]
-                self._show(self.runs[first])
+                self._show(self.running_runs()[0])  # the first in queue order; > shows the others
                 out.show_run = True
                 out.notices.append(Notice(f"Attached to run {self.current.name} (still training)", timeout=5))
             out.controls_changed = before != self.running
