@@ -540,8 +540,8 @@ class QueueServer:
     def _early_warnings(self, entry: Entry) -> list[str]:
         """What will make a just-queued run fail, said now rather than when it starts (a model path
         that is already wrong, a run folder it may not replace)."""
+        from engine.check import model_problems, run_folder_warnings
         from engine.config import load_config
-        from engine.data.report import model_problems, run_folder_warnings
 
         try:
             cfg = load_config(entry.path, env={}, workspace=self.workspace)

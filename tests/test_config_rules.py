@@ -92,7 +92,7 @@ def test_queue_refuses_a_bad_name_even_without_the_loader(tmp_path):
 
 
 def test_check_names_a_run_folder_that_differs_only_in_case(tmp_path):
-    from engine.data.report import run_folder_warnings
+    from engine.check import run_folder_warnings
 
     (tmp_path / "runs" / "Dup").mkdir(parents=True)
     problems = run_folder_warnings(load(tmp_path, ["name=dup"]))

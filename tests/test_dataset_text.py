@@ -6,8 +6,8 @@ import codecs
 
 import pytest
 
+from engine.check import check, render_text
 from engine.config import RunConfig, load_config
-from engine.data.report import check, render_text
 from engine.data.scan import scan_dataset
 from engine.errors import LoratuiError
 from engine.tagger.labels import load_labels

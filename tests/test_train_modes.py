@@ -289,8 +289,8 @@ def test_difference_bad_pass_key_is_a_config_error(tmp_path, tiny_sd15):
 
 
 def test_check_reports_the_modes_without_a_dataset(tmp_path, tiny_sd15):
+    from engine.check import check, render_text
     from engine.config import load_config_text
-    from engine.data.report import check, render_text
 
     erase = load_config_text(
         mode_config(tiny_sd15, "e", "ileco", ileco={"original_prompt": ORIGINAL}), workspace=tmp_path

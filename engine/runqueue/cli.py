@@ -148,8 +148,8 @@ def _early_warnings(entry_path: Path, workspace: Path) -> None:
     """A model path that is already wrong, or a run folder the run may not replace, is said at once,
     not when the run starts hours later. Only warnings: the entry is queued all the same (a model may
     still be on its way, an earlier attempt may be resumed or removed first)."""
+    from engine.check import model_problems, run_folder_warnings
     from engine.config import load_config
-    from engine.data.report import model_problems, run_folder_warnings
 
     try:
         cfg = load_config(entry_path, env={}, workspace=workspace)

@@ -40,8 +40,8 @@ def load_pair(cfg, base) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | Non
     """Latents [1,C,h,w] of original_image and target_image, both fitted to the original's bucket,
     and SDXL's time_ids (None for SD1.5/SD2)."""
     from engine.data.buckets import BucketAssigner, BucketSettings, fit_to_bucket
-    from engine.data.dataset import to_pixels
     from engine.data.images import open_image
+    from engine.train.batches import to_pixels
 
     images = []
     for key in IMAGE_KEYS:
