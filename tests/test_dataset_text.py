@@ -71,7 +71,7 @@ def test_config_and_tag_list_read_with_bom(tmp_path):
 
 
 def test_sample_prompts_file_through_the_same_reader(tmp_path):
-    from engine.train.prompts import prompt_lines
+    from engine.config.prompts import prompt_lines
 
     cfg = RunConfig()
     cfg.workspace = tmp_path

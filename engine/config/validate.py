@@ -340,7 +340,7 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             "set caption_auto.tagger to a WD14 folder (model.onnx + selected_tags.csv)",
         )
     out.extend(_pipeline_checks(cfg, add))
-    from engine.train.prompts import parse_prompt_line  # torch-free
+    from engine.config.prompts import parse_prompt_line
 
     for i, prompt in enumerate(cfg.sample.prompts):
         try:
