@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 PROTOCOL_VERSION = 1
 
@@ -212,6 +212,12 @@ def command(cmd: str, **fields: Any) -> dict[str, Any]:
 
 
 # --- writing events ------------------------------------------------------------------------------
+
+
+class EventSink(Protocol):
+    """Anything events are handed to: an EventWriter, or a reader that prints them for people."""
+
+    def emit(self, event: dict[str, Any]) -> None: ...
 
 
 class EventWriter:

@@ -148,7 +148,7 @@ class QueueServer:
         self,
         workspace: str | os.PathLike,
         *,
-        writer: protocol.EventWriter | None = None,
+        writer: protocol.EventSink | None = None,
         train_cmd: list[str] | None = None,
         foreground_log: bool = False,
         poll_s: float = 1.0,

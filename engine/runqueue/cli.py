@@ -63,8 +63,8 @@ class HumanWriter:
             pass  # the terminal is gone (nohup without a log file); the run goes on
 
     def emit(self, event: dict[str, Any]) -> None:
-        kind, run = event.get("type"), event.get("run")
-        name = self.names.get(run, run or "")
+        kind, run = event.get("type"), str(event.get("run") or "")
+        name = self.names.get(run, run)
         if kind == protocol.QUEUE:
             self.names.update({e["run"]: e["name"] for e in event.get("entries", [])})
         elif kind == protocol.HELLO:

@@ -10,6 +10,7 @@ fitted pixels with the VAE at that step.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class LatentSource:
         # current step runs (PIL decodes and resizes outside the GIL). Results depend only on the
         # batch spec, so prefetching changes nothing but speed.
         self._pool = None
-        self._pending: dict[int, object] = {}
+        self._pending: dict[int, Future] = {}
         workers = int(getattr(ds_cfg, "workers", 0) or 0)
         if cache is None and workers > 0:
             from concurrent.futures import ThreadPoolExecutor

@@ -116,6 +116,7 @@ class TrainingRun:
             else:
                 from engine.train.resume import check_run_resume
 
+                assert self._state_dir_to_resume is not None  # not fresh: a state was found
                 check_run_resume(self._state_dir_to_resume, self.cfg, self.dist.world_size)
             self.events.set_jsonl(self.folder.events_path)
             self._record = main
@@ -263,6 +264,7 @@ class TrainingRun:
             if cfg.mode == "difference" and str(cfg.difference.load_first_pass).strip():
                 trainer.skip_first_pass(state, cfg.resolve_path(cfg.difference.load_first_pass))
         else:
+            assert self._state_dir_to_resume is not None  # not fresh: a state was found
             state = restore(cfg, self._state_dir_to_resume, trainer, model.base, total_steps, run_steps)
             self.folder.last_saved_step = state.step
         state.global_batch_size = int(cfg.train.batch_size) * dist.world_size
