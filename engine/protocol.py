@@ -1,4 +1,4 @@
-"""The JSON-lines protocol between the TUI and the engine (see PROTOCOL.md).
+"""The JSON-lines protocol between the TUI and the engine (docs/protocol.md).
 
 One JSON object per line, UTF-8, flushed after every line. This module is the only part of the
 engine the TUI imports besides `engine.config`, so it must stay free of torch and of any heavy import.

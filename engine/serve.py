@@ -1,6 +1,6 @@
 """`python -m engine serve --workspace DIR`: the workspace's queue daemon.
 
-It owns the queue folder, runs its entries one by one and speaks PROTOCOL.md to any number of clients
+It owns the queue folder, runs its entries one by one and speaks docs/protocol.md to any number of clients
 on a Unix socket (engine/daemon/: `.loratui/engine.sock`, 0600, peer uid checked): every TUI and
 `loratui queue ...` attaches to it, gets `hello` (with the running runs) and the queue, then the live
 stream, and may send commands; an ack goes to the client that sent the command. Clients start it on

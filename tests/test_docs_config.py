@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_docs_config_md_is_the_current_reference():
     on_disk = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
-    assert on_disk == reference_markdown(), f"docs/config.md is out of date: regenerate it with `{REGENERATE}`"
+    assert on_disk == reference_markdown(), (
+        f"docs/config.md is out of date: regenerate it with `{REGENERATE}`"
+    )
 
 
 def test_keys_prints_the_same_reference_with_every_key():

@@ -29,7 +29,7 @@ _LOADING = [
     'an error with a "did you mean" hint, never ignored. How a config is put together',
     "(engine/config/load.py):",
     "",
-    "- `extends = \"sdxl\"` names a preset (the workspace's `presets/` first, then the shipped ones)",
+    '- `extends = "sdxl"` names a preset (the workspace\'s `presets/` first, then the shipped ones)',
     "  or a path relative to the file; the file's own values override it, chains are allowed.",
     "- Environment: `LORATUI_<SECTION>__<KEY>` for the keys of a section (e.g. `LORATUI_TRAIN__LR=5e-5`).",
     "  Command line: `--set train.lr=5e-5` (repeatable).",

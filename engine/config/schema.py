@@ -1,4 +1,4 @@
-"""The run config schema: typed dataclasses mirroring CONFIG.md, one per TOML section.
+"""The run config schema: typed dataclasses, one per TOML section (docs/config.md).
 
 This is the single source of truth for defaults, types, allowed values, help texts and which fields a
 newcomer sees ("basic"). Validation, the TUI form and the docs are all derived from it via `SCHEMA`.

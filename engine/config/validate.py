@@ -238,7 +238,11 @@ def build_config(
             hint = key_hint(str(key))
             if not hint and isinstance(value, dict):
                 hint = _foreign_table_hint(value)
-            fail(key, f'unknown key "{key}"', hint or "see CONFIG.md for the keys a run config has")
+            fail(
+                key,
+                f'unknown key "{key}"',
+                hint or "see docs/config.md (or `loratui keys`) for the keys a run config has",
+            )
 
     if not errors:
         errors.extend(_cross_checks(cfg, origins=origins, source=source))
