@@ -308,6 +308,18 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             'mode "ileco" needs [ileco] original_prompt (the concept to change)',
             "set ileco.original_prompt; ileco.target_prompt is what it becomes (empty = erase it)",
         )
+    if cfg.mode in ("ileco", "difference") and cfg.network.train_text_encoder:
+        add(
+            "network.train_text_encoder",
+            f"mode {cfg.mode} trains the UNet only (its text embeddings are computed once)",
+            'set network.train_text_encoder = false (and leave "BASE" out of network.blocks)',
+        )
+    if cfg.mode == "difference" and str(cfg.network.init_from or "").strip():
+        add(
+            "network.init_from",
+            "network.init_from is not supported in mode difference",
+            "leave network.init_from empty: both passes start from fresh adapters",
+        )
     if cfg.train.lr_step_rules and cfg.train.scheduler != "step":
         add(
             "train.lr_step_rules",

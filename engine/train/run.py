@@ -26,10 +26,11 @@ import traceback
 from pathlib import Path
 
 from engine import protocol
+from engine.config.schema import PRECISIONS
 from engine.errors import LoratuiError
 from engine.train.controls import Controls
 from engine.train.logsetup import setup_logging
-from engine.train.preflight import PRECISIONS, device_text, precisions, preflight
+from engine.train.preflight import device_text, precisions, preflight
 from engine.train.runfolder import RunFolder
 from engine.train.runmeta import engine_version
 
