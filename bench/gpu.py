@@ -193,10 +193,11 @@ def engine_trainer(case: Case, base, cfg, res: int, cache_root: Path, autocast_d
     """The engine's Trainer with its latent and text caches filled with random tensors."""
     import torch
 
-    from engine.data.cache import LatentCache, TextCache
     from engine.data.captions import augment_caption
-    from engine.data.dataset import BatchPlan, LatentSource, PixelSource
+    from engine.data.dataset import BatchPlan
     from engine.networks.lora import attach_lora
+    from engine.train.batches import LatentSource, PixelSource
+    from engine.train.caches import LatentCache, TextCache
     from engine.train.loop import Trainer
 
     network = attach_lora(base, cfg.network, train_text_encoder=False, dtype=torch.float32)

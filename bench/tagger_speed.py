@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.tagger.model import TaggerModel  # noqa: E402
 from engine.tagger.run import caption_images, find_images  # noqa: E402
 from engine.tagger.tags import TagOptions  # noqa: E402
-from engine.tagger.tiny import build_tiny_tagger  # noqa: E402
+from tests.tiny_tagger import build_tiny_tagger  # noqa: E402
 
 
 def make_images(folder: Path, count: int, size: int) -> None:

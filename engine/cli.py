@@ -13,7 +13,7 @@ import sys
 from engine.errors import LoratuiError
 
 COMMANDS = {
-    "check": ("engine.data.report", "check a run config and its dataset, print a report"),
+    "check": ("engine.check", "check a run config and its dataset, print a report"),
     "train": ("engine.train.cli", "train one run headless (JSON-lines events on stdout)"),
     "serve": ("engine.serve", "own the queue folder and run queued runs one after another"),
     "caption": ("engine.tagger.cli", "caption images with a local WD14 tagger"),

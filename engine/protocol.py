@@ -1,4 +1,4 @@
-"""The JSON-lines protocol between the TUI and the engine (see PROTOCOL.md).
+"""The JSON-lines protocol between the TUI and the engine (docs/protocol.md).
 
 One JSON object per line, UTF-8, flushed after every line. This module is the only part of the
 engine the TUI imports besides `engine.config`, so it must stay free of torch and of any heavy import.
@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 PROTOCOL_VERSION = 1
 
@@ -221,6 +221,12 @@ def command(cmd: str, **fields: Any) -> dict[str, Any]:
 
 
 # --- writing events ------------------------------------------------------------------------------
+
+
+class EventSink(Protocol):
+    """Anything events are handed to: an EventWriter, or a reader that prints them for people."""
+
+    def emit(self, event: dict[str, Any]) -> None: ...
 
 
 class EventWriter:

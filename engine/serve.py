@@ -1,6 +1,6 @@
 """`python -m engine serve --workspace DIR`: the workspace's queue daemon.
 
-It owns the queue folder, runs its entries one by one and speaks PROTOCOL.md to any number of clients
+It owns the queue folder, runs its entries one by one and speaks docs/protocol.md to any number of clients
 on a Unix socket (engine/daemon/: `.loratui/engine.sock`, 0600, peer uid checked): every TUI and
 `loratui queue ...` attaches to it, gets `hello` (with the running runs) and the queue, then the live
 stream, and may send commands; an ack goes to the client that sent the command. Clients start it on
@@ -148,7 +148,7 @@ class QueueServer:
         self,
         workspace: str | os.PathLike,
         *,
-        writer: protocol.EventWriter | None = None,
+        writer: protocol.EventSink | None = None,
         train_cmd: list[str] | None = None,
         foreground_log: bool = False,
         poll_s: float = 1.0,
@@ -540,8 +540,8 @@ class QueueServer:
     def _early_warnings(self, entry: Entry) -> list[str]:
         """What will make a just-queued run fail, said now rather than when it starts (a model path
         that is already wrong, a run folder it may not replace)."""
+        from engine.check import model_problems, run_folder_warnings
         from engine.config import load_config
-        from engine.data.report import model_problems, run_folder_warnings
 
         try:
             cfg = load_config(entry.path, env={}, workspace=self.workspace)

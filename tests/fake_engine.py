@@ -1,4 +1,4 @@
-"""A scripted stand-in for `python -m engine train|serve` that speaks PROTOCOL.md over real pipes.
+"""A scripted stand-in for `python -m engine train|serve` that speaks docs/protocol.md over real pipes.
 
 Launched by the TUI tests with `sys.executable tests/fake_engine.py [options]`. It never imports
 torch; it does write a real run folder (events.jsonl, loss.csv, a dummy .safetensors) so that

@@ -1,6 +1,6 @@
-"""Helpers for the tagger tests: the toy tagger (engine.tagger.tiny) and a folder of known images.
+"""Helpers for the tagger tests: the toy tagger (tests.tiny_tagger) and a folder of known images.
 
-The toy tagger's tags depend on the mean colour (see engine/tagger/tiny.py), so each image below
+The toy tagger's tags depend on the mean colour (see tests/tiny_tagger.py), so each image below
 has a caption that can be written out by hand.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.tagger.tiny import build_tiny_tagger
+from tests.tiny_tagger import build_tiny_tagger
 
 # What the toy tagger writes with the defaults (general 0.35, character 0.85, escaping on).
 RED = "kagamine rin \\(vocaloid\\), red theme, ^_^, hat \\(object\\), simple background, looking at viewer"

@@ -241,7 +241,7 @@ def test_img2img_workflow_constant_is_api_format():
 
 
 def test_check_reports_collect_problems_before_any_image_exists(tmp_path):
-    from engine.data.report import check
+    from engine.check import check
 
     write_workflow(tmp_path / "w.json", IMG2IMG)
     cfg = load_config_text(

@@ -93,7 +93,7 @@ def test_unknown_key_says_did_you_mean(tmp_path):
 
 
 def test_foreign_table_lists_our_sections_and_where_its_keys_go():
-    """kohya sd-scripts' sectioned configs (before: "see CONFIG.md for the keys a run config has")."""
+    """kohya sd-scripts' sectioned configs (before: only the generic "see ... for the keys a run config has")."""
     text = "[training_arguments]\nlearning_rate = 1e-4\nmax_train_steps = 10\nfoo = 1\n"
     with pytest.raises(ConfigError) as exc:
         load_config_text(text, source="x.toml")
@@ -105,7 +105,7 @@ def test_foreign_table_lists_our_sections_and_where_its_keys_go():
 @pytest.mark.parametrize(
     "line, hint",
     [
-        # flat kohya sd-scripts keys at top level name our section and key (before: "see CONFIG.md")
+        # flat kohya sd-scripts keys at top level name our section and key (before: only the generic hint)
         ("learning_rate = 1e-4", 'put it under [train] (as "train.lr")'),
         ("save_precision = 'fp16'", 'put it under [save] (as "save.precision")'),
         ("mixed_precision = 'bf16'", 'put it under [train] (as "train.precision")'),

@@ -92,7 +92,7 @@ def test_queue_refuses_a_bad_name_even_without_the_loader(tmp_path):
 
 
 def test_check_names_a_run_folder_that_differs_only_in_case(tmp_path):
-    from engine.data.report import run_folder_warnings
+    from engine.check import run_folder_warnings
 
     (tmp_path / "runs" / "Dup").mkdir(parents=True)
     problems = run_folder_warnings(load(tmp_path, ["name=dup"]))
@@ -128,3 +128,54 @@ def test_every_alias_points_at_a_real_key_and_none_shadows_ours():
         assert f"{section}.{alias}" not in SCHEMA_BY_KEY  # an alias never hides one of our keys
     for alias, target in ALIASES.items():
         assert alias not in {s.key for s in SCHEMA_BY_KEY.values() if s.section == target.split(".")[0]}
+
+
+# --- option conflicts are config validation's (check, the form and the queue see them) -------------
+
+
+@pytest.mark.parametrize(
+    "sets, key, message, hint",
+    [
+        (
+            ["mode=ileco", "ileco.original_prompt=a cat", "network.train_text_encoder=true"],
+            "network.train_text_encoder",
+            "mode ileco trains the UNet only (its text embeddings are computed once)",
+            'set network.train_text_encoder = false (and leave "BASE" out of network.blocks)',
+        ),
+        (
+            ["mode=difference", "network.train_text_encoder=true"],
+            "network.train_text_encoder",
+            "mode difference trains the UNet only (its text embeddings are computed once)",
+            'set network.train_text_encoder = false (and leave "BASE" out of network.blocks)',
+        ),
+        (
+            ["mode=difference", "network.init_from=old.safetensors"],
+            "network.init_from",
+            "network.init_from is not supported in mode difference",
+            "leave network.init_from empty: both passes start from fresh adapters",
+        ),
+    ],
+)
+def test_mode_conflicts_are_config_errors(tmp_path, sets, key, message, hint):
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path, sets)
+    found = [e for e in exc.value.errors if e.where.endswith(key)]
+    assert [(e.message, e.hint) for e in found] == [(message, hint)]
+
+
+def test_check_reports_a_mode_conflict_as_a_config_error(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "check", str(DEMO), "--workspace", str(tmp_path), "--json"]
+        + ["--set", "mode=ileco", "--set", "ileco.original_prompt=a cat"]
+        + ["--set", "network.train_text_encoder=true"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    error = json.loads(out.stdout)["error"]
+    assert error["message"] == "mode ileco trains the UNet only (its text embeddings are computed once)"
+    assert error["where"].endswith("network.train_text_encoder")

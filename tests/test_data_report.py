@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from engine.check import check, render_text
 from engine.config import RunConfig
-from engine.data.report import check, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "presets" / "demo.toml"
@@ -79,7 +79,7 @@ def test_check_refuses_an_existing_lora_without_overwrite(workspace):
 
 def test_demo_preset_json_and_no_torch(workspace):
     code = (
-        "import sys, json; from engine.data.report import main; "
+        "import sys, json; from engine.check import main; "
         f"rc = main([{str(DEMO)!r}, '--workspace', {str(workspace)!r}, '--json']); "
         "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules}))"
     )

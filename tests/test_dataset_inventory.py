@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from engine.check import check, render_text
 from engine.config import RunConfig
-from engine.data.report import check, render_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def test_plugin_formats_without_the_plugin_name_the_plugin(tmp_path, demo_datase
     # A fresh interpreter in which the plug-ins are not importable (as on a plain install).
     code = (
         "import sys, json; sys.modules['pillow_heif'] = None; sys.modules['pillow_jxl'] = None\n"
-        "from engine.config import RunConfig\nfrom engine.data.report import check\n"
+        "from engine.config import RunConfig\nfrom engine.check import check\n"
         "cfg = RunConfig(); cfg.name = 'inv'; cfg.model.base = ''\n"
         f"cfg.workspace = {str(tmp_path)!r}; cfg.dataset.dirs = [{str(demo_dataset)!r}]\n"
         "print(json.dumps(check(cfg).to_dict()['unused']))"

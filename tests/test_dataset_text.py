@@ -6,8 +6,8 @@ import codecs
 
 import pytest
 
+from engine.check import check, render_text
 from engine.config import RunConfig, load_config
-from engine.data.report import check, render_text
 from engine.data.scan import scan_dataset
 from engine.errors import LoratuiError
 from engine.tagger.labels import load_labels
@@ -71,7 +71,7 @@ def test_config_and_tag_list_read_with_bom(tmp_path):
 
 
 def test_sample_prompts_file_through_the_same_reader(tmp_path):
-    from engine.train.prompts import prompt_lines
+    from engine.config.prompts import prompt_lines
 
     cfg = RunConfig()
     cfg.workspace = tmp_path

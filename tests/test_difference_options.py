@@ -88,8 +88,8 @@ def test_a_missing_copier_fails_before_the_model_loads(tmp_path, tiny_sd15):
 
 
 def test_check_reports_a_missing_copier(tmp_path, tiny_sd15):
+    from engine.check import check
     from engine.config import load_config_text
-    from engine.data.report import check
 
     original, target = _pair(tmp_path)
     text = _text(tiny_sd15, original, target, load_first_pass='"gone.safetensors"')

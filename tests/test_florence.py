@@ -26,7 +26,7 @@ WORDS = "aaaaaaa"  # the tiny model's answer (its "a" logit is boosted)
 
 @pytest.fixture(scope="session")
 def florence(tmp_path_factory) -> Path:
-    from engine.tagger.florence_tiny import build_tiny_florence2
+    from tests.tiny_florence import build_tiny_florence2
 
     return build_tiny_florence2(tmp_path_factory.mktemp("florence") / "tiny-florence2")
 

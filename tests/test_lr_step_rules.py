@@ -98,7 +98,7 @@ def test_exact_multipliers_in_a_run_and_after_resume(tmp_path, tiny_sd15, demo_d
 
 
 def test_check_warns_about_milestones_past_the_last_step(tmp_path):
-    from engine.data.report import check
+    from engine.check import check
 
     cfg = _cfg({"steps": 100, "scheduler": '"step"', "lr_step_rules": '"50:0.5,100:0.1,400:0.01"'})
     cfg.mode = "ileco"  # no dataset needed for the check

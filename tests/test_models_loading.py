@@ -13,7 +13,7 @@ import torch
 
 from engine.errors import LoratuiError
 from engine.models import load_base_model
-from engine.models.ldm_export import export_single_file
+from tests.ldm_export import export_single_file
 
 
 def model_cfg(base, **kw):

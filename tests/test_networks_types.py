@@ -1,6 +1,6 @@
 """Network types (locon, loha, lokr, DoRA) and layer selection (element, blocks) on tiny SD1.5/SDXL models.
 
-The exported tensors are checked the way loaders use them: ComfyUI's merge math (formats.md §2.3),
+The exported tensors are checked the way loaders use them: ComfyUI's merge math (docs/formats.md),
 written out independently here, must rebuild peft's merged weight delta for every module; ComfyUI's DoRA
 `weight_decompose` must rebuild peft's merged DoRA weight; diffusers' own loader must reproduce
 the LoCon-adapted UNet; files load back into a fresh network.

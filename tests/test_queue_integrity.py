@@ -319,8 +319,8 @@ def test_owner_killed_and_restarted_after_its_worker_finished(tmp_path, tiny_sd1
 
 
 def test_queue_resume_with_changes_follows_the_resume_rules(ws):
+    from engine.check import run_folder_warnings
     from engine.config import flatten
-    from engine.data.report import run_folder_warnings
 
     store = QueueStore(ws)
     cfg = load_config(write_config(ws, "ext", steps=6), env={}, workspace=ws)

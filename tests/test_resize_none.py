@@ -7,10 +7,10 @@ import random
 import pytest
 from PIL import Image
 
+from engine.check import check, render_text
 from engine.config import load_config_text
 from engine.data.buckets import fit_to_bucket
 from engine.data.dataset import BatchPlan
-from engine.data.report import check, render_text
 from engine.data.scan import scan_dataset
 from tests.train_util import config_text, finished, run_in_process
 
@@ -70,7 +70,7 @@ def test_scan_groups_by_own_size_and_batches_hold_one_size(tmp_path, tiny_sd15, 
 
 @pytest.mark.slow
 def test_training_sees_only_same_size_batches(tmp_path, tiny_sd15, three_sizes, monkeypatch):
-    from engine.data.dataset import LatentSource
+    from engine.train.batches import LatentSource
 
     shapes = []
     original = LatentSource.batch_latents

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from engine.config import load_config_text
+from engine.config.prompts import parse_prompt_line, sample_prompts
 from engine.config.validate import ConfigError
 from engine.errors import LoratuiError
-from engine.train.prompts import parse_prompt_line, sample_prompts
 from tests.train_util import config_text, of_type, run_in_process
 
 

@@ -11,7 +11,7 @@ from engine.errors import LoratuiError
 from engine.tagger.model import TaggerModel
 from engine.tagger.run import caption_images, find_images, run_caption_auto
 from engine.tagger.tags import TagOptions
-from engine.tagger.tiny import TINY_TAGS
+from tests.tiny_tagger import TINY_TAGS
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from engine.tagger.labels import load_labels
 from engine.tagger.model import TaggerModel, choose_providers
 from engine.tagger.preprocess import image_to_array, load_image
 from engine.tagger.tags import KAOMOJIS, tag_text
-from engine.tagger.tiny import TINY_TAGS, tags_csv
+from tests.tiny_tagger import TINY_TAGS, tags_csv
 
 
 @pytest.fixture(scope="module")

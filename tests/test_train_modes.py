@@ -160,9 +160,15 @@ def test_ileco_refuses_text_encoder_training(tmp_path, tiny_sd15):
         network={"train_text_encoder": True},
         ileco={"original_prompt": ORIGINAL},
     )
-    rc, events, run_dir = run_in_process(tmp_path, text)
-    err = finished(events)["error"]
-    assert rc == 1 and err["where"] == "network.train_text_encoder" and err["hint"], err
+    # A conflict between keys is the config's: refused when the config loads, so `check`, the form,
+    # the queue and `engine train` (run_finished failed with this error) all report it.
+    from engine.config import ConfigError, load_config_text
+
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(text, workspace=tmp_path)
+    [err] = exc.value.errors
+    assert err.where.endswith(": network.train_text_encoder") and err.hint, err
+    assert err.message == "mode ileco trains the UNet only (its text embeddings are computed once)"
 
 
 # ---- difference ------------------------------------------------------------------------------------
@@ -289,8 +295,8 @@ def test_difference_bad_pass_key_is_a_config_error(tmp_path, tiny_sd15):
 
 
 def test_check_reports_the_modes_without_a_dataset(tmp_path, tiny_sd15):
+    from engine.check import check, render_text
     from engine.config import load_config_text
-    from engine.data.report import check, render_text
 
     erase = load_config_text(
         mode_config(tiny_sd15, "e", "ileco", ileco={"original_prompt": ORIGINAL}), workspace=tmp_path

@@ -1,6 +1,6 @@
 """One collect from start to end: check, upload, submit, follow, download, record; `phase` events.
 
-Events (PROTOCOL.md `phase`): name "collect", done = finished submissions, total = all submissions,
+Events (docs/protocol.md `phase`): name "collect", done = finished submissions, total = all submissions,
 plus what ComfyUI reports while one runs: `queue_remaining`, `node` and `node_class` (the node
 executing), `value`/`max` (sampler steps), `images` (files kept so far), `mode`. Log lines say the
 mode chosen, overrides from the environment and every submission's result.

@@ -1,4 +1,4 @@
-"""The run config (CONFIG.md): schema, loading with extends/env/--set, validation, TOML output.
+"""The run config (docs/config.md): schema, loading with extends/env/--set, validation, TOML output.
 
 Free of torch and of any heavy import: the TUI builds its form and validates input with it.
 """

@@ -1,6 +1,6 @@
 """Loading a run config: TOML file -> extends chain -> environment -> --set overrides -> RunConfig.
 
-Precedence (CONFIG.md): CLI `--set` > environment `LORATUI_<SECTION>__<KEY>` > the file > its extends
+Precedence (docs/config.md): CLI `--set` > environment `LORATUI_<SECTION>__<KEY>` > the file > its extends
 chain > defaults. Presets named in `extends` are looked up in the workspace's presets/ folder first,
 then among the presets shipped with loratui; a path (relative to the file that names it) also works.
 """

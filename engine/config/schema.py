@@ -1,4 +1,4 @@
-"""The run config schema: typed dataclasses mirroring CONFIG.md, one per TOML section.
+"""The run config schema: typed dataclasses, one per TOML section (docs/config.md).
 
 This is the single source of truth for defaults, types, allowed values, help texts and which fields a
 newcomer sees ("basic"). Validation, the TUI form and the docs are all derived from it via `SCHEMA`.
@@ -7,10 +7,11 @@ Field names are the TOML key names and are a contract: never rename or drop one.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 # Field kinds: how a value is checked and which widget the TUI uses for it.
 INT, FLOAT, BOOL, STR, PATH, PATHS, STRS, DICT, RESOLUTION, ENUM, DEVICES, STEP_RULES = (
@@ -58,7 +59,9 @@ def opt(
         "modes": modes,
     }
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+        return field(
+            default_factory=functools.partial(type(default), default), metadata=meta
+        )  # a fresh copy each
     return field(default=default, metadata=meta)
 
 
@@ -78,14 +81,27 @@ def _kind_of(default: Any) -> str:
     raise TypeError(f"no schema kind for default {default!r}")
 
 
-PROB = {"min": 0.0, "max": 1.0}
+class Bounds(TypedDict):
+    """`opt` bounds shared by many fields (spread with `**`)."""
+
+    min: float
+    max: float
+
+
+class Modes(TypedDict):
+    """`opt` modes shared by many fields (spread with `**`)."""
+
+    modes: tuple[str, ...]
+
+
+PROB: Bounds = {"min": 0.0, "max": 1.0}
 
 MODES = ("lora", "ileco", "difference")
 # What each mode reads: ileco trains from two prompts on noise of dataset.resolution; difference fits
 # its two images to a bucket (resolution, the bucket settings, resize). Neither reads a dataset folder,
 # captions or augmentations: those keys are only for lora.
-LORA_ONLY = {"modes": ("lora",)}
-BUCKETING = {"modes": ("lora", "difference")}
+LORA_ONLY: Modes = {"modes": ("lora",)}
+BUCKETING: Modes = {"modes": ("lora", "difference")}
 
 
 @dataclass

@@ -238,7 +238,11 @@ def build_config(
             hint = key_hint(str(key))
             if not hint and isinstance(value, dict):
                 hint = _foreign_table_hint(value)
-            fail(key, f'unknown key "{key}"', hint or "see CONFIG.md for the keys a run config has")
+            fail(
+                key,
+                f'unknown key "{key}"',
+                hint or "see docs/config.md (or `loratui keys`) for the keys a run config has",
+            )
 
     if not errors:
         errors.extend(_cross_checks(cfg, origins=origins, source=source))
@@ -304,6 +308,18 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             'mode "ileco" needs [ileco] original_prompt (the concept to change)',
             "set ileco.original_prompt; ileco.target_prompt is what it becomes (empty = erase it)",
         )
+    if cfg.mode in ("ileco", "difference") and cfg.network.train_text_encoder:
+        add(
+            "network.train_text_encoder",
+            f"mode {cfg.mode} trains the UNet only (its text embeddings are computed once)",
+            'set network.train_text_encoder = false (and leave "BASE" out of network.blocks)',
+        )
+    if cfg.mode == "difference" and str(cfg.network.init_from or "").strip():
+        add(
+            "network.init_from",
+            "network.init_from is not supported in mode difference",
+            "leave network.init_from empty: both passes start from fresh adapters",
+        )
     if cfg.train.lr_step_rules and cfg.train.scheduler != "step":
         add(
             "train.lr_step_rules",
@@ -340,7 +356,7 @@ def _cross_checks(cfg: RunConfig, *, origins: dict[str, str], source: str) -> li
             "set caption_auto.tagger to a WD14 folder (model.onnx + selected_tags.csv)",
         )
     out.extend(_pipeline_checks(cfg, add))
-    from engine.train.prompts import parse_prompt_line  # torch-free
+    from engine.config.prompts import parse_prompt_line
 
     for i, prompt in enumerate(cfg.sample.prompts):
         try:

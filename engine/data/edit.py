@@ -4,7 +4,7 @@ Torch-free. Nothing is ever deleted:
 
 - `write_caption` replaces the image's caption file (the one training reads: the first of
   dataset.caption_extensions that exists, else a new `<stem><first extension>`) atomically (temp
-  file, fsync, rename). The text cache is keyed by the exact caption text (engine.data.cache), so the
+  file, fsync, rename). The text cache is keyed by the exact caption text (engine.train.caches), so the
   next run encodes only the edited caption again; the latent cache is keyed by the image's bytes and
   is unaffected.
 - `exclude_image` moves the image and its caption files into `excluded/` at the top of its dataset

@@ -47,3 +47,14 @@ def normalize_prediction(value: str) -> str:
     if value in ("eps", "noise"):
         return "epsilon"
     return value
+
+
+def family_of(unet_config, text_encoders) -> str:
+    """Family of loaded diffusers parts: a UNet config (dict-like) and the text encoder modules."""
+    width = getattr(text_encoders[0].config, "hidden_size", 0) if text_encoders else 0
+    cross = unet_config.get("cross_attention_dim") if hasattr(unet_config, "get") else None
+    if isinstance(cross, (list, tuple)):
+        cross = cross[0]
+    if width != 1024 and cross == 1024 and len(text_encoders) == 1:
+        width = 1024
+    return family_from_parts(len(text_encoders), unet_config.get("addition_embed_type"), width)

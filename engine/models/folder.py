@@ -32,7 +32,7 @@ def load_folder(path: Path) -> dict:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTokenizer
 
-    from engine.models.loader import family_of
+    from engine.models.detect import family_of
 
     index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
     for part in ("unet", "vae", "text_encoder", "tokenizer"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-# Resnet sub-module renames (diffusers -> LDM), see formats.md §1.2.
+# Resnet sub-module renames (diffusers -> LDM), see docs/formats.md.
 _RESNET_RENAMES = {
     "conv1": "in_layers.2",
     "conv2": "out_layers.3",

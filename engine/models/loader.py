@@ -15,7 +15,7 @@ import torch
 
 from engine.errors import LoratuiError
 from engine.models.base import BaseModel
-from engine.models.detect import FAMILIES, PREDICTIONS, family_from_parts, normalize_prediction
+from engine.models.detect import FAMILIES, PREDICTIONS, normalize_prediction
 
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
@@ -185,13 +185,3 @@ def load_base_model(model_cfg, *, dtype: torch.dtype, device, workspace=None) ->
         vae_source=vae_source,
         extra={"detected_family": detected},
     )
-
-
-def family_of(unet_config, text_encoders) -> str:
-    width = getattr(text_encoders[0].config, "hidden_size", 0) if text_encoders else 0
-    cross = unet_config.get("cross_attention_dim") if hasattr(unet_config, "get") else None
-    if isinstance(cross, (list, tuple)):
-        cross = cross[0]
-    if width != 1024 and cross == 1024 and len(text_encoders) == 1:
-        width = 1024
-    return family_from_parts(len(text_encoders), unet_config.get("addition_embed_type"), width)

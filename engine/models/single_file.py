@@ -1,7 +1,8 @@
 """Single-file checkpoints (ComfyUI / A1111 style, original LDM layout) -> diffusers parts, offline.
 
 diffusers' `from_single_file` fetches configs from the Hub; here the configs come from the file itself:
-* a `loratui.configs` header (JSON of the diffusers configs), written by engine/models/ldm_export.py;
+* a `loratui.configs` header (JSON of the diffusers configs), written by the tests'
+  exporter (tests/ldm_export.py);
 * otherwise derived from the tensor shapes (block widths, layer counts, attention presence, context
   width, projection dims) plus the conventions of each family that shapes cannot tell: SD1.5 uses 8
   attention heads, SD2/SDXL 64 channels per head; CLIP text encoders 64 channels per head, CLIP-L

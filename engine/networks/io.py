@@ -33,7 +33,7 @@ def _cast(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Te
     out = {}
     for key, value in sd.items():
         value = value.detach().to("cpu")
-        # alpha stays float32 (formats.md §7); weights in the save precision.
+        # alpha stays float32 (docs/formats.md: every loader reads it so); weights in the save precision.
         value = value.float() if key.endswith(".alpha") else value.to(dtype)
         out[key] = value.contiguous()
     return out

@@ -5,7 +5,7 @@ encoders. `LoraNetwork` knows, for every adapted module, its kohya key (what Com
 diffusers load) and its diffusers/peft key, so export never goes through diffusers'
 `convert_state_dict_to_kohya` (it writes alpha = rank and names diffusers itself refuses).
 
-Key rules (formats.md §0): SD1.5/SD2 UNet = `lora_unet_` + diffusers path; SDXL UNet = `lora_unet_` +
+Key rules (docs/formats.md): SD1.5/SD2 UNet = `lora_unet_` + diffusers path; SDXL UNet = `lora_unet_` +
 LDM path; text encoders `lora_te_` (one encoder) or `lora_te1_`/`lora_te2_`, always with the
 `text_model_` level. The tensors each module writes depend on the network type (engine.networks.lycoris):
 LoRA/LoCon `.lora_down.weight`, `.lora_up.weight`, `.alpha` (+ `.dora_scale`), LoHa `.hada_*`, LoKr
@@ -116,7 +116,7 @@ def _peft_config(net_cfg, targets: list[str], conv_names: list[str]):
         target_modules=targets,
         rank_pattern=rank_pattern,
         alpha_pattern=alpha_pattern,
-        use_effective_conv2d=False,  # no Tucker form: ComfyUI can skip Tucker LoKr layers (formats.md §8)
+        use_effective_conv2d=False,  # no Tucker form: ComfyUI can skip Tucker LoKr layers (docs/formats.md)
         init_weights=True,  # one factor zero: the adapter starts as a no-op
     )
     if kind == "loha":

@@ -1,7 +1,7 @@
 """Per-module kohya/LyCORIS tensors for each adapter kind (LoRA/LoCon, DoRA, LoHa, LoKr), both ways.
 
 Export follows what sd-scripts (`networks.lora`, `lycoris.kohya`) writes, so ComfyUI and A1111 load
-the files (formats.md §1.3, §2.3, §5):
+the files (docs/formats.md):
 
 * LoRA/LoCon: `lora_down.weight` (lora_A; a conv keeps its kernel), `lora_up.weight` (lora_B, 1x1 for
   convs), `alpha` = scaling x rank. DoRA adds `dora_scale` [out, 1(, 1, 1)], written for ComfyUI's

@@ -1,4 +1,4 @@
-"""kohya `ss_*` + Stability `modelspec.*` metadata for a LoRA file (formats.md §6), all values strings.
+"""kohya `ss_*` + Stability `modelspec.*` metadata for a LoRA file (docs/formats.md), all values strings.
 
 A1111 and Civitai read these to show training details and tag frequencies and to tell SD1 from SDXL
 LoRAs; `loratui_config` holds the fully resolved run TOML so a file documents how it was made.

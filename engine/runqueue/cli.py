@@ -63,8 +63,8 @@ class HumanWriter:
             pass  # the terminal is gone (nohup without a log file); the run goes on
 
     def emit(self, event: dict[str, Any]) -> None:
-        kind, run = event.get("type"), event.get("run")
-        name = self.names.get(run, run or "")
+        kind, run = event.get("type"), str(event.get("run") or "")
+        name = self.names.get(run, run)
         if kind == protocol.QUEUE:
             self.names.update({e["run"]: e["name"] for e in event.get("entries", [])})
         elif kind == protocol.HELLO:
@@ -148,8 +148,8 @@ def _early_warnings(entry_path: Path, workspace: Path) -> None:
     """A model path that is already wrong, or a run folder the run may not replace, is said at once,
     not when the run starts hours later. Only warnings: the entry is queued all the same (a model may
     still be on its way, an earlier attempt may be resumed or removed first)."""
+    from engine.check import model_problems, run_folder_warnings
     from engine.config import load_config
-    from engine.data.report import model_problems, run_folder_warnings
 
     try:
         cfg = load_config(entry_path, env={}, workspace=workspace)

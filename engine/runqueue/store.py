@@ -1,4 +1,4 @@
-"""The queue folder on disk: one TOML file per entry, the full resolved run config plus `[queue]`.
+"""The queue folder on disk (docs/queue.md): one TOML file per entry, the resolved run config plus `[queue]`.
 
 An entry file is what `engine train` reads (the config loader ignores the `[queue]` table), and what a
 user may read and edit by hand:
@@ -106,7 +106,7 @@ class Entry:
         return self.status in QUEUED
 
     def snapshot(self) -> dict[str, Any]:
-        """The entry as the `queue` event carries it (PROTOCOL.md fields first, extras after)."""
+        """The entry as the `queue` event carries it (docs/protocol.md fields first, extras after)."""
         return {
             "run": self.run,
             "name": self.name,

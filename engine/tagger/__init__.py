@@ -2,8 +2,8 @@
 
 Modules, one job each: `labels` reads selected_tags.csv, `model` opens the ONNX session and reads the
 input layout from the model, `preprocess` turns an image file into the tagger's input, `tags` turns
-probabilities into caption text, `run` captions a dataset folder, `cli` is `python -m engine caption`,
-`tiny` builds a toy tagger with the same signature for tests, benchmarks and the demo.
+probabilities into caption text, `run` captions a dataset folder, `cli` is `python -m engine caption`.
+The toy tagger of the tests and benchmarks is tests/tiny_tagger.py.
 
 onnxruntime is imported only when a model is opened, so `engine.tagger` itself stays cheap to import.
 """

@@ -1,6 +1,6 @@
 """Turn an image file into one WD14 tagger input: square, white-padded, BGR, float32 0..255, HWC.
 
-The steps follow SmilingWolf's taggers (formats.md 10.1): transparency composited onto white, RGB to
+The steps follow SmilingWolf's taggers (docs/formats.md, WD14 tagger): transparency composited onto white, RGB to
 BGR, padded to a centred square with white, resized to the model size, no normalisation. The image
 is scaled before padding (longest side to `size`) rather than padded at full size and then scaled:
 the result is the same picture, and a 6000 px photo is not first copied into a 6000x6000 canvas.

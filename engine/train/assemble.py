@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.train.preflight import torch_dtype
+
+if TYPE_CHECKING:
+    from engine.train.steptrainer import StepTrainer
 
 log = logging.getLogger("engine.train")
 
@@ -111,6 +114,7 @@ def build_trainer(
     """The StepTrainer of cfg.mode, in training mode. `phase` emits phase events (difference mode
     encodes its two images as cache_latents and announces its second pass as a train phase); `dist`
     is the DistContext of a data-parallel run (mode lora only), None in a single process."""
+    trainer: StepTrainer
     if cfg.mode == "lora":
         from engine.data.captions import augment_caption
         from engine.train.dataprep import dataset_sources
@@ -154,7 +158,7 @@ def build_trainer(
         phase("cache_latents", 0, 2)
         original, target, time_ids = load_pair(cfg, model.base)
         phase("cache_latents", 2, 2, encoded=2, reused=0)
-        trainer = DifferenceTrainer(
+        difference = DifferenceTrainer(
             cfg=cfg,
             base=model.base,
             copier=model.copier,
@@ -165,8 +169,9 @@ def build_trainer(
             device=device,
             copier_path=copier_path,
         )
-        trainer.announce = lambda done, name: phase(
+        difference.announce = lambda done, name: phase(
             "train", done, run_steps, total_steps=total_steps, difference_pass=name
         )
+        trainer = difference
     trainer.set_train_mode(True)
     return trainer

@@ -1,6 +1,6 @@
 """`python -m engine train CONFIG [--set key=value]... [--workspace DIR] [--resume] [--env-compat]`.
 
-Runs one training run headless: JSON-lines events on stdout (PROTOCOL.md), human logs on stderr and
+Runs one training run headless: JSON-lines events on stdout (docs/protocol.md), human logs on stderr and
 in runs/<name>/engine.log, commands (`stop`, `save_now`, `sample_now`) on stdin. Exit code 0 when the
 run finished or was stopped by a command, 1 when it failed (a config that does not load included), 130
 when Ctrl-C (or SIGTERM) stopped it: it then prints the command that continues it.

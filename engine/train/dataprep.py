@@ -76,13 +76,9 @@ def dataset_sources(cfg, base, items):
     """(LatentSource, TextCache or None): latents come from the cache when every use of an image
     gives the same pixels (no random crop, no colour augmentation); text-encoder outputs are cached
     when captions never change and the text encoder is frozen."""
-    from engine.data.cache import LatentCache, TextCache
-    from engine.data.dataset import (
-        LatentSource,
-        PixelSource,
-        captions_are_deterministic,
-        latents_are_cacheable,
-    )
+    from engine.data.dataset import captions_are_deterministic, latents_are_cacheable
+    from engine.train.batches import LatentSource, PixelSource
+    from engine.train.caches import LatentCache, TextCache
 
     ds = cfg.dataset
     cache_root = cfg.workspace / "cache"

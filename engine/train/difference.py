@@ -21,6 +21,7 @@ the copier), `load_first_pass` skips pass 1 with a saved copier (`skip_first_pas
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,8 +41,8 @@ def load_pair(cfg, base) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | Non
     """Latents [1,C,h,w] of original_image and target_image, both fitted to the original's bucket,
     and SDXL's time_ids (None for SD1.5/SD2)."""
     from engine.data.buckets import BucketAssigner, BucketSettings, fit_to_bucket
-    from engine.data.dataset import to_pixels
     from engine.data.images import open_image
+    from engine.train.batches import to_pixels
 
     images = []
     for key in IMAGE_KEYS:
@@ -76,6 +77,7 @@ def load_pair(cfg, base) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | Non
         latents.append(base.encode_images(to_pixels(fitted)[None], sample=False))
     time_ids = None
     if base.is_sdxl:
+        assert meta is not None  # both images were fitted above
         width, height = bucket
         time_ids = base.sdxl_time_ids(meta[0], meta[1], (height, width))
     log.info("difference images fitted to %dx%d", *bucket)
@@ -97,7 +99,9 @@ class DifferenceTrainer(DiffusionStep):
         self.copier_path = copier_path
         with torch.no_grad(), self._autocast():
             self.text = base.encode_text([cfg.difference.prompt], cfg.model.clip_skip).detach()
-        self.announce = None  # called as announce(steps_done, "second_pass") when pass 2 starts
+        self.announce: Callable[[int, str], None] | None = (
+            None  # called as announce(steps_done, "second_pass") when pass 2 starts
+        )
         self.on_first_pass_done = None  # called once pass 1 is over, before pass 2 (save_first_pass)
         self.current = -1
         self._enter(0)

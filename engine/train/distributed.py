@@ -35,6 +35,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from engine.data.dataset import BatchSpec
+
 log = logging.getLogger(__name__)
 
 # A barrier waits for rank 0 to fill the latent cache or tag captions: longer than the default 30 min.
@@ -45,7 +47,7 @@ COLLECTIVE_TIMEOUT = datetime.timedelta(hours=3)
 class Shard:
     """A rank's part of one global batch: `batch` (never empty), rows lo..lo+len of the global batch."""
 
-    batch: object  # engine.data.dataset.BatchSpec holding this rank's samples
+    batch: BatchSpec  # holding this rank's samples
     lo: int
     n_global: int
     weight: float  # 1.0, or 0.0 for the stand-in sample of a rank whose shard is empty

@@ -171,12 +171,12 @@ def launch(argv: list[str], nproc: int, run_dir: Path, run_id: str | None, event
         log.warning("launcher received %s: the ranks were asked to stop", exc.sigval.name)
     except Exception as exc:  # rendezvous or agent problem: no rank ran
         failures = {}
-        error = {
+        start_error = {
             "message": f"could not start {nproc} ranks: {type(exc).__name__}: {exc}",
             "hint": "check that localhost TCP ports can be opened; set train.devices = 1 to train in one process",
             "where": "train.devices",
         }
-        events.emit(protocol.run_finished(run=run_id, status=protocol.FAILED, lora=None, error=error))
+        events.emit(protocol.run_finished(run=run_id, status=protocol.FAILED, lora=None, error=start_error))
         shutil.rmtree(results_dir, ignore_errors=True)
         return 1
     results = read_rank_results(results_dir)

@@ -12,8 +12,9 @@ import logging
 
 import torch
 
-from engine.data.dataset import BatchPlan, BatchSpec, LatentSource
+from engine.data.dataset import BatchPlan, BatchSpec
 from engine.train import losses, stepping
+from engine.train.batches import LatentSource
 from engine.train.distributed import DistContext, dropout_seed_parts
 from engine.train.rng import seed_global, torch_gen
 from engine.train.steptrainer import VAL_TIMESTEPS, DiffusionStep

@@ -1,12 +1,16 @@
 """Checks a run makes before it loads a model (fail in a second rather than after loading
 gigabytes), and the precisions it trains in on this device.
+
+Only what needs more than the config is checked here: installed packages (optimizer, trackers), the
+run folder, files a mode reads. Rules about the config alone (value ranges, choices, option
+conflicts between keys) are config validation's (engine/config/validate.py), so `check`, the TUI
+form and the queue report them too.
 """
 
 from __future__ import annotations
 
 import logging
 
-from engine.config.schema import PRECISIONS
 from engine.errors import LoratuiError
 
 log = logging.getLogger("engine.train")
@@ -21,12 +25,6 @@ def preflight(cfg, folder) -> None:
     from engine.train.trackers import check_trackers
 
     check_trackers(cfg)
-    if cfg.train.precision not in PRECISIONS:
-        raise LoratuiError(
-            f"unknown precision {cfg.train.precision!r}",
-            hint="use fp32, fp16 or bf16",
-            where="train.precision",
-        )
     if cfg.mode != "lora":
         _preflight_mode(cfg)
     if (cfg.sample.prompts or cfg.sample.prompts_file) and not cfg.sample.every_steps:
@@ -34,15 +32,7 @@ def preflight(cfg, folder) -> None:
 
 
 def _preflight_mode(cfg) -> None:
-    """What modes ileco and difference cannot do, and difference's images, before the model loads."""
-    if cfg.mode not in ("ileco", "difference"):
-        raise LoratuiError(f"unknown mode {cfg.mode!r}", hint="use lora, ileco or difference", where="mode")
-    if cfg.network.train_text_encoder:
-        raise LoratuiError(
-            f"mode {cfg.mode} trains the UNet only (its text embeddings are computed once)",
-            hint='set network.train_text_encoder = false (and leave "BASE" out of network.blocks)',
-            where="network.train_text_encoder",
-        )
+    """What modes ileco and difference do not use (warnings), and difference's files."""
     if int(cfg.train.epochs) > 0:
         log.warning("train.epochs is not used in mode %s (there is no dataset): train.steps counts", cfg.mode)
     if cfg.save.every_epochs:
@@ -51,23 +41,7 @@ def _preflight_mode(cfg) -> None:
         # iLECO and difference switch adapters on and off; differences in the base weights stay on.
         log.warning("network.train_norm_bias is not used in mode %s", cfg.mode)
         cfg.network.train_norm_bias = False
-    if cfg.mode == "ileco" and not cfg.ileco.original_prompt.strip():
-        raise LoratuiError(
-            "ileco.original_prompt is empty",
-            hint="set ileco.original_prompt to the concept to change (target_prompt empty = erase it)",
-            where="ileco.original_prompt",
-        )
     if cfg.mode == "difference":
-        if cfg.network.init_from:
-            raise LoratuiError(
-                "network.init_from is not supported in mode difference",
-                hint="leave network.init_from empty: both passes start from fresh adapters",
-                where="network.init_from",
-            )
-        from engine.config.passes import PASSES, pass_settings
-
-        for which in PASSES:
-            pass_settings(cfg, which)
         copier = str(cfg.difference.load_first_pass or "").strip()
         if copier and not cfg.resolve_path(copier).is_file():
             raise LoratuiError(

@@ -8,8 +8,10 @@ CUDA_VISIBLE_DEVICES unless engine serve already pinned it), then either becomes
 
 from __future__ import annotations
 
+import io
 import os
 
+from engine import protocol
 from engine.devices.spec import PIN_ENV, PINNED_ENV, parse_devices, pin_env
 from engine.errors import LoratuiError
 
@@ -85,15 +87,20 @@ def quiet_logging(rank: int) -> None:
             )
 
 
-class NullEvents:
+class NullEvents(protocol.EventWriter):
     """The event writer of ranks other than 0: they report nothing (rank 0 speaks for the run)."""
 
-    stream_alive = False
+    def __init__(self) -> None:
+        super().__init__(io.StringIO())  # never written to: emit does nothing
+
+    @property
+    def stream_alive(self) -> bool:
+        return False
 
     def emit(self, event: dict) -> None:
         pass
 
-    def set_jsonl(self, path) -> None:
+    def set_jsonl(self, jsonl_path) -> None:
         pass
 
     def close(self) -> None:

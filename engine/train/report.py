@@ -136,7 +136,7 @@ class StepReporter:
         prompts as captions."""
         self.emit(protocol.sample(run=self.run_id, step=step, paths=paths))
         if self.trackers and paths:
-            from engine.train.prompts import sample_prompts
+            from engine.config.prompts import sample_prompts
 
             captions = [p.prompt for p in sample_prompts(self.cfg)]
             for tracker in self.trackers:

@@ -8,21 +8,13 @@ a global stream. That is what makes a run reproducible and a resumed run exact: 
 
 from __future__ import annotations
 
-import hashlib
-import random
-
 import torch
 
+# The torch-free half lives in engine.seeds (the data layer draws from it too); re-exported here so
+# the trainer's draws read from one module.
+from engine.seeds import derive_seed, py_rng
 
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any tuple of ints/strings (stable across processes and Python versions)."""
-    text = "\x1f".join(repr(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") & ((1 << 63) - 1)
-
-
-def py_rng(*parts: object) -> random.Random:
-    """A `random.Random` seeded from counters."""
-    return random.Random(derive_seed(*parts))
+__all__ = ["derive_seed", "py_rng", "seed_global", "torch_gen"]
 
 
 def torch_gen(*parts: object) -> torch.Generator:

@@ -26,10 +26,11 @@ import traceback
 from pathlib import Path
 
 from engine import protocol
+from engine.config.schema import PRECISIONS
 from engine.errors import LoratuiError
 from engine.train.controls import Controls
 from engine.train.logsetup import setup_logging
-from engine.train.preflight import PRECISIONS, device_text, precisions, preflight
+from engine.train.preflight import device_text, precisions, preflight
 from engine.train.runfolder import RunFolder
 from engine.train.runmeta import engine_version
 
@@ -116,6 +117,7 @@ class TrainingRun:
             else:
                 from engine.train.resume import check_run_resume
 
+                assert self._state_dir_to_resume is not None  # not fresh: a state was found
                 check_run_resume(self._state_dir_to_resume, self.cfg, self.dist.world_size)
             self.events.set_jsonl(self.folder.events_path)
             self._record = main
@@ -263,6 +265,7 @@ class TrainingRun:
             if cfg.mode == "difference" and str(cfg.difference.load_first_pass).strip():
                 trainer.skip_first_pass(state, cfg.resolve_path(cfg.difference.load_first_pass))
         else:
+            assert self._state_dir_to_resume is not None  # not fresh: a state was found
             state = restore(cfg, self._state_dir_to_resume, trainer, model.base, total_steps, run_steps)
             self.folder.last_saved_step = state.step
         state.global_batch_size = int(cfg.train.batch_size) * dist.world_size

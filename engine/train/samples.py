@@ -3,7 +3,7 @@
 A diffusers pipeline is assembled from the already loaded parts (no second copy of any weight), with
 an Euler scheduler built from the model's own schedule. Images go to runs/<name>/samples/ as
 `<name>-step000050-00.png`, with `samples/prompts.json` saying what each index is. Prompts and their
-kohya options (--n --w --h --d --l --s) come from engine.train.prompts. Each prompt has a fixed seed
+kohya options (--n --w --h --d --l --s) come from engine.config.prompts. Each prompt has a fixed seed
 (its --d, else sample.seed + prompt index), so samples of different steps differ only by what was
 learned. Sampling never draws from the training randomness
 (the training step reseeds what it uses), so samples do not change the training result.
@@ -53,7 +53,7 @@ def _pipeline(base):
 
 
 def generate_samples(cfg, base, network, out_dir: Path, step: int, autocast_dtype=None) -> list[str]:
-    """Generate one image per sample prompt (engine.train.prompts); returns the written paths.
+    """Generate one image per sample prompt (engine.config.prompts); returns the written paths.
 
     Each prompt's own kohya options (--n --w --h --d --l --s) apply. Everything the round allocates
     (the pipeline object, its scheduler, latents, decoded images, autocast's weight cache) is released
@@ -65,7 +65,7 @@ def generate_samples(cfg, base, network, out_dir: Path, step: int, autocast_dtyp
     import io
     import json
 
-    from engine.train.prompts import sample_prompts
+    from engine.config.prompts import sample_prompts
 
     prompts = sample_prompts(cfg)
     if not prompts:

@@ -146,17 +146,17 @@ def load_state(folder: Path, params: list[tuple[str, torch.nn.Parameter]], optim
     expected = {k for k in optimizer.state_dict()["param_groups"][0] if k != "params"}
     try:
         optimizer.load_state_dict(opt_state)
-        missing = expected - set(optimizer.param_groups[0])
+        unset = expected - set(optimizer.param_groups[0])
     except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
         raise LoratuiError(
             f"the optimizer state in {folder} does not fit this run: {exc}",
             hint="resume with the config the run started with, or start the run again",
             where=where,
         ) from None
-    if missing:
+    if unset:
         raise LoratuiError(
             f"the optimizer state in {folder} was saved by another optimizer than train.optimizer "
-            f"(it has no {', '.join(sorted(missing))})",
+            f"(it has no {', '.join(sorted(unset))})",
             hint="resume with the train.optimizer the run started with, or start the run again",
             where=where,
         )

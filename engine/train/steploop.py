@@ -222,7 +222,7 @@ class StepLoop:
         )
         log.info("copier of pass 1 saved: %s", path)
 
-    def _save_final(self, state) -> tuple[str, dict]:
+    def _save_final(self, state) -> tuple[str, dict | None]:
         """(the final LoRA's path, its metadata); ("", None) on ranks other than 0, which save nothing."""
         if not self.dist.is_main:
             return "", None

@@ -383,7 +383,7 @@ class QueuePanel(Vertical):
 
 
 def queue_command(message: Message) -> dict[str, Any] | None:
-    """The engine command (PROTOCOL.md) that carries out a panel request; None for RunOpened."""
+    """The engine command (docs/protocol.md) that carries out a panel request; None for RunOpened."""
     if isinstance(message, QueuePanel.MoveRequested):
         return protocol.command(protocol.CMD_MOVE, run=message.run, position=message.position)
     if isinstance(message, QueuePanel.RemoveRequested):

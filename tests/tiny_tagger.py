@@ -1,4 +1,4 @@
-"""A toy WD14 tagger with the real signature, for tests, the benchmark and the demo workspace.
+"""A toy WD14 tagger with the real signature, for the tests and bench/tagger_speed.py.
 
 The graph is `input [N,448,448,3] (BGR 0..255) -> /255 -> mean over H,W -> [N,3] (B,G,R means) ->
 MatMul W + b -> Sigmoid -> [N,T]`, so each tag's probability is a chosen function of the mean colour:

@@ -1,4 +1,4 @@
-"""Write a diffusers SD1.5 / SDXL pipeline folder as one original-layout (LDM) checkpoint.
+"""Test tooling: write a diffusers SD1.5 / SDXL pipeline folder as one original-layout (LDM) checkpoint.
 
 The layout is what ComfyUI and A1111 save (`model.diffusion_model.*`, `first_stage_model.*`,
 `cond_stage_model.transformer.*` or `conditioner.embedders.{0,1}.*`, the second SDXL encoder in
