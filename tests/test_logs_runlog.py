@@ -11,9 +11,11 @@ import pytest
 from logs_util import age, make_run
 
 from engine.errors import LoratuiError
-from tui import runlog, smoothing
+from engine.runs import losslog, smoothing
+from engine.runs.configdiff import config_diff, run_config
+from engine.runs.losslog import read_loss_csv
+from engine.runs.summary import discover_runs, summarize_run
 from tui.logs_cli import main as logs_main
-from tui.runlog import config_diff, discover_runs, read_loss_csv, run_config, summarize_run
 
 
 def test_engine_format_run_summary(tmp_path):
@@ -119,8 +121,8 @@ def test_resumed_log_keeps_last_rows_per_step(tmp_path):
 
 def test_fast_and_slow_paths_agree(tmp_path, monkeypatch):
     # Small chunks so the damaged-file path splits, halves and falls back to row-by-row several times.
-    monkeypatch.setattr(runlog, "_CHUNK_BYTES", 3000)
-    monkeypatch.setattr(runlog, "_SLOW_LINES", 8)
+    monkeypatch.setattr(losslog, "_CHUNK_BYTES", 3000)
+    monkeypatch.setattr(losslog, "_SLOW_LINES", 8)
     make_run(tmp_path, "r", steps=300, seed=3)
     good = read_loss_csv(tmp_path / "runs/r/loss.csv")
     text = (tmp_path / "runs/r/loss.csv").read_text().splitlines()
