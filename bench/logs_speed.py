@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 from engine.runs import overlay  # noqa: E402
 from engine.runs.losslog import read_loss_csv  # noqa: E402
 from engine.runs.plot import plain, plot_text  # noqa: E402
-from engine.runs.series import points_for_width  # noqa: E402
 from engine.runs.summary import summarize_run  # noqa: E402
 
 
@@ -109,12 +108,9 @@ def main() -> int:
 
         runs = [overlay.OverlayRun("bench", log)]
         view = overlay.ViewSettings()
-        pts = points_for_width(args.width)
 
         def redraw() -> str:
-            return plain(
-                plot_text(overlay.loss_series(runs, view, pts), args.width, args.height, title="loss")
-            )
+            return plain(plot_text(overlay.loss_series(runs, view), args.width, args.height, title="loss"))
 
         text = timed(f"first redraw at {args.width}x{args.height} (EMA 0.9 computed)", redraw)
         timed(f"redraw at {args.width}x{args.height} (smoothing cached, median of 5)", redraw, 5)
@@ -126,9 +122,7 @@ def main() -> int:
         timed("redraw zoomed to 1% of the steps", redraw)
         lr = timed(
             "lr chart redraw",
-            lambda: plain(
-                plot_text(overlay.lr_series(runs, view, pts), args.width, args.height // 2, title="lr")
-            ),
+            lambda: plain(plot_text(overlay.lr_series(runs, view), args.width, args.height // 2, title="lr")),
         )
         assert "bench" in text and lr
         live_chart_redraw(args.width, args.height)

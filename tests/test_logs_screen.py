@@ -120,7 +120,7 @@ async def test_list_overlay_smoothing_zoom(workspace):
         lo, hi = screen.view.x_range
         assert hi - lo == pytest.approx(200, abs=1)
         for x in screen.query_one("#loss-chart", LossChart).series:
-            if x.xs and x.colour != "white":
+            if len(x.xs) and x.colour != "white":
                 assert lo <= min(x.xs) and max(x.xs) <= hi
         await pilot.press("h")
         assert screen.view.x_range[0] < lo

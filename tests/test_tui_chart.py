@@ -13,17 +13,21 @@ from tui.screens.run import series_of
 from tui.widgets.loss_chart import MARKERS, RAW, SMOOTHED, ChartSeries, LossChart
 
 
-def test_downsample_minmax_keeps_spikes_and_bounds_size():
+def test_downsample_edges_keep_spikes_and_bound_size():
     xs = list(range(100_000))
     ys = [1.0] * 100_000
     ys[54_321] = 9.0  # one spike
-    px, py = (a.tolist() for a in downsample(xs, ys, 100, "minmax"))
-    assert len(px) <= 200
+    ys[12_345] = -3.0  # one dip
+    px, py = (a.tolist() for a in downsample(xs, ys, 100, "max"))
+    assert len(px) <= 100 and px == sorted(px)
     assert max(py) == 9.0 and 54_321 in px
+    lx, ly = (a.tolist() for a in downsample(xs, ys, 100, "min"))
+    assert len(lx) <= 100 and min(ly) == -3.0 and 12_345 in lx and 9.0 not in ly
     mx, my = (a.tolist() for a in downsample(xs, [float(x) for x in xs], 100, "mean"))
     assert len(mx) == 100 and mx == sorted(mx)
     assert abs(my[0] - 499.5) < 1e-9  # mean of the first bucket
     assert [a.tolist() for a in downsample([1, 2], [3, 4], 100)] == [[1, 2], [3, 4]]
+    assert [a.tolist() for a in downsample([1, 2, 3], [3, None, float("nan")], 100)] == [[1], [3]]
 
 
 def test_build_plot_with_several_series_and_bad_values():

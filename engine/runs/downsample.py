@@ -1,11 +1,13 @@
 """The one downsampler that fits a chart series to the chart's width.
 
 A terminal chart has about two braille dots per cell column, so a 100k- or million-point series is
-reduced to a few hundred points before drawing: the mean of each bucket for smooth lines, the lowest
-and the highest point of each bucket (at their own x, in order) for raw loss, so spikes stay
-visible. The history overlay (engine/runs/overlay.py) reduces once at the chart's width; the chart
-drawing (engine/runs/plot.py) calls the same `reduce`, which returns a series already that small
-as it is, so no series is reduced twice.
+reduced to a few hundred points before drawing: the mean of each bucket of consecutive points for
+smooth lines; for raw loss the lowest and the highest point of each bucket (at their own x), drawn
+as two faint lines that bound the noise, so spikes stay visible. A zig-zag through both would fill
+the band but costs plotext a dot per row of every vertical stroke (four times the drawing time).
+
+Series reach the drawing (engine/runs/plot.py) at full resolution, numpy views of the log's arrays
+or a live run's lists, and are reduced there once; nothing upstream reduces them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.runs.series import ChartSeries, buckets_for
+HOWS = ("mean", "min", "max")
 
 
 def finite(xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -27,44 +29,73 @@ def finite(xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.nda
     return (x, y) if ok.all() else (x[ok], y[ok])
 
 
+class AppendOnlyArrays:
+    """float64 arrays of lists that only grow (a live run's series): converted once, then only the
+    new tail on each call, so a redraw does not turn 100k Python floats into an array again.
+
+    A list that shrank, or whose first or last known element changed, is converted again whole.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[list, np.ndarray]] = {}
+
+    def array(self, values: Sequence[float]) -> np.ndarray:
+        if not isinstance(values, list):
+            return np.asarray(values, dtype=np.float64)
+        seen = self._seen.get(id(values))
+        if seen is not None and seen[0] is values:
+            arr = seen[1]
+            n = arr.size
+            same = n <= len(values) and (
+                n == 0 or (_same(values[0], arr[0]) and _same(values[n - 1], arr[n - 1]))
+            )
+            if same:
+                if n < len(values):
+                    arr = np.concatenate([arr, np.asarray(values[n:], dtype=np.float64)])
+                    self._seen[id(values)] = (values, arr)
+                return arr
+        if len(self._seen) > 32:
+            self._seen.clear()
+        arr = np.asarray(values, dtype=np.float64)
+        self._seen[id(values)] = (values, arr)
+        return arr
+
+
+def _same(value, stored: float) -> bool:
+    value = float("nan") if value is None else float(value)
+    return value == stored or (value != value and stored != stored)
+
+
 def downsample(xs: Sequence[float], ys: Sequence[float], buckets: int, how: str = "mean"):
-    """Reduce a series to about `buckets` points (xs ascending); non-finite pairs are dropped.
+    """Reduce a series to at most `buckets` points (xs ascending); non-finite pairs are dropped.
+
+    The points are split into `buckets` runs of consecutive points (sizes differ by one at most).
 
     Args:
-        buckets: how many runs of consecutive points to reduce to one ("mean") or two ("minmax").
-        how: "mean" keeps one averaged point per bucket (smooth lines); "minmax" keeps the lowest
-            and the highest point of each bucket at their own x, in order, so spikes in a noisy
-            loss stay visible (one point when both are the same).
+        how: "mean": each run's mean x and mean y (smooth lines); "min" / "max": each run's lowest /
+            highest point at its own x (the first one on a tie), the lower and upper edge of a
+            noisy series.
 
     Returns:
-        (x, y) float64 arrays; the finite input itself when it is already small enough.
+        (x, y) float64 arrays, x ascending; the finite input itself when it has `buckets` points
+        or fewer.
+
+    Raises:
+        ValueError: an unknown `how`.
     """
+    if how not in HOWS:
+        raise ValueError(f"downsample: how must be one of {HOWS}, not {how!r}")
     x, y = finite(xs, ys)
     n = x.size
-    minmax = how == "minmax"
-    if buckets <= 0 or n <= buckets * (2 if minmax else 1):
+    if buckets <= 0 or n <= buckets:
         return x, y
     starts = np.arange(buckets, dtype=np.int64) * n // buckets
-    counts = np.diff(np.append(starts, n))
-    if not minmax:
+    if how == "mean":
+        counts = np.diff(np.append(starts, n))
         return np.add.reduceat(x, starts) / counts, np.add.reduceat(y, starts) / counts
-    bucket = np.repeat(np.arange(buckets), counts)
-    first_lo = _first_in_bucket(y == np.minimum.reduceat(y, starts)[bucket], starts)
-    first_hi = _first_in_bucket(y == np.maximum.reduceat(y, starts)[bucket], starts)
-    pairs = np.column_stack([np.minimum(first_lo, first_hi), np.maximum(first_lo, first_hi)])
-    keep = np.ones(pairs.shape, dtype=bool)
-    keep[:, 1] = pairs[:, 1] != pairs[:, 0]
-    idx = pairs[keep]
+    extreme = (np.minimum if how == "min" else np.maximum).reduceat(y, starts)
+    # The first index in each run where y equals the run's extreme.
+    counts = np.diff(np.append(starts, n))
+    hits = np.flatnonzero(y == np.repeat(extreme, counts))
+    idx = hits[np.searchsorted(hits, starts)]
     return x[idx], y[idx]
-
-
-def _first_in_bucket(hit: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Index of the first True of each bucket (every bucket has one)."""
-    where = np.flatnonzero(hit)
-    return where[np.searchsorted(where, starts)]
-
-
-def reduce(series: ChartSeries, points: int) -> tuple[np.ndarray, np.ndarray]:
-    """A series' finite points reduced for a chart that keeps `points` points per series."""
-    buckets, how = buckets_for(series.kind, points)
-    return downsample(series.xs, series.ys, buckets, how)

@@ -18,7 +18,6 @@ from engine.runs import smoothing
 from engine.runs.downsample import downsample
 from engine.runs.overlay import OverlayRun, ViewSettings, loss_series, lr_series, rows_in_range
 from engine.runs.plot import plain, plot_text
-from engine.runs.series import points_for_width
 
 
 def export_stem(runs: list[OverlayRun]) -> Path:
@@ -40,9 +39,8 @@ def export_text(
             "nothing to export: select a run first", hint="space selects the run under the cursor"
         )
     target = Path(path) if path else export_stem(runs).with_suffix(".txt")
-    pts = points_for_width(width)
-    parts = [plain(plot_text(loss_series(runs, view, pts), width, height, title="loss"))]
-    lr = lr_series(runs, view, pts)
+    parts = [plain(plot_text(loss_series(runs, view), width, height, title="loss"))]
+    lr = lr_series(runs, view)
     if lr:
         parts.append(plain(plot_text(lr, width, max(10, height // 2), title="learning rate")))
     atomic_write_text(target, "\n\n".join(parts) + "\n")
@@ -81,8 +79,9 @@ def export_png(runs: list[OverlayRun], view: ViewSettings, path: str | os.PathLi
         sl = rows_in_range(run, view.x_range)
         x = run.x_values(view.x_axis)[sl]
         if view.show_raw and view.method != smoothing.NONE:
-            rx, ry = downsample(x, run.log.loss[sl], pts // 2, "minmax")
-            ax.plot(rx, ry, color=colour, alpha=0.25, linewidth=0.6)
+            for how in ("min", "max"):  # the noise band's edges
+                rx, ry = downsample(x, run.log.loss[sl], pts // 2, how)
+                ax.plot(rx, ry, color=colour, alpha=0.25, linewidth=0.6)
         sx, sy = downsample(x, run.smoothed(view.method, view.amount)[sl], pts)
         ax.plot(sx, sy, color=colour, linewidth=1.8, label=run.name)
         if run.log.val_loss is not None:

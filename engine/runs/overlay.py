@@ -3,8 +3,9 @@ state, zoom, pan and the cursor readout).
 
 Pure data work (numpy), kept out of the screen so it is testable and the benchmark can time it:
 smoothing is computed once per log and setting (cached), the zoom range cuts rows by step, and every
-series is reduced by the one downsampler (engine/runs/downsample.py) to about two points per chart
-column before it reaches plotext, so a million-row log redraws as fast as a thousand-row one.
+series is handed to the drawing at full resolution (numpy views, no copies) and reduced there by the
+one downsampler (engine/runs/downsample.py) to about two points per chart column before plotext, so
+a million-row log redraws nearly as fast as a thousand-row one.
 Exports of the chart are engine/runs/export.py.
 """
 
@@ -16,9 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.runs import smoothing
-from engine.runs.downsample import downsample
 from engine.runs.losslog import LossLog
-from engine.runs.series import MARKERS, PALETTE, RAW, SMOOTHED, ChartSeries, buckets_for
+from engine.runs.series import MARKERS, PALETTE, RAW, SMOOTHED, ChartSeries
 
 STEP, EPOCH = "step", "epoch"
 EMA_STEPS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -49,6 +49,7 @@ class OverlayRun:
     colour: str = PALETTE[0]
     _cache: dict[tuple[str, float], np.ndarray] = field(default_factory=dict, repr=False)
     _epoch_x: np.ndarray | None = field(default=None, repr=False)
+    _finite: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def smoothed(self, method: str, amount: float) -> np.ndarray:
         key = (method, float(amount))
@@ -57,6 +58,21 @@ class OverlayRun:
                 self._cache.clear()
             self._cache[key] = smoothing.smooth(self.log.loss, method, amount)
         return self._cache[key]
+
+    def points(self, what: str, view: ViewSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(steps, x, y) of the rows where `what` ("loss", "smoothed", "val_loss", "lr") is finite,
+        in the zoomed range: views of cached arrays, computed once per log and setting."""
+        key = (what, view.x_axis) + ((view.method, float(view.amount)) if what == "smoothed" else ())
+        if key not in self._finite:
+            if len(self._finite) > 16:
+                self._finite.clear()
+            y = self.smoothed(view.method, view.amount) if what == "smoothed" else getattr(self.log, what)
+            step, x = self.log.step, self.x_values(view.x_axis)
+            ok = np.isfinite(y)
+            self._finite[key] = (step, x, y) if ok.all() else (step[ok], x[ok], y[ok])
+        step, x, y = self._finite[key]
+        sl = _in_range(step, view.x_range)
+        return step[sl], x[sl], y[sl]
 
     def x_values(self, axis: str) -> np.ndarray:
         """Steps, or fractional epochs (epoch + position inside it) when the log has epochs."""
@@ -93,54 +109,50 @@ def extent(runs: list[OverlayRun]) -> tuple[float, float] | None:
 
 def rows_in_range(run: OverlayRun, x_range: tuple[float, float] | None) -> slice:
     """Rows inside the step range (steps are sorted, so a slice)."""
+    return _in_range(run.log.step, x_range)
+
+
+def _in_range(step: np.ndarray, x_range: tuple[float, float] | None) -> slice:
     if x_range is None:
-        return slice(0, len(run.log))
-    lo = int(np.searchsorted(run.log.step, x_range[0], side="left"))
-    hi = int(np.searchsorted(run.log.step, x_range[1], side="right"))
+        return slice(0, step.size)
+    lo = int(np.searchsorted(step, x_range[0], side="left"))
+    hi = int(np.searchsorted(step, x_range[1], side="right"))
     return slice(lo, hi)
 
 
-def _reduced(kind: str, x: np.ndarray, y: np.ndarray, points: int) -> tuple[list, list]:
-    """x, y of one series reduced for a chart keeping `points` points, as the lists plotext takes."""
-    buckets, how = buckets_for(kind, points)
-    rx, ry = downsample(x, y, buckets, how)
-    return rx.tolist(), ry.tolist()
+def loss_series(runs: list[OverlayRun], view: ViewSettings) -> list[ChartSeries]:
+    """Raw (faint), smoothed (bold) and validation (markers) series of every run in the zoomed range.
 
-
-def loss_series(runs: list[OverlayRun], view: ViewSettings, points: int) -> list[ChartSeries]:
-    """Raw (faint), smoothed (bold) and validation (markers) series of every run, zoomed and reduced."""
+    The series are the finite points at full resolution (cached numpy views): the drawing reduces
+    them to its width (engine/runs/plot.py), once.
+    """
     out: list[ChartSeries] = []
     many = len(runs) > 1
     for run in runs:
-        sl = rows_in_range(run, view.x_range)
-        x = run.x_values(view.x_axis)[sl]
-        if x.size == 0:
-            continue
         label = run.name
         if view.show_raw and view.method != smoothing.NONE:
-            rx, ry = _reduced(RAW, x, run.log.loss[sl], points)
-            out.append(ChartSeries(f"{label} raw" if not many else "", rx, ry, RAW, run.colour))
-        sx, sy = _reduced(SMOOTHED, x, run.smoothed(view.method, view.amount)[sl], points)
-        out.append(ChartSeries(label, sx, sy, SMOOTHED, run.colour))
+            _, x, y = run.points("loss", view)
+            if x.size:
+                out.append(ChartSeries(f"{label} raw" if not many else "", x, y, RAW, run.colour))
+        _, x, y = run.points("smoothed", view)
+        if x.size:
+            out.append(ChartSeries(label, x, y, SMOOTHED, run.colour))
         if run.log.val_loss is not None:
-            vx, vy = _reduced(MARKERS, x, run.log.val_loss[sl], points)
-            if vx:
-                out.append(ChartSeries(f"{label} val", vx, vy, MARKERS, run.colour))
+            _, x, y = run.points("val_loss", view)
+            if x.size:
+                out.append(ChartSeries(f"{label} val", x, y, MARKERS, run.colour))
     return out
 
 
-def lr_series(runs: list[OverlayRun], view: ViewSettings, points: int) -> list[ChartSeries]:
+def lr_series(runs: list[OverlayRun], view: ViewSettings) -> list[ChartSeries]:
     """The learning rate of every run that logged one, same x range as the loss chart."""
     out: list[ChartSeries] = []
     for run in runs:
         if run.log.lr is None:
             continue
-        sl = rows_in_range(run, view.x_range)
-        x = run.x_values(view.x_axis)[sl]
-        if x.size == 0:
-            continue
-        lx, ly = _reduced(SMOOTHED, x, run.log.lr[sl], points)
-        out.append(ChartSeries(f"{run.name} lr", lx, ly, SMOOTHED, run.colour))
+        _, x, y = run.points("lr", view)
+        if x.size:
+            out.append(ChartSeries(f"{run.name} lr", x, y, SMOOTHED, run.colour))
     return out
 
 

@@ -1,6 +1,6 @@
 """Draw chart series as terminal text with plotext: the loss chart widget shows it, exports save it.
 
-Each series goes through the one downsampler (engine/runs/series.py) at the plot's width before
+Each series goes through the one downsampler (engine/runs/downsample.py) at the plot's width before
 plotext sees it, so the cost of a drawing depends on the width, not on the number of steps.
 plotext==5.2.8 is pinned: its figure API (`plotext._figure._figure_class`) is stable there.
 """
@@ -14,20 +14,28 @@ from collections.abc import Sequence
 import numpy as np
 from plotext._figure import _figure_class
 
-from engine.runs.downsample import reduce
-from engine.runs.series import MARKERS, RAW, SMOOTHED, ChartSeries, points_for_width
+from engine.runs.downsample import AppendOnlyArrays, downsample, finite
+from engine.runs.series import MARKERS, RAW, SMOOTHED, ChartSeries, points_for_width, reductions
 
 DEFAULT_COLOURS = {RAW: "gray", SMOOTHED: "cyan", MARKERS: "orange"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def plot_text(
-    series: Sequence[ChartSeries], width: int, height: int, *, title: str = "", log_y: bool = False
+    series: Sequence[ChartSeries],
+    width: int,
+    height: int,
+    *,
+    title: str = "",
+    log_y: bool = False,
+    arrays: AppendOnlyArrays | None = None,
 ) -> str:
     """The ANSI text of a chart of `width` x `height` cells (`height` lines).
 
-    Raw series are drawn faint, smoothed ones bold, markers as "x"; with `log_y` values <= 0 are
-    left out. With no drawable point the chart says "waiting for data".
+    Each series is reduced to the width by the one downsampler (engine/runs/downsample.py): raw
+    series are drawn as two faint lines (the low and high edge of the noise), smoothed ones bold,
+    markers as "x"; with `log_y` values <= 0 are left out. `arrays` keeps the conversions of
+    growing lists between drawings (a live chart passes its own). With no drawable point the chart says "waiting for data".
     """
     fig = _figure_class()
     fig.plot_size(width, height)
@@ -37,22 +45,27 @@ def plot_text(
     points = points_for_width(width)
     plotted = False
     x_lo, x_hi, whole = math.inf, -math.inf, True
+    arrays = arrays or AppendOnlyArrays()
     for s in series:
-        xs, ys = reduce(s, points)
-        if log_y:
-            xs, ys = xs[ys > 0], ys[ys > 0]
-        if not xs.size:
-            continue
-        x_lo, x_hi = min(x_lo, float(xs.min())), max(x_hi, float(xs.max()))
-        whole = whole and bool(np.all(np.mod(xs[:: max(1, xs.size // 50)], 1) == 0))
         colour = s.colour if s.colour is not None else DEFAULT_COLOURS.get(s.kind, "white")
-        px, py = xs.tolist(), ys.tolist()
-        if s.kind == MARKERS:
-            fig.scatter(px, py, marker="x", color=colour, label=s.label)
-        else:
-            style = "bold" if s.kind == SMOOTHED else "dim"
-            fig.plot(px, py, marker="braille", color=colour, style=style, label=s.label)
-        plotted = True
+        label = s.label
+        fx, fy = finite(arrays.array(s.xs), arrays.array(s.ys))
+        for buckets, how in reductions(s.kind, points):
+            xs, ys = downsample(fx, fy, buckets, how)
+            if log_y:
+                xs, ys = xs[ys > 0], ys[ys > 0]
+            if not xs.size:
+                continue
+            x_lo, x_hi = min(x_lo, float(xs[0])), max(x_hi, float(xs[-1]))
+            whole = whole and bool(np.all(np.mod(xs[:: max(1, xs.size // 50)], 1) == 0))
+            px, py = xs.tolist(), ys.tolist()
+            if s.kind == MARKERS:
+                fig.scatter(px, py, marker="x", color=colour, label=label)
+            else:
+                style = "bold" if s.kind == SMOOTHED else "dim"
+                fig.plot(px, py, marker="braille", color=colour, style=style, label=label)
+            label = ""  # the second edge of a raw band is not listed again
+            plotted = True
     if log_y and plotted:
         fig.yscale("log")
     if plotted and whole:

@@ -37,11 +37,13 @@ def points_for_width(width: int) -> int:
     return max(20, (max(width, 20) - AXIS_LABEL_CELLS) * 2)
 
 
-def buckets_for(kind: str, points: int) -> tuple[int, str]:
-    """(buckets, how) for a series kind: raw loss keeps min and max of `points // 2` buckets,
-    smoothed lines one mean per point, markers one per two points."""
+def reductions(kind: str, points: int) -> list[tuple[int, str]]:
+    """How a series of `kind` is reduced for a chart keeping `points` points per line: a list of
+    (buckets, how) for engine/runs/downsample.py, one per line drawn. Raw loss is two lines (the
+    low and the high edge, one bucket per cell column), a smoothed line one mean per point,
+    markers one per two points."""
     if kind == RAW:
-        return max(1, points // 2), "minmax"
+        return [(max(1, points // 2), "min"), (max(1, points // 2), "max")]
     if kind == MARKERS:
-        return max(1, points // 2), "mean"
-    return points, "mean"
+        return [(max(1, points // 2), "mean")]
+    return [(points, "mean")]

@@ -29,7 +29,6 @@ from engine.errors import LoratuiError
 from engine.runs import export, overlay
 from engine.runs.configdiff import config_diff, run_config
 from engine.runs.losslog import LossLog
-from engine.runs.series import points_for_width
 from engine.runs.summary import RunSummary, discover_runs, log_stamp, read_run, resolve_log_path
 from tui.widgets.config_diff import ConfigDiff
 from tui.widgets.footer import Footer
@@ -340,12 +339,9 @@ class HistoryScreen(Screen):
         runs = self.overlay_runs()
         loss_chart = self.query_one("#loss-chart", LossChart)
         lr_chart = self.query_one("#lr-chart", LossChart)
-        points = points_for_width(loss_chart.size.width or 100)
         overlay.fit_cursor(self.view, runs)
-        loss_chart.set_series(
-            overlay.loss_series(runs, self.view, points) + overlay.cursor_marker(runs, self.view)
-        )
-        lr = overlay.lr_series(runs, self.view, points)
+        loss_chart.set_series(overlay.loss_series(runs, self.view) + overlay.cursor_marker(runs, self.view))
+        lr = overlay.lr_series(runs, self.view)
         lr_chart.set_series(lr)
         lr_chart.display = bool(lr) or not runs
         self._update_status()

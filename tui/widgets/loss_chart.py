@@ -54,6 +54,7 @@ class LossChart(Widget):
         self._dirty = True
         self._rendered: Text = Text("")
         self._rendered_size: tuple[int, int] = (0, 0)
+        self._arrays = None  # engine.runs.downsample.AppendOnlyArrays, made at the first drawing
         self.redraws = 0
         """How many times the plot was rebuilt (tests and the benchmark read it)."""
 
@@ -87,9 +88,12 @@ class LossChart(Widget):
 
     def build_plot(self, width: int, height: int) -> str:
         """The ANSI text of the chart for a `width` x `height` cell area."""
-        from engine.runs.plot import plot_text  # numpy and plotext: at the first drawing
+        from engine.runs.downsample import AppendOnlyArrays  # numpy and plotext: at the first drawing
+        from engine.runs.plot import plot_text
 
-        return plot_text(self.series, width, height, title=self.title, log_y=self.log_y)
+        if self._arrays is None:
+            self._arrays = AppendOnlyArrays()  # a live run's lists are converted once, then by their tail
+        return plot_text(self.series, width, height, title=self.title, log_y=self.log_y, arrays=self._arrays)
 
     def render(self) -> Text:
         if self._rendered_size != (self.size.width, self.size.height) and self.size.width:
