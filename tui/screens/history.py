@@ -1,9 +1,10 @@
 """History screen: every run of the workspace (and any loss CSV opened), compared on one chart.
 
-The table lists runs/*/loss.csv plus opened CSVs with their summary (tui.runlog); space (or enter)
-selects runs to overlay. The loss chart draws each selected run in its own colour: raw loss faint,
+The table (tui/widgets/run_table.py) lists runs/*/loss.csv plus opened CSVs with their summary
+(engine/runs/summary.py); space (or enter) selects runs to overlay (tui/widgets/overlay_charts.py). The loss chart draws each selected run in its own colour: raw loss faint,
 smoothed loss bold, validation loss as markers; a second chart shows the learning rate. Zoom, pan,
-a cursor readout, the config difference of two runs and exports work on the selection.
+a cursor readout, the config difference of two runs (tui/widgets/config_diff.py) and exports
+(engine/runs/export.py) work on the selection.
 
 Logs are read in a thread worker (a million-row log takes about a second) that posts one message per
 run, so the table fills in as logs are read and the screen never blocks. A log that cannot be read
@@ -27,12 +28,12 @@ from textual.widgets import DataTable, Input, Static
 
 from engine.errors import LoratuiError
 from engine.runs import export, overlay
-from engine.runs.configdiff import config_diff, run_config
 from engine.runs.losslog import LossLog
 from engine.runs.summary import RunSummary, discover_runs, log_stamp, read_run, resolve_log_path
-from tui.widgets.config_diff import ConfigDiff
+from tui.widgets.config_diff import ConfigDiff, diff_rows
 from tui.widgets.footer import Footer
-from tui.widgets.loss_chart import LossChart
+from tui.widgets.overlay_charts import OverlayCharts
+from tui.widgets.run_notes import RunNotes
 from tui.widgets.run_table import RunTable, fit_columns
 
 __all__ = ["HistoryScreen", "fit_columns"]
@@ -60,9 +61,9 @@ class HistoryScreen(Screen):
             show=False,
         ),
         Binding("slash", "focus_filter", "Filter", tooltip="Filter runs by name, model or status"),
-        Binding("m", "cycle_method", "Smooth", tooltip="Smoothing: EMA, moving window or none"),
-        Binding("t", "export_text", "Export text", group=EXPORT),
-        Binding("p", "export_png", "Export PNG", group=EXPORT),
+        Binding("m", "view('cycle_method')", "Smooth", tooltip="Smoothing: EMA, moving window or none"),
+        Binding("t", "export('text')", "Export text", group=EXPORT),
+        Binding("p", "export('png')", "Export PNG", group=EXPORT),
         Binding("d", "diff", "Diff", tooltip="Config difference of the two selected runs"),
         Binding(
             "o",
@@ -71,17 +72,17 @@ class HistoryScreen(Screen):
             tooltip="Add a loss CSV (ours or another tool's) to the list",
             show=False,
         ),
-        Binding("left_square_bracket", "smooth(-1)", "Less smooth", show=False),
-        Binding("right_square_bracket", "smooth(1)", "More smooth", show=False),
-        Binding("x", "toggle_x", "Steps/epochs", show=False),
+        Binding("left_square_bracket", "view('smooth', -1)", "Less smooth", show=False),
+        Binding("right_square_bracket", "view('smooth', 1)", "More smooth", show=False),
+        Binding("x", "view('toggle_x')", "Steps/epochs", show=False),
         Binding("g", "toggle_log", "Log y", show=False, tooltip="Logarithmic loss axis"),
-        Binding("plus,equals_sign", "zoom(0.5)", "Zoom in", show=False),
-        Binding("minus", "zoom(2.0)", "Zoom out", show=False),
-        Binding("0", "zoom_reset", "Reset zoom", show=False),
-        Binding("h,shift+left", "pan(-0.25)", "Pan left", show=False),
-        Binding("l,shift+right", "pan(0.25)", "Pan right", show=False),
-        Binding("comma", "cursor(-1)", "Cursor left", show=False),
-        Binding("full_stop", "cursor(1)", "Cursor right", show=False),
+        Binding("plus,equals_sign", "view('zoom', 0.5)", "Zoom in", show=False),
+        Binding("minus", "view('zoom', 2.0)", "Zoom out", show=False),
+        Binding("0", "view('zoom_reset')", "Reset zoom", show=False),
+        Binding("h,shift+left", "view('pan', -0.25)", "Pan left", show=False),
+        Binding("l,shift+right", "view('pan', 0.25)", "Pan right", show=False),
+        Binding("comma", "view('cursor', -1)", "Cursor left", show=False),
+        Binding("full_stop", "view('cursor', 1)", "Cursor right", show=False),
         Binding("r", "rescan", "Rescan", show=False),
         Binding("i", "samples", "Samples", show=False, tooltip="The highlighted run's sample images"),
     ]
@@ -124,10 +125,8 @@ class HistoryScreen(Screen):
         self.summaries: dict[str, RunSummary] = {}
         self.logs: dict[str, LossLog | None] = {}
         self.selected: list[str] = []
-        self.view = overlay.ViewSettings()
         self.scan_done = False
         self._scanned_once = False
-        self._overlay_runs: dict[str, overlay.OverlayRun] = {}
         self._stamps: dict[str, tuple[int, int] | None] = {}
 
     @staticmethod
@@ -137,27 +136,30 @@ class HistoryScreen(Screen):
     # --- layout -------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        self.table, self.notes, self.charts = (
+            RunTable(id="runs"),
+            RunNotes(id="notes"),
+            OverlayCharts(id="charts"),
+        )
         with Vertical(id="list-pane"):
             yield Input(placeholder="filter: name, base model or status (/)", id="filter")
-            yield RunTable(id="runs")
+            yield self.table
             yield Input(
                 placeholder="path of a loss CSV or a run folder, enter to add",
                 id="open-path",
                 classes="-hidden",
             )
-            yield Static("", id="problems", classes="-hidden")
-            yield Static("", id="message")
+            yield self.notes
         with Horizontal(id="chart-pane"):
-            with Vertical(id="charts"):
-                yield LossChart(title="loss", id="loss-chart")
-                yield LossChart(title="learning rate", id="lr-chart")
+            yield self.charts
             yield ConfigDiff("", id="diff", classes="-hidden")
         yield Static("", id="readout")
         yield Footer()
 
     @property
-    def table(self) -> RunTable:
-        return self.query_one("#runs", RunTable)
+    def view(self) -> overlay.ViewSettings:
+        """What the charts show (x axis, smoothing, zoom range, cursor)."""
+        return self.charts.view
 
     @property
     def sort_column(self) -> str:
@@ -174,8 +176,7 @@ class HistoryScreen(Screen):
     def on_mount(self) -> None:
         table = self.table
         table.summaries, table.selected = self.summaries, self.selected  # shared: the screen owns them
-        self._fit_columns()
-        self._update_status()
+        self.on_resize()
         self.scan()
         table.focus()
         self.set_interval(self.FOLLOW_INTERVAL, self._follow_running)
@@ -230,15 +231,14 @@ class HistoryScreen(Screen):
     def _on_run_read(self, message: RunRead) -> None:
         self.summaries[message.key] = message.summary
         self.logs[message.key] = message.log
-        self._overlay_runs.pop(message.key, None)  # re-read: rebuild its smoothing cache
         if message.key in self._preselect and message.log is not None and message.key not in self.selected:
             self.selected.append(message.key)
             self._preselect.discard(message.key)
         elif message.key in self._preselect:
-            self._show_error(message.summary)
+            self.notes.cannot_read(message.summary)
             self._preselect.discard(message.key)
         self.table.rebuild()
-        self._update_problems()
+        self.notes.problems(self.summaries.values())
         if message.key in self.selected:
             self._refresh_charts()
 
@@ -249,14 +249,14 @@ class HistoryScreen(Screen):
             self._scanned_once = True
             # Rows arrived in reading order and the cursor followed its run; start at the top instead.
             self.table.move_cursor(row=0)
-        self._update_problems()
+        self.notes.problems(self.summaries.values())
         bad = [s for s in self.summaries.values() if s.error]
         if bad:
             self.notify(
                 f"{len(bad)} loss log(s) could not be read; the others are listed", severity="warning"
             )
         elif not self.summaries:
-            self._set_message(
+            self.notes.say(
                 f"no runs in {self.workspace / 'runs'} yet; press o to open a loss CSV", error=False
             )
         self._refresh_charts()
@@ -268,9 +268,9 @@ class HistoryScreen(Screen):
         key = event.row_key.value if event.row_key else None
         summary = self.summaries.get(key) if key else None
         if summary is not None and summary.error:
-            self._show_error(summary)
+            self.notes.cannot_read(summary)
         elif summary is not None:
-            self._set_message(summary.warning or str(summary.csv_path), error=bool(summary.warning))
+            self.notes.say(summary.warning or str(summary.csv_path), error=bool(summary.warning))
 
     @on(DataTable.RowSelected, "#runs")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -313,7 +313,7 @@ class HistoryScreen(Screen):
         if key in self.selected:
             self.selected.remove(key)
         elif self.logs.get(key) is None:
-            self._show_error(summary)
+            self.notes.cannot_read(summary)
             self.notify(f"{summary.name}: {summary.error}", severity="error", title="cannot read loss log")
             return
         else:
@@ -323,34 +323,16 @@ class HistoryScreen(Screen):
 
     def overlay_runs(self) -> list[overlay.OverlayRun]:
         """The selected runs as chart runs, coloured by selection order."""
-        runs = []
-        for key in self.selected:
-            log = self.logs.get(key)
-            if log is None:
-                continue
-            run = self._overlay_runs.get(key)
-            if run is None:
-                run = self._overlay_runs[key] = overlay.OverlayRun(self.summaries[key].name, log)
-            runs.append(run)
-        overlay.assign_colours(runs)
-        return runs
+        logs = [
+            (k, self.summaries[k].name, self.logs[k]) for k in self.selected if self.logs.get(k) is not None
+        ]
+        return self.charts.runs(logs)
 
     def _refresh_charts(self) -> None:
-        runs = self.overlay_runs()
-        loss_chart = self.query_one("#loss-chart", LossChart)
-        lr_chart = self.query_one("#lr-chart", LossChart)
-        overlay.fit_cursor(self.view, runs)
-        loss_chart.set_series(overlay.loss_series(runs, self.view) + overlay.cursor_marker(runs, self.view))
-        lr = overlay.lr_series(runs, self.view)
-        lr_chart.set_series(lr)
-        lr_chart.display = bool(lr) or not runs
-        self._update_status()
+        lines = self.charts.show(self.overlay_runs())
+        self.query_one("#readout", Static).update(Text("\n".join(lines)))
         if self.query_one("#diff", ConfigDiff).shown:
             self._update_diff()
-
-    def _update_status(self) -> None:
-        lines = overlay.status_lines(self.overlay_runs(), self.view)
-        self.query_one("#readout", Static).update(Text("\n".join(lines)))
 
     # --- actions ----------------------------------------------------------------------------------------
 
@@ -367,13 +349,9 @@ class HistoryScreen(Screen):
         box.remove_class("-hidden")
         box.focus()
 
-    def action_cycle_method(self) -> None:
-        overlay.cycle_method(self.view)
-        self._refresh_charts()
-
-    def action_smooth(self, direction: int) -> None:
-        """Step the smoothing amount (EMA weight or window length) down or up."""
-        overlay.step_smoothing(self.view, direction)
+    def action_view(self, change: str, *args: float) -> None:
+        """A change of the chart view by name (tui/widgets/overlay_charts.py CHANGES), then redraw."""
+        self.charts.change(change, self.overlay_runs(), *args)
         self._refresh_charts()
 
     def set_smoothing(self, method: str, amount: float) -> None:
@@ -381,31 +359,8 @@ class HistoryScreen(Screen):
         self.view.method, self.view.amount = method, amount
         self._refresh_charts()
 
-    def action_toggle_x(self) -> None:
-        self.view.x_axis = overlay.EPOCH if self.view.x_axis == overlay.STEP else overlay.STEP
-        self._refresh_charts()
-
     def action_toggle_log(self) -> None:
-        chart = self.query_one("#loss-chart", LossChart)
-        chart.log_y = not chart.log_y
-        chart.mark_dirty()
-
-    def action_zoom(self, factor: float) -> None:
-        overlay.zoom(self.view, self.overlay_runs(), factor, centre=self.view.cursor if factor < 1 else None)
-        self._refresh_charts()
-
-    def action_zoom_reset(self) -> None:
-        self.view.x_range = None
-        self._refresh_charts()
-
-    def action_pan(self, fraction: float) -> None:
-        overlay.pan(self.view, self.overlay_runs(), fraction)
-        self._refresh_charts()
-
-    def action_cursor(self, direction: int) -> None:
-        """Move the readout cursor by 1/40 of the visible range."""
-        overlay.move_cursor(self.view, self.overlay_runs(), direction)
-        self._refresh_charts()
+        self.charts.toggle_log()
 
     def action_diff(self) -> None:
         panel = self.query_one("#diff", ConfigDiff)
@@ -413,40 +368,26 @@ class HistoryScreen(Screen):
         if panel.shown:
             self._update_diff()
 
+    def _diff_runs(self) -> list[tuple[str, Path, LossLog | None]]:
+        return [(self.summaries[k].name, self.summaries[k].csv_path, self.logs[k]) for k in self.selected[:2]]
+
     def diff_rows(self) -> list[tuple[str, object, object]]:
         """Config keys that differ between the first two selected runs."""
-        if len(self.selected) < 2:
-            return []
-        a, b = self.selected[:2]
-        return config_diff(
-            run_config(self.summaries[a].csv_path, self.logs[a]),
-            run_config(self.summaries[b].csv_path, self.logs[b]),
-        )
+        return diff_rows(self._diff_runs())
 
     def _update_diff(self) -> None:
-        panel = self.query_one("#diff", ConfigDiff)
-        if len(self.selected) < 2:
-            panel.show_hint()
-            return
-        a, b = (self.summaries[k].name for k in self.selected[:2])
-        panel.show(a, b, self.diff_rows())
+        self.query_one("#diff", ConfigDiff).show_runs(self._diff_runs())
 
-    def action_export_text(self) -> None:
+    def action_export(self, kind: str) -> None:
+        """Write the chart as text ("text") or PNG ("png") beside the first run's log."""
         try:
-            path = export.export_text(self.overlay_runs(), self.view)
+            path = (export.export_png if kind == "png" else export.export_text)(
+                self.overlay_runs(), self.view
+            )
         except (LoratuiError, OSError) as exc:
-            self._report_failure("text export failed", exc)
+            self._report_failure(f"{'PNG' if kind == 'png' else 'text'} export failed", exc)
             return
-        self._set_message(f"chart written to {path}", error=False)
-        self.notify(str(path), title="chart exported")
-
-    def action_export_png(self) -> None:
-        try:
-            path = export.export_png(self.overlay_runs(), self.view)
-        except (LoratuiError, OSError) as exc:
-            self._report_failure("PNG export failed", exc)
-            return
-        self._set_message(f"chart written to {path}", error=False)
+        self.notes.say(f"chart written to {path}", error=False)
         self.notify(str(path), title="chart exported")
 
     def action_samples(self) -> None:
@@ -473,32 +414,9 @@ class HistoryScreen(Screen):
     # --- messages -------------------------------------------------------------------------------------
 
     def _report_failure(self, title: str, exc: Exception) -> None:
-        text = exc.render() if isinstance(exc, LoratuiError) else str(exc)
-        self._set_message(text, error=True)
+        self.notes.say(exc.render() if isinstance(exc, LoratuiError) else str(exc), error=True)
         self.notify(getattr(exc, "message", str(exc)), title=title, severity="error")
 
-    def _update_problems(self) -> None:
-        """One line per unreadable log (at most three), so a broken file is never silently missing."""
-        bad = [s for s in self.summaries.values() if s.error]
-        lines = [f"cannot read {s.csv_path}: {s.error}" for s in bad[:3]]
-        if len(bad) > 3:
-            lines.append(f"... and {len(bad) - 3} more (status 'error' in the table)")
-        widget = self.query_one("#problems", Static)
-        widget.update(Text("\n".join(lines)))
-        widget.set_class(not lines, "-hidden")
-
-    def _show_error(self, summary: RunSummary) -> None:
-        self._set_message(f"cannot read {summary.csv_path}: {summary.error}", error=True)
-
-    def _set_message(self, text: str, *, error: bool) -> None:
-        widget = self.query_one("#message", Static)
-        widget.update(Text(text))
-        widget.set_class(error, "-error")
-
     def on_resize(self) -> None:
-        self._fit_columns()
+        self.table.fit_width(max(self.size.width, 40) - 2)  # less the table's vertical scrollbar
         self._refresh_charts()
-
-    def _fit_columns(self) -> None:
-        """Fit the table's columns to the screen width (less the table's vertical scrollbar)."""
-        self.table.fit_width(max(self.size.width, 40) - 2)
