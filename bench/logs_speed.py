@@ -6,8 +6,9 @@ Prints the time to write the test file (not a target), to read it (engine.runs.l
 target <= 1 s), to summarise the run folder, and to redraw: building the overlay series (smoothing,
 zoom, reduction to the chart width) plus plotext's drawing at the given size; then a redraw after a
 smoothing change (the EMA is recomputed over every row) and a zoomed redraw. Then the run view's
-chart (tui.widgets.loss_chart.LossChart.build_plot) over 100k steps held as Python lists, as a live
-run has them (target <= 30 ms at 120 columns). Also the same file with one damaged row, which
+chart (tui.widgets.loss_chart.LossChart.build_plot, measured by bench/tui_start.py's
+chart_redraw_seconds) over 100k steps held as Python lists, as a live run has them (target <= 30 ms
+at 120 columns). Also the same file with one damaged row, which
 re-reads only its own chunk, in halves. Each line shows wall time and this process's CPU time (on a
 shared machine the CPU time is the steadier figure).
 """
@@ -26,6 +27,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tui_start import chart_redraw_seconds  # noqa: E402  (bench/ is on sys.path: the script's folder)
 
 from engine.runs import overlay  # noqa: E402
 from engine.runs.losslog import read_loss_csv  # noqa: E402
@@ -68,27 +71,6 @@ def timed(label: str, fn, repeat: int = 1):
     return result
 
 
-def live_chart_redraw(width: int, height: int, points: int = 100_000, repeat: int = 5) -> None:
-    """The run view's chart: raw loss, EMA and validation markers of `points` steps as lists."""
-    from tui.runstate import RunState
-    from tui.screens.run import series_of
-    from tui.widgets.loss_chart import LossChart
-
-    state = RunState()
-    for step in range(1, points + 1):
-        loss = 1 / math.sqrt(step) + 0.05 * math.sin(step)
-        state.apply({"type": "step", "step": step, "total_steps": points, "loss": loss, "loss_ema": loss})
-        if step % 100 == 0:
-            state.apply({"type": "validation", "step": step, "val_loss": loss * 1.1})
-    chart = LossChart(title="loss")
-    chart.set_series(series_of(state))
-    timed(
-        f"run view chart, {points:,} steps, {width}x{height} (median of {repeat})",
-        lambda: chart.build_plot(width, height),
-        repeat,
-    )
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -125,7 +107,11 @@ def main() -> int:
             lambda: plain(plot_text(overlay.lr_series(runs, view), args.width, args.height // 2, title="lr")),
         )
         assert "bench" in text and lr
-        live_chart_redraw(args.width, args.height)
+        median, worst = chart_redraw_seconds(width=args.width, height=args.height)
+        print(
+            f"run view chart, 100,000 live steps, {args.width}x{args.height}: "
+            f"median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms (wall)"
+        )
 
         lines = csv.read_text(encoding="utf-8").splitlines()
         lines.insert(len(lines) // 2, "this row is damaged")

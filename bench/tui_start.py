@@ -95,7 +95,11 @@ def first_frame_seconds(
     return elapsed, attached
 
 
-def chart_redraw_seconds(points: int = 100_000, runs: int = 5) -> tuple[float, float]:
+def chart_redraw_seconds(
+    points: int = 100_000, runs: int = 5, width: int = 100, height: int = 30
+) -> tuple[float, float]:
+    """(median, max) seconds of the run view's LossChart drawing `points` live steps (lists, as a
+    running run holds them) plus a validation marker every 100 steps, at `width` x `height`."""
     from tui.runstate import RunState
     from tui.screens.run import series_of
     from tui.widgets.loss_chart import LossChart
@@ -111,7 +115,7 @@ def chart_redraw_seconds(points: int = 100_000, runs: int = 5) -> tuple[float, f
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        chart.build_plot(100, 30)
+        chart.build_plot(width, height)
         times.append(time.perf_counter() - t)
     return statistics.median(times), max(times)
 
