@@ -12,14 +12,13 @@ or a live run's lists, and are reduced there once; nothing upstream reduces them
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 
 HOWS = ("mean", "min", "max")
 
 
-def finite(xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def finite(xs: ArrayLike, ys: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) float64 arrays without the pairs where either is None, NaN or infinite."""
     x = np.asarray(xs, dtype=np.float64)
     y = np.asarray(ys, dtype=np.float64)
@@ -39,7 +38,7 @@ class AppendOnlyArrays:
     def __init__(self) -> None:
         self._seen: dict[int, tuple[list, np.ndarray]] = {}
 
-    def array(self, values: Sequence[float]) -> np.ndarray:
+    def array(self, values: ArrayLike) -> np.ndarray:
         if not isinstance(values, list):
             return np.asarray(values, dtype=np.float64)
         seen = self._seen.get(id(values))
@@ -66,7 +65,7 @@ def _same(value, stored: float) -> bool:
     return value == stored or (value != value and stored != stored)
 
 
-def downsample(xs: Sequence[float], ys: Sequence[float], buckets: int, how: str = "mean"):
+def downsample(xs: ArrayLike, ys: ArrayLike, buckets: int, how: str = "mean"):
     """Reduce a series to at most `buckets` points (xs ascending); non-finite pairs are dropped.
 
     The points are split into `buckets` runs of consecutive points (sizes differ by one at most).

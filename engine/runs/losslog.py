@@ -166,8 +166,8 @@ def read_loss_csv(path: str | os.PathLike, *, ema: bool = False) -> LossLog:
     last_ema, last_seconds = _last_row_extras(body + tail if tail else body, roles, ncols)
     if last_seconds is not None and last_seconds > 1e8:
         # Wall-clock timestamps (TensorBoard's "Wall time"), not elapsed seconds: use the span.
-        first = _parse_row(body[: body.find(b"\n")].decode("utf-8", "replace"), [roles["seconds"]], ncols)
-        last_seconds = last_seconds - first[0] if first and math.isfinite(first[0]) else None
+        first_row = _parse_row(body[: body.find(b"\n")].decode("utf-8", "replace"), [roles["seconds"]], ncols)
+        last_seconds = last_seconds - first_row[0] if first_row and math.isfinite(first_row[0]) else None
     return LossLog(
         path=path,
         step=np.ascontiguousarray(cols["step"]),
