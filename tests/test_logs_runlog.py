@@ -218,3 +218,18 @@ def test_run_name_wins_over_a_folder_without_a_loss_log(tmp_path, capsys, monkey
     assert logs_main(["--summary", "--json", "--only", "--workspace", str(tmp_path), "demo"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [(d["name"], d["steps"], d["status"]) for d in data] == [("demo", 50, "done")]
+
+
+def test_one_duration_text_for_tables_listings_and_the_run_view():
+    from engine.runs.format import fmt_duration
+
+    assert [fmt_duration(s) for s in (0, 12.9, 61, 245, 3600, 7620.5)] == [
+        "0s",
+        "12s",
+        "1m01s",
+        "4m05s",
+        "1h00m",
+        "2h07m",
+    ]
+    assert [fmt_duration(v) for v in (None, float("nan"), -1, "12", True)] == [""] * 5
+    assert fmt_duration(None, "-") == "-"

@@ -71,3 +71,26 @@ async def test_chart_redraws_only_when_dirty_and_handles_100k_points():
         assert "100000" in chart._rendered.plain.replace(".0", "") or "1e+05" in chart._rendered.plain
         chart.mark_dirty()
         await wait_until(pilot, lambda: chart.redraws == drawn + 1, what="redraw after change")
+
+
+def test_growing_lists_are_converted_by_their_tail_and_edits_are_seen():
+    from engine.runs.downsample import AppendOnlyArrays
+
+    arrays = AppendOnlyArrays()
+    values = [1.0, 2.0]
+    first = arrays.array(values)
+    values.append(3.0)
+    assert arrays.array(values).tolist() == [1.0, 2.0, 3.0] and first.tolist() == [1.0, 2.0]
+    values[0] = 9.0  # not append-only any more: converted again, never a stale prefix
+    assert arrays.array(values).tolist() == [9.0, 2.0, 3.0]
+    values[:] = [5.0]
+    assert arrays.array(values).tolist() == [5.0]
+    # The chart keeps its conversions between drawings: a point appended later is drawn.
+    chart = LossChart(title="loss")
+    xs, ys = [1, 2, 3], [0.5, 0.4, 0.45]
+    chart.set_series([ChartSeries("ema", xs, ys, SMOOTHED)])
+    before = chart.build_plot(60, 12)
+    xs.append(4)
+    ys.append(5.0)  # a jump: the y axis grows to 5
+    after = chart.build_plot(60, 12)
+    assert "5.0" in after and "5.0" not in before

@@ -4,10 +4,11 @@ The one loss-CSV reader of loratui: the history screen, `loratui logs --summary`
 catch-up from a run folder, the benchmarks and the tests read logs through `read_loss_csv`. Which
 column is which comes from the header (engine/runs/columns.py).
 
-Speed: the body goes to numpy's C parser (`np.loadtxt`) in chunks of whole lines. The positions of
-the commas (found with numpy on the raw bytes) check that every row has the header's number of
-fields and locate the sparse columns: the validation loss is empty on most rows, so instead of
-rewriting the whole body to put "nan" in empty fields, the few filled values are read one by one.
+Speed: the body is read in chunks of whole lines. The positions of the commas (found with numpy on
+the raw bytes) check that every row has the header's number of fields and locate each field:
+columns of plain whole numbers (step, epoch) are converted from the bytes with numpy arithmetic,
+a sparse column (the validation loss, empty on most rows) value by value, and the rest (loss, lr)
+by numpy's C parser (`np.loadtxt`).
 A chunk with a damaged row is re-read in halves, down to a few lines read row by row with the csv
 module, which skips and counts the damaged rows. A torn last line (the engine is still writing) is
 dropped without complaint. Rows that repeat a step (a resumed run re-logs the steps after its
@@ -230,32 +231,65 @@ def _field_bounds(body: bytes, ncols: int) -> np.ndarray | None:
 
 
 def _parse_fast(body: bytes, usecols: list[int], ncols: int) -> np.ndarray | None:
-    """All rows of a chunk at once, or None when any row is damaged."""
+    """All rows of a chunk at once, or None when any row is damaged.
+
+    Columns of plain whole numbers (step, epoch) are read straight from the bytes with numpy; a
+    sparse last column (the validation loss) value by value; the rest by numpy's C parser.
+    """
     if not body or body.isspace():
         return np.empty((0, len(usecols)))
     bounds = _field_bounds(body, ncols)
     if bounds is None:
         return None
-    # A sparse last wanted column (the validation loss) is read value by value, not parsed per row.
+    rows = bounds.shape[0]
+    raw = np.frombuffer(body, dtype=np.uint8)
+    out = np.empty((rows, len(usecols)))
+    parsed = set()
     last = usecols[-1]
     filled = np.flatnonzero(bounds[:, last + 1] - bounds[:, last] > 1)
-    sparse = len(usecols) > 2 and filled.size * _SPARSE < bounds.shape[0]
-    try:
-        arr = _loadtxt(body, usecols[:-1] if sparse else usecols)
-    except (ValueError, IndexError):
-        return None
-    if arr.shape[0] != bounds.shape[0]:
-        return None
-    if not sparse:
-        return arr
-    column = np.full(arr.shape[0], np.nan)
-    for r in filled.tolist():
-        text = body[bounds[r, last] + 1 : bounds[r, last + 1]].strip()
+    if len(usecols) > 2 and filled.size * _SPARSE < rows:
+        column = out[:, -1]
+        column.fill(np.nan)
+        for r in filled.tolist():
+            text = body[bounds[r, last] + 1 : bounds[r, last + 1]].strip()
+            try:
+                column[r] = float(text) if text else math.nan
+            except ValueError:
+                return None
+        parsed.add(len(usecols) - 1)
+    for i, col in enumerate(usecols):
+        if i not in parsed and _whole_numbers(raw, bounds[:, col] + 1, bounds[:, col + 1], out[:, i]):
+            parsed.add(i)
+    rest = [i for i in range(len(usecols)) if i not in parsed]
+    if rest:
         try:
-            column[r] = float(text) if text else math.nan
-        except ValueError:
+            arr = _loadtxt(body, [usecols[i] for i in rest])
+        except (ValueError, IndexError):
             return None
-    return np.column_stack([arr, column])
+        if arr.shape[0] != rows:
+            return None
+        out[:, rest] = arr
+    return out
+
+
+def _whole_numbers(raw: np.ndarray, start: np.ndarray, end: np.ndarray, out: np.ndarray) -> bool:
+    """Fill `out` with the fields raw[start:end] when every one is empty (NaN) or 1 to 15 plain
+    digits; False (out untouched) when any is not, for the general parser."""
+    width = end - start
+    most = int(width.max()) if width.size else 0
+    if most == 0 or most > 15:
+        return False
+    value = np.zeros(width.size, dtype=np.int64)
+    last = raw.size - 1
+    for j in range(most):  # Horner, one digit position at a time over all rows
+        digit = raw[np.minimum(start + j, last)].astype(np.int64) - 48
+        inside = width > j
+        if not np.all((digit >= 0) & (digit <= 9) | ~inside):
+            return False
+        value = np.where(inside, value * 10 + digit, value)
+    out[:] = value
+    out[width == 0] = np.nan
+    return True
 
 
 def _to_float(text: str) -> float:

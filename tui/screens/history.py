@@ -266,11 +266,8 @@ class HistoryScreen(Screen):
     @on(DataTable.RowHighlighted, "#runs")
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value if event.row_key else None
-        summary = self.summaries.get(key) if key else None
-        if summary is not None and summary.error:
-            self.notes.cannot_read(summary)
-        elif summary is not None:
-            self.notes.say(summary.warning or str(summary.csv_path), error=bool(summary.warning))
+        if key in self.summaries:
+            self.notes.about(self.summaries[key])
 
     @on(DataTable.RowSelected, "#runs")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -354,11 +351,6 @@ class HistoryScreen(Screen):
         self.charts.change(change, self.overlay_runs(), *args)
         self._refresh_charts()
 
-    def set_smoothing(self, method: str, amount: float) -> None:
-        """Set the smoothing directly (method "ema", "window" or "none")."""
-        self.view.method, self.view.amount = method, amount
-        self._refresh_charts()
-
     def action_toggle_log(self) -> None:
         self.charts.toggle_log()
 
@@ -385,7 +377,9 @@ class HistoryScreen(Screen):
                 self.overlay_runs(), self.view
             )
         except (LoratuiError, OSError) as exc:
-            self._report_failure(f"{'PNG' if kind == 'png' else 'text'} export failed", exc)
+            self.notes.say(exc.render() if isinstance(exc, LoratuiError) else str(exc), error=True)
+            title = f"{'PNG' if kind == 'png' else 'text'} export failed"
+            self.notify(getattr(exc, "message", str(exc)), title=title, severity="error")
             return
         self.notes.say(f"chart written to {path}", error=False)
         self.notify(str(path), title="chart exported")
@@ -410,12 +404,6 @@ class HistoryScreen(Screen):
             self.table.focus()
         elif len(self.app.screen_stack) > 1:
             self.app.pop_screen()
-
-    # --- messages -------------------------------------------------------------------------------------
-
-    def _report_failure(self, title: str, exc: Exception) -> None:
-        self.notes.say(exc.render() if isinstance(exc, LoratuiError) else str(exc), error=True)
-        self.notify(getattr(exc, "message", str(exc)), title=title, severity="error")
 
     def on_resize(self) -> None:
         self.table.fit_width(max(self.size.width, 40) - 2)  # less the table's vertical scrollbar

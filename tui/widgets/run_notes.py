@@ -49,3 +49,10 @@ class RunNotes(Vertical):
     def cannot_read(self, summary: RunSummary) -> None:
         """Why a run's log cannot be read."""
         self.say(f"cannot read {summary.csv_path}: {summary.error}", error=True)
+
+    def about(self, summary: RunSummary) -> None:
+        """The run under the cursor: why its log cannot be read, its skipped rows, or its log's path."""
+        if summary.error:
+            self.cannot_read(summary)
+        else:
+            self.say(summary.warning or str(summary.csv_path), error=bool(summary.warning))
