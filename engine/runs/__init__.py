@@ -10,8 +10,12 @@ Headless: no torch, no Textual or Rich (numpy only). The TUI's history screen an
 - `configdiff`: the settings that differ between two runs;
 - `format`: durations, losses and dates as text;
 - `smoothing`: EMA (TensorBoard's, debiased) and moving window;
-- `series`: a chart series and the one downsampler to the chart's width;
-- `overlay`: what the history charts draw (view state, zoom, pan, cursor readout, exports).
+- `series`: a chart series and how many points a chart width keeps (no numpy);
+- `downsample`: the one downsampler (mean, low and high edge per bucket);
+- `plot`: the plotext drawing of series (the TUI's LossChart shows it, exports write it);
+- `overlay`: what the history charts draw (view state, zoom, pan, cursor readout);
+- `export`: the history chart as a text file or a PNG.
 
-This file imports nothing, so `engine.runs.format` stays free of numpy.
+This file imports nothing, so `engine.runs.format` and `engine.runs.series` stay free of numpy
+(the TUI imports them at start).
 """
