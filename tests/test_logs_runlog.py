@@ -11,7 +11,7 @@ import pytest
 from logs_util import age, make_run
 
 from engine.errors import LoratuiError
-from engine.runs import losslog, smoothing
+from engine.runs import csvbody, smoothing
 from engine.runs.configdiff import config_diff, run_config
 from engine.runs.losslog import read_loss_csv
 from engine.runs.summary import discover_runs, summarize_run
@@ -121,8 +121,8 @@ def test_resumed_log_keeps_last_rows_per_step(tmp_path):
 
 def test_fast_and_slow_paths_agree(tmp_path, monkeypatch):
     # Small chunks so the damaged-file path splits, halves and falls back to row-by-row several times.
-    monkeypatch.setattr(losslog, "_CHUNK_BYTES", 3000)
-    monkeypatch.setattr(losslog, "_SLOW_LINES", 8)
+    monkeypatch.setattr(csvbody, "_CHUNK_BYTES", 3000)
+    monkeypatch.setattr(csvbody, "_SLOW_LINES", 8)
     make_run(tmp_path, "r", steps=300, seed=3)
     good = read_loss_csv(tmp_path / "runs/r/loss.csv")
     text = (tmp_path / "runs/r/loss.csv").read_text().splitlines()

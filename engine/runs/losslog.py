@@ -4,21 +4,15 @@ The one loss-CSV reader of loratui: the history screen, `loratui logs --summary`
 catch-up from a run folder, the benchmarks and the tests read logs through `read_loss_csv`. Which
 column is which comes from the header (engine/runs/columns.py).
 
-Speed: the body is read in chunks of whole lines. The positions of the commas (found with numpy on
-the raw bytes) check that every row has the header's number of fields and locate each field:
-columns of plain whole numbers (step, epoch) are converted from the bytes with numpy arithmetic,
-a sparse column (the validation loss, empty on most rows) value by value, and the rest (loss, lr)
-by numpy's C parser (`np.loadtxt`).
-A chunk with a damaged row is re-read in halves, down to a few lines read row by row with the csv
-module, which skips and counts the damaged rows. A torn last line (the engine is still writing) is
+Speed: the rows are parsed by engine/runs/csvbody.py, mostly with numpy on the raw bytes (about a
+second for a million rows on a small CPU); a damaged row costs re-reading its own chunk, and is
+skipped and counted. A torn last line (the engine is still writing) is
 dropped without complaint. Rows that repeat a step (a resumed run re-logs the steps after its
 checkpoint) keep the last one.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -28,11 +22,9 @@ import numpy as np
 
 from engine.errors import LoratuiError
 from engine.runs.columns import ACCEPTED_HINT, find_header, missing_roles
+from engine.runs.csvbody import parse_body, parse_row, to_float
 
 _HEAD_BYTES = 64 * 1024  # the header (after a tool's parameter block) must start in this window
-_CHUNK_BYTES = 4 << 20  # ~70k rows of our format per numpy call
-_SLOW_LINES = 64
-_SPARSE = 8  # a column filled on fewer than 1 row in 8 is read value by value
 
 
 @dataclass
@@ -143,10 +135,10 @@ def read_loss_csv(path: str | os.PathLike, *, ema: bool = False) -> LossLog:
     optional = ("epoch", "lr") + (("loss_ema",) if ema else ()) + ("val_loss",)  # the sparse one last
     wanted = ["step", "loss"] + [r for r in optional if r in roles]
     usecols = [roles[r] for r in wanted]
-    arr, skipped, first_skipped = _parse_body(body, usecols, ncols, body_first_line)
+    arr, skipped, first_skipped = parse_body(body, usecols, ncols, body_first_line)
     if tail:
         # A torn last line is the normal state of a log being written: use it only when complete.
-        row = _parse_row(tail.decode("utf-8", errors="replace"), usecols, ncols)
+        row = parse_row(tail.decode("utf-8", errors="replace"), usecols, ncols)
         if row is not None:
             arr = np.vstack([arr, np.asarray([row])]) if arr.size else np.asarray([row])
     if arr.size == 0:
@@ -167,7 +159,7 @@ def read_loss_csv(path: str | os.PathLike, *, ema: bool = False) -> LossLog:
     last_ema, last_seconds = _last_row_extras(body + tail if tail else body, roles, ncols)
     if last_seconds is not None and last_seconds > 1e8:
         # Wall-clock timestamps (TensorBoard's "Wall time"), not elapsed seconds: use the span.
-        first_row = _parse_row(body[: body.find(b"\n")].decode("utf-8", "replace"), [roles["seconds"]], ncols)
+        first_row = parse_row(body[: body.find(b"\n")].decode("utf-8", "replace"), [roles["seconds"]], ncols)
         last_seconds = last_seconds - first_row[0] if first_row and math.isfinite(first_row[0]) else None
     return LossLog(
         path=path,
@@ -184,213 +176,6 @@ def read_loss_csv(path: str | os.PathLike, *, ema: bool = False) -> LossLog:
         columns={role: header[i].strip() for role, i in roles.items()},
         meta=meta,
     )
-
-
-def _fill_empty(body: bytes) -> bytes:
-    """Empty fields -> "nan" so numpy's parser takes them."""
-    if b",," in body:
-        body = body.replace(b",,", b",nan,")
-        if b",," in body:  # ",,," becomes ",nan,," on the first pass
-            body = body.replace(b",,", b",nan,")
-    if b",\n" in body:
-        body = body.replace(b",\n", b",nan\n")
-    if body.startswith(b",") or b"\n," in body:
-        body = body.replace(b"\n,", b"\nnan,")
-        if body.startswith(b","):
-            body = b"nan" + body
-    return body
-
-
-def _loadtxt(body: bytes, usecols: list[int]) -> np.ndarray:
-    """numpy's C parser on whole lines; an empty field in a used column is retried as NaN."""
-    kw = dict(delimiter=",", dtype=np.float64, usecols=usecols, ndmin=2, comments=None, encoding="utf-8")
-    try:
-        return np.loadtxt(io.BytesIO(body), **kw)
-    except ValueError:
-        filled = _fill_empty(body)
-        if filled is body:
-            raise
-        return np.loadtxt(io.BytesIO(filled), **kw)
-
-
-def _field_bounds(body: bytes, ncols: int) -> np.ndarray | None:
-    """(rows, ncols + 1) byte positions of each row's separators, the one before the first field
-    included: field j of row r is body[b[r, j] + 1 : b[r, j + 1]]. None when a row does not have
-    exactly `ncols` fields (or a line is blank): the caller reads that chunk the careful way."""
-    raw = np.frombuffer(body, dtype=np.uint8)
-    seps = np.flatnonzero((raw == 44) | (raw == 10))  # "," and "\n"
-    if seps.size % ncols:
-        return None
-    bounds = np.empty((seps.size // ncols, ncols + 1), dtype=np.int64)
-    bounds[:, 1:] = seps.reshape(-1, ncols)
-    if bounds.size and not np.all(raw[bounds[:, -1]] == 10):
-        return None  # a row with too few or too many commas shifts the newlines out of the last column
-    bounds[0:1, 0] = -1
-    bounds[1:, 0] = bounds[:-1, -1]
-    return bounds
-
-
-def _parse_fast(body: bytes, usecols: list[int], ncols: int) -> np.ndarray | None:
-    """All rows of a chunk at once, or None when any row is damaged.
-
-    Columns of plain whole numbers (step, epoch) are read straight from the bytes with numpy; a
-    sparse last column (the validation loss) value by value; the rest by numpy's C parser.
-    """
-    if not body or body.isspace():
-        return np.empty((0, len(usecols)))
-    bounds = _field_bounds(body, ncols)
-    if bounds is None:
-        return None
-    rows = bounds.shape[0]
-    raw = np.frombuffer(body, dtype=np.uint8)
-    out = np.empty((rows, len(usecols)))
-    parsed = set()
-    last = usecols[-1]
-    filled = np.flatnonzero(bounds[:, last + 1] - bounds[:, last] > 1)
-    if len(usecols) > 2 and filled.size * _SPARSE < rows:
-        column = out[:, -1]
-        column.fill(np.nan)
-        for r in filled.tolist():
-            text = body[bounds[r, last] + 1 : bounds[r, last + 1]].strip()
-            try:
-                column[r] = float(text) if text else math.nan
-            except ValueError:
-                return None
-        parsed.add(len(usecols) - 1)
-    for i, col in enumerate(usecols):
-        if i not in parsed and _whole_numbers(raw, bounds[:, col] + 1, bounds[:, col + 1], out[:, i]):
-            parsed.add(i)
-    rest = [i for i in range(len(usecols)) if i not in parsed]
-    if rest:
-        try:
-            arr = _loadtxt(body, [usecols[i] for i in rest])
-        except (ValueError, IndexError):
-            return None
-        if arr.shape[0] != rows:
-            return None
-        out[:, rest] = arr
-    return out
-
-
-def _whole_numbers(raw: np.ndarray, start: np.ndarray, end: np.ndarray, out: np.ndarray) -> bool:
-    """Fill `out` with the fields raw[start:end] when every one is empty (NaN) or 1 to 15 plain
-    digits; False (out untouched) when any is not, for the general parser."""
-    width = end - start
-    most = int(width.max()) if width.size else 0
-    if most == 0 or most > 15:
-        return False
-    value = np.zeros(width.size, dtype=np.int64)
-    last = raw.size - 1
-    for j in range(most):  # Horner, one digit position at a time over all rows
-        digit = raw[np.minimum(start + j, last)].astype(np.int64) - 48
-        inside = width > j
-        if not np.all((digit >= 0) & (digit <= 9) | ~inside):
-            return False
-        value = np.where(inside, value * 10 + digit, value)
-    out[:] = value
-    out[width == 0] = np.nan
-    return True
-
-
-def _to_float(text: str) -> float:
-    text = text.strip()
-    return math.nan if text == "" else float(text)
-
-
-def _parse_row(line: str, usecols: list[int], ncols: int) -> list[float] | None:
-    fields = line.split(",")
-    if len(fields) != ncols:
-        return None
-    try:
-        row = [_to_float(fields[i]) for i in usecols]
-    except ValueError:
-        return None
-    # A row needs a step; other fields may be empty (val_loss on most rows, loss on the validation
-    # row the engine writes at step 0 before training).
-    if not math.isfinite(row[0]):
-        return None
-    return row
-
-
-def _parse_body(body: bytes, usecols: list[int], ncols: int, first_line: int) -> tuple[np.ndarray, int, int]:
-    """All data rows -> (array, rows skipped, line of the first skipped row).
-
-    The body goes to numpy in chunks of whole lines, so a damaged row costs re-reading its own chunk
-    (by halves, down to a few lines read row by row), never the whole file.
-    """
-    parts: list[np.ndarray] = []
-    skipped, first_skipped = 0, 0
-    start, line = 0, first_line
-    while start < len(body):
-        end = body.find(b"\n", start + _CHUNK_BYTES)
-        end = len(body) if end < 0 else end + 1
-        chunk = body[start:end]
-        arr = _parse_fast(chunk, usecols, ncols)
-        if arr is None:
-            arr, n_bad, first_bad = _parse_damaged(chunk, usecols, ncols, line)
-            if n_bad and not first_skipped:
-                first_skipped = first_bad
-            skipped += n_bad
-        parts.append(arr)
-        line += chunk.count(b"\n")
-        start = end
-    arr = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.empty((0, len(usecols)))
-    return arr, skipped, first_skipped
-
-
-def _parse_damaged(
-    body: bytes, usecols: list[int], ncols: int, first_line: int
-) -> tuple[np.ndarray, int, int]:
-    """A chunk with damaged rows: halve it until the halves parse fast or are small enough to go row by row.
-
-    A few bad rows cost a few extra numpy calls each instead of a row-by-row pass over the chunk.
-    """
-    lines = body.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    parts: list[np.ndarray] = []
-    skipped, first_skipped = 0, 0
-
-    def parse(lo: int, hi: int) -> None:
-        nonlocal skipped, first_skipped
-        chunk = b"\n".join(lines[lo:hi]) + b"\n"
-        if hi - lo > _SLOW_LINES:
-            arr = _parse_fast(chunk, usecols, ncols)
-            if arr is not None:
-                parts.append(arr)
-                return
-            mid = (lo + hi) // 2
-            parse(lo, mid)
-            parse(mid, hi)
-            return
-        arr, n_bad, first_bad = _parse_slow(chunk, usecols, ncols, first_line + lo)
-        parts.append(arr)
-        skipped += n_bad
-        if n_bad and not first_skipped:
-            first_skipped = first_bad
-
-    parse(0, len(lines))
-    arr = np.concatenate(parts) if parts else np.empty((0, len(usecols)))
-    return arr, skipped, first_skipped
-
-
-def _parse_slow(body: bytes, usecols: list[int], ncols: int, first_line: int) -> tuple[np.ndarray, int, int]:
-    """Row by row with the csv module: damaged rows are skipped and counted."""
-    rows: list[list[float]] = []
-    skipped, first_skipped = 0, 0
-    reader = csv.reader(io.StringIO(body.decode("utf-8", errors="replace")))
-    for fields in reader:
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
-            continue
-        row = _parse_row(",".join(fields), usecols, ncols) if len(fields) == ncols else None
-        if row is None:
-            skipped += 1
-            if not first_skipped:
-                first_skipped = first_line + reader.line_num - 1
-            continue
-        rows.append(row)
-    arr = np.asarray(rows, dtype=np.float64) if rows else np.empty((0, len(usecols)))
-    return arr, skipped, first_skipped
 
 
 def _dedupe_steps(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -418,7 +203,7 @@ def _last_row_extras(body: bytes, roles: dict[str, int], ncols: int) -> tuple[fl
         out: list[float | None] = []
         for role in ("loss_ema", "seconds"):
             try:
-                value = _to_float(fields[roles[role]]) if role in roles else math.nan
+                value = to_float(fields[roles[role]]) if role in roles else math.nan
             except ValueError:
                 value = math.nan
             out.append(value if math.isfinite(value) else None)
