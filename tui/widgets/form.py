@@ -11,7 +11,8 @@ some modes carries `-off-<mode>` for each other mode, and the form carries `-mod
 iLECO prompts show only in mode ileco and the dataset folders only in mode lora. Hidden fields keep
 their values: they are loaded, validated and saved as before.
 
-Widget ids are `f-<section>--<key>` (ids cannot contain dots); the dotted key is the widget's name.
+The rows themselves (label, editor, error line) and the text <-> value rules of an editor are
+tui/widgets/form_fields.py.
 """
 
 from __future__ import annotations
