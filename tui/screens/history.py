@@ -161,18 +161,6 @@ class HistoryScreen(Screen):
         """What the charts show (x axis, smoothing, zoom range, cursor)."""
         return self.charts.view
 
-    @property
-    def sort_column(self) -> str:
-        return self.table.sort_column
-
-    @property
-    def sort_reverse(self) -> bool:
-        return self.table.sort_reverse
-
-    def sort_by(self, column: str) -> None:
-        """Sort the table by a column key; the same column again reverses the order."""
-        self.table.sort_by(column)
-
     def on_mount(self) -> None:
         table = self.table
         table.summaries, table.selected = self.summaries, self.selected  # shared: the screen owns them
