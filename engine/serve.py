@@ -41,7 +41,7 @@ from engine.daemon.hub import ClientLink, Hub
 from engine.daemon.paths import socket_path
 from engine.errors import LoratuiError
 from engine.runqueue import Entry, OwnerLock, QueueStore, now_iso
-from engine.runqueue.liveness import process_alive, run_going
+from engine.runqueue.liveness import last_attempt, process_alive, run_going
 from engine.runqueue.store import run_record
 
 ENGINE_VERSION = "0.1.0"
@@ -839,7 +839,8 @@ class QueueServer:
         path = Path(run_dir) / "events.jsonl"
         if not path.is_file():
             return
-        if not _started_after_finish(protocol.read_jsonl(path)):
+        started, finished = last_attempt(path)  # the rule of engine/runqueue/liveness.py
+        if started is None or finished is not None:
             return  # nothing started there, or the run's end is already recorded
         with contextlib.suppress(OSError):
             with open(path, "a", encoding="utf-8") as fh:
@@ -856,13 +857,6 @@ def _error_text(exc: BaseException, doing: str) -> str:
         error = os_error(exc, doing="updating the queue", then="the queue goes on by itself")
         return f"{error.message} (hint: {error.hint})"
     return f"internal error {doing}: {exc!r}"
-
-
-def _started_after_finish(events: list[dict[str, Any]]) -> bool:
-    """True when the last run_started comes after the last run_finished (a resumed run in progress)."""
-    last_start = max((i for i, e in enumerate(events) if e.get("type") == protocol.RUN_STARTED), default=-1)
-    last_end = max((i for i, e in enumerate(events) if e.get("type") == protocol.RUN_FINISHED), default=-1)
-    return last_start > last_end
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -7,7 +7,7 @@ from textual.widgets import DataTable
 
 from tests.tui_support import wait_until
 from tui.logs_cli import logs_app
-from tui.screens.history import fit_columns
+from tui.widgets.run_table import fit_columns
 
 NAMES = [f"exp{i}-lora-with-a-long-descriptive-name" for i in range(6)] + ["short"]
 BASE = "models/some-really-long-base-model-name-v1-5-pruned-emaonly.safetensors"

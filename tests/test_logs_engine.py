@@ -16,8 +16,9 @@ import pytest
 from logs_util import make_run
 from textual.widgets import DataTable
 
+from engine.runs.losslog import read_loss_csv
+from engine.runs.summary import summarize_run
 from tui.logs_cli import logs_app
-from tui.runlog import read_loss_csv, summarize_run
 from tui.widgets.loss_chart import MARKERS, SMOOTHED, LossChart
 
 ROOT = Path(__file__).resolve().parent.parent

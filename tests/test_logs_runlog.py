@@ -11,9 +11,11 @@ import pytest
 from logs_util import age, make_run
 
 from engine.errors import LoratuiError
-from tui import runlog, smoothing
+from engine.runs import csvbody, smoothing
+from engine.runs.configdiff import config_diff, run_config
+from engine.runs.losslog import read_loss_csv
+from engine.runs.summary import discover_runs, summarize_run
 from tui.logs_cli import main as logs_main
-from tui.runlog import config_diff, discover_runs, read_loss_csv, run_config, summarize_run
 
 
 def test_engine_format_run_summary(tmp_path):
@@ -119,8 +121,8 @@ def test_resumed_log_keeps_last_rows_per_step(tmp_path):
 
 def test_fast_and_slow_paths_agree(tmp_path, monkeypatch):
     # Small chunks so the damaged-file path splits, halves and falls back to row-by-row several times.
-    monkeypatch.setattr(runlog, "_CHUNK_BYTES", 3000)
-    monkeypatch.setattr(runlog, "_SLOW_LINES", 8)
+    monkeypatch.setattr(csvbody, "_CHUNK_BYTES", 3000)
+    monkeypatch.setattr(csvbody, "_SLOW_LINES", 8)
     make_run(tmp_path, "r", steps=300, seed=3)
     good = read_loss_csv(tmp_path / "runs/r/loss.csv")
     text = (tmp_path / "runs/r/loss.csv").read_text().splitlines()
@@ -216,3 +218,18 @@ def test_run_name_wins_over_a_folder_without_a_loss_log(tmp_path, capsys, monkey
     assert logs_main(["--summary", "--json", "--only", "--workspace", str(tmp_path), "demo"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [(d["name"], d["steps"], d["status"]) for d in data] == [("demo", 50, "done")]
+
+
+def test_one_duration_text_for_tables_listings_and_the_run_view():
+    from engine.runs.format import fmt_duration
+
+    assert [fmt_duration(s) for s in (0, 12.9, 61, 245, 3600, 7620.5)] == [
+        "0s",
+        "12s",
+        "1m01s",
+        "4m05s",
+        "1h00m",
+        "2h07m",
+    ]
+    assert [fmt_duration(v) for v in (None, float("nan"), -1, "12", True)] == [""] * 5
+    assert fmt_duration(None, "-") == "-"

@@ -70,17 +70,17 @@ async def test_list_overlay_smoothing_zoom(workspace):
         assert "runs/nocols/loss.csv: " in problems and "garbage" not in problems
 
         # Sort by steps (header click) then filter: the table follows.
-        screen.sort_by("steps")
+        screen.table.sort_by("steps")
         assert table_names(screen)[:3] == ["alpha", "beta", "gamma"]
-        screen.sort_by("steps")
+        screen.table.sort_by("steps")
         assert table_names(screen)[-1] == "alpha" or table_names(screen).index("alpha") > table_names(
             screen
         ).index("gamma")
         await pilot.press("slash", *"a", "l", "p", "enter")
         assert table_names(screen) == ["alpha"]
         await pilot.press("slash", "ctrl+u", "enter")
-        screen.sort_by("name")
-        screen.sort_by("name") if screen.sort_reverse else None
+        screen.table.sort_by("name")
+        screen.table.sort_by("name") if screen.table.sort_reverse else None
         assert table_names(screen)[:2] == ["alpha", "beta"]
 
         # Select alpha and beta with space: two smoothed series (plus raw and validation markers).
@@ -120,7 +120,7 @@ async def test_list_overlay_smoothing_zoom(workspace):
         lo, hi = screen.view.x_range
         assert hi - lo == pytest.approx(200, abs=1)
         for x in screen.query_one("#loss-chart", LossChart).series:
-            if x.xs and x.colour != "white":
+            if len(x.xs) and x.colour != "white":
                 assert lo <= min(x.xs) and max(x.xs) <= hi
         await pilot.press("h")
         assert screen.view.x_range[0] < lo
@@ -232,6 +232,6 @@ async def test_running_run_is_followed_and_header_click_sorts(tmp_path, monkeypa
         table = screen.query_one("#runs", DataTable)
         x = sum(col.get_render_width(table) for col in list(table.columns.values())[:4]) + 2
         await pilot.click("#runs", offset=(x, 0))
-        assert screen.sort_column == "steps" and table_names(screen) == ["old", "live"]
+        assert screen.table.sort_column == "steps" and table_names(screen) == ["old", "live"]
         await pilot.click("#runs", offset=(x, 0))
         assert table_names(screen) == ["live", "old"]

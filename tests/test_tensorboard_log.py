@@ -6,13 +6,14 @@ missing install fails these tests instead of skipping them.
 
 from __future__ import annotations
 
+import math
 import shutil
 import struct
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from engine.train.csvlog import read_rows
+from engine.runs.losslog import read_loss_csv
 from engine.train.trackers import kohya_scalars
 from engine.train.trackers.tensorboard import FOLDER, TensorBoardTracker, event_files
 from tests.train_util import config_text, finished, run_in_process
@@ -98,11 +99,13 @@ def test_fresh_run_replaces_old_files(tmp_path):
 
 
 def _loss_column(run_dir) -> dict[int, float]:
-    return {int(r["step"]): float(r["loss"]) for r in read_rows(run_dir / "loss.csv") if r["loss"]}
+    log = read_loss_csv(run_dir / "loss.csv")
+    return {int(s): float(v) for s, v in zip(log.step, log.loss) if math.isfinite(v)}
 
 
 def _val_column(run_dir) -> dict[int, float]:
-    return {int(r["step"]): float(r["val_loss"]) for r in read_rows(run_dir / "loss.csv") if r["val_loss"]}
+    steps, values = read_loss_csv(run_dir / "loss.csv").val_points()
+    return {int(s): float(v) for s, v in zip(steps, values)}
 
 
 @pytest.mark.slow

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from textual.widgets import HelpPanel, Static
 
+from engine.runs.plot import integer_ticks
 from tests.tui_support import make_workspace, wait_until
 from tui.app import LoratuiApp
 from tui.runstate import RunState
 from tui.screens.run import RunScreen
-from tui.widgets.loss_chart import ChartSeries, LossChart, integer_ticks
+from tui.widgets.loss_chart import ChartSeries, LossChart
 from tui.widgets.progress import figures_line
 from tui.widgets.queue_panel import QueuePanel, QueueTable
 

@@ -3,7 +3,8 @@
     loratui logs [RUN_OR_CSV ...] [--workspace DIR] [--only]   open the history screen, drawing the given runs
     loratui logs --summary [--workspace DIR] [--json] [RUN_OR_CSV ...]   print the run table for scripts
 
-The summary path imports no Textual (scripts stay fast); the screen is imported only when opened.
+The summary path imports no Textual (scripts stay fast): it is engine/runs (the headless runs
+package); the screen is imported only when opened.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 from pathlib import Path
 
 from engine.errors import LoratuiError
-from tui.runlog import discover_runs, fmt_date, fmt_duration, fmt_loss, summarize_run
+from engine.runs.format import fmt_date, fmt_duration, fmt_loss
+from engine.runs.summary import discover_runs, summarize_run
 
 SUMMARY_COLUMNS = (
     "name",
@@ -62,7 +64,7 @@ def format_table(summaries) -> str:
                 fmt_loss(s.final_loss) or "-",
                 fmt_loss(s.final_val) or "-",
                 fmt_loss(s.best_val) or "-",
-                fmt_duration(s.duration) or "-",
+                fmt_duration(s.duration, "-"),
                 s.status,
             )
         )

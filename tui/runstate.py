@@ -7,7 +7,6 @@ chart must show, so the view redraws only when it changed.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -244,25 +243,33 @@ class RunState:
         return state
 
     def load_loss_csv(self, path: Path) -> None:
-        """Fill the series from loss.csv (step,epoch,loss,loss_ema,lr,val_loss,seconds)."""
+        """Fill the series from loss.csv with the one loss-log reader (engine/runs/losslog.py);
+        rows without a loss (the validation before training) are left out, a missing or unreadable
+        log leaves the state as it is."""
+        import math
+
+        from engine.errors import LoratuiError
+        from engine.runs.losslog import read_loss_csv  # numpy: only when a folder has no events
+
         try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                for row in csv.DictReader(fh):
-                    step, loss = _int(row.get("step")), _num(row.get("loss"))
-                    if loss is None:
-                        continue
-                    self.steps.append(step)
-                    self.losses.append(loss)
-                    self.emas.append(_num(row.get("loss_ema")) or loss)
-                    lr = _num(row.get("lr"))
-                    self.lrs.append(lr if lr is not None else float("nan"))
-                    val = _num(row.get("val_loss"))
-                    if val is not None:
-                        self.val_steps.append(step)
-                        self.val_losses.append(val)
-                    self.step = step
-        except (FileNotFoundError, OSError, csv.Error):
+            log = read_loss_csv(path, ema=True)
+        except LoratuiError:
             return
+        for i in range(len(log)):
+            loss = float(log.loss[i])
+            if not math.isfinite(loss):
+                continue
+            step = int(log.step[i])
+            self.steps.append(step)
+            self.losses.append(loss)
+            ema = float(log.loss_ema[i]) if log.loss_ema is not None else math.nan
+            self.emas.append(ema if math.isfinite(ema) and ema else loss)
+            self.lrs.append(float(log.lr[i]) if log.lr is not None else math.nan)
+            val = float(log.val_loss[i]) if log.val_loss is not None else math.nan
+            if math.isfinite(val):
+                self.val_steps.append(step)
+                self.val_losses.append(val)
+            self.step = step
         self.version += 1
 
 
@@ -274,15 +281,6 @@ def format_error(error: dict[str, Any]) -> str:
     if error.get("hint"):
         text += f" — hint: {error['hint']}"
     return text
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "--:--"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 def _num(value: Any) -> float | None:

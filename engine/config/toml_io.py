@@ -16,7 +16,7 @@ import tomlkit
 from engine.fsutil import atomic_write_text
 from engine.textfile import read_user_text
 
-from .schema import SCHEMA, SECTION_TYPES, RunConfig
+from .schema import SECTION_TYPES, RunConfig
 
 HEADER = "Resolved run config written by loratui: every value of the run, defaults included."
 
@@ -36,9 +36,26 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def flatten(cfg: RunConfig) -> dict[str, Any]:
-    """dotted key -> value for every schema key."""
-    data = to_dict(cfg)
-    return {s.dotted: (data[s.section][s.key] if s.section else data[s.key]) for s in SCHEMA}
+    """dotted key -> value for every schema key ("train.lr"; a table value such as
+    train.optimizer_args stays one value)."""
+    return flatten_tables(to_dict(cfg), depth=1)
+
+
+def flatten_tables(data: dict[str, Any], depth: int | None = None, prefix: str = "") -> dict[str, Any]:
+    """Nested TOML tables -> {"section.key": value}: the one dotted-key flattener.
+
+    Args:
+        depth: how many levels of tables to open (None: all); deeper tables stay values. An empty
+            table stays a value at any depth.
+    """
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and (depth is None or depth > 0):
+            out.update(flatten_tables(value, None if depth is None else depth - 1, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
 
 
 def _plain(value: Any) -> Any:

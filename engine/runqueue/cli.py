@@ -22,9 +22,10 @@ from typing import IO, Any
 
 from engine import protocol
 from engine.errors import LoratuiError
+from engine.runs.format import fmt_duration
 
 from . import remote
-from .display import fmt_devices, fmt_eta, fmt_progress
+from .display import fmt_devices, fmt_progress
 from .lock import owner_pid
 from .store import QueueStore
 
@@ -86,7 +87,7 @@ class HumanWriter:
                 pct = 100 * step / total if total else 0
                 self.line(
                     f"{name}: step {step}/{total} ({pct:.0f}%) loss {_num(event.get('loss'))} "
-                    f"lr {_num(event.get('lr'), '.2e')} eta {fmt_eta(event.get('eta_seconds'))}"
+                    f"lr {_num(event.get('lr'), '.2e')} eta {fmt_duration(event.get('eta_seconds'), '-')}"
                 )
         elif kind == protocol.VALIDATION:
             self.line(f"{name}: step {event.get('step')} val_loss {_num(event.get('val_loss'))}")

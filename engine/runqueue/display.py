@@ -1,22 +1,10 @@
-"""Short texts for a queue entry's progress and ETA, shared by `loratui queue ls` and the TUI's queue
+"""Short texts for a queue entry's progress and devices (its ETA: engine.runs.format.fmt_duration), shared by `loratui queue ls` and the TUI's queue
 panel so both show an entry the same way. Entries come from files people may edit by hand: any odd
 value shows as "-" instead of raising."""
 
 from __future__ import annotations
 
 from typing import Any
-
-
-def fmt_eta(seconds: Any) -> str:
-    """12s, 4m05s, 2h07m; "-" when unknown."""
-    if not isinstance(seconds, int | float) or seconds != seconds or seconds < 0:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 def fmt_progress(entry: dict[str, Any]) -> str:

@@ -63,14 +63,15 @@ def head_and_tail(path: str | os.PathLike) -> tuple[bytes, bytes]:
         return b"", b""
 
 
-def last_attempt(events_path: str | os.PathLike) -> tuple[dict | None, dict | None]:
-    """(the last `run_started` of a run's events.jsonl, the `run_finished` after it or None).
+def record_edges(events_path: str | os.PathLike) -> tuple[dict | None, dict | None, dict | None]:
+    """(the first `run_started` of a run's events.jsonl, the last one, the `run_finished` after the
+    last one or None): when the run began, and its last attempt (a resumed run appends attempts).
 
-    Reads the head and the tail only: the file has a line per step and can be large. (None, None)
+    Reads the head and the tail only: the file has a line per step and can be large. Three Nones
     when the file is missing or has no run_started.
     """
     head, tail = head_and_tail(events_path)
-    started = finished = None
+    first = started = finished = None
     chunks = [tail] if head is tail else [head, tail]
     for chunk in chunks:
         for line in chunk.split(b"\n"):
@@ -81,8 +82,15 @@ def last_attempt(events_path: str | os.PathLike) -> tuple[dict | None, dict | No
                 continue
             if event.get("type") == protocol.RUN_STARTED:
                 started, finished = event, None
+                first = first or event
             elif event.get("type") == protocol.RUN_FINISHED and started is not None:
                 finished = event
+    return first, started, finished
+
+
+def last_attempt(events_path: str | os.PathLike) -> tuple[dict | None, dict | None]:
+    """(the last `run_started` of a run's events.jsonl, the `run_finished` after it or None)."""
+    _, started, finished = record_edges(events_path)
     return started, finished
 
 

@@ -46,6 +46,7 @@ from engine.config.validate import require_name
 from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
 
+from .liveness import last_attempt
 from .lock import edit_lock
 
 QUEUED = (protocol.PENDING, protocol.RUNNING)
@@ -230,16 +231,11 @@ def _broken(path: Path, data: bytes, error: dict[str, str]) -> Entry:
 
 def run_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The run_finished event that ends a run folder's events.jsonl (after its last run_started),
-    or None when the run never wrote its end (its process died)."""
+    or None when the run never wrote its end (its process died): `liveness.last_attempt`, the rule
+    the history screen and the daemon use too."""
     if not run_dir:
         return None
-    events = protocol.read_jsonl(Path(run_dir) / "events.jsonl")
-    kinds = [e.get("type") for e in events]
-    starts = [i for i, k in enumerate(kinds) if k == protocol.RUN_STARTED]
-    ends = [i for i, k in enumerate(kinds) if k == protocol.RUN_FINISHED]
-    if not ends or (starts and starts[-1] > ends[-1]):
-        return None
-    return events[ends[-1]]
+    return last_attempt(Path(run_dir) / "events.jsonl")[1]
 
 
 def resume_step(entry: Entry) -> str | None:

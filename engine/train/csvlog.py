@@ -67,9 +67,3 @@ class LossCsv:
                 fh.close()
             except OSError:  # disk full: the row that failed raised already; a torn row is dropped on resume
                 pass
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a loss.csv as dicts of strings (for tests and tools)."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))

@@ -11,41 +11,42 @@ some modes carries `-off-<mode>` for each other mode, and the form carries `-mod
 iLECO prompts show only in mode ileco and the dataset folders only in mode lora. Hidden fields keep
 their values: they are loaded, validated and saved as before.
 
-Widget ids are `f-<section>--<key>` (ids cannot contain dots); the dotted key is the widget's name.
+The rows themselves (label, editor, error line) and the text <-> value rules of an editor are
+tui/widgets/form_fields.py.
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
+from textual.widgets import Collapsible, Input, Select, Static, Switch
 
 from engine.config import SCHEMA, FieldSpec, validate_field
 from engine.config.schema import (
-    BOOL,
-    DEVICES,
-    DICT,
-    ENUM,
-    FLOAT,
-    INT,
     MODES,
     PATH,
     PATHS,
-    RESOLUTION,
-    STEP_RULES,
-    STRS,
 )
+from tui.widgets.form_fields import (
+    MUST_EXIST,
+    FieldError,
+    FieldRow,
+    editor_value,
+    format_value,
+    missing_path,
+    off_classes,
+    parse_value,
+)
+
+__all__ = ["ConfigForm", "FieldError", "FieldRow", "format_value", "parse_value"]
 
 SECTION_TITLES = {
     "": "Run",
@@ -63,21 +64,6 @@ SECTION_TITLES = {
     "collect": "Collect from ComfyUI",
 }
 
-# Paths the engine reads: they must exist. Output paths (save.output_dir, save.copy_to) are created.
-# Only checked in the modes that read them: mode ileco never opens dataset.dirs.
-MUST_EXIST = {
-    "model.base",
-    "model.vae",
-    "dataset.dirs",
-    "caption_auto.tagger",
-    "network.init_from",
-    "difference.original_image",
-    "difference.target_image",
-    "collect.workflow",
-    "collect.reference_image",
-    "collect.prompts",
-}
-
 # The sections of one mode come right after the mode select: choosing ileco shows its prompts next.
 MODE_SECTIONS = ("ileco", "difference", "collect")
 
@@ -86,146 +72,6 @@ MODE_NOTES = {
     ("dataset", "ileco"): "Mode ileco reads no images: only resolution (its noise size) is used.",
     ("dataset", "difference"): "Mode difference reads only its two images, fitted to a bucket.",
 }
-
-
-def off_classes(specs: list[FieldSpec]) -> str:
-    """`-off-<mode>` for each mode that reads none of `specs` (CSS hides them in that mode)."""
-    return " ".join(f"-off-{mode}" for mode in MODES if not any(s.used_in(mode) for s in specs))
-
-
-def widget_id(spec: FieldSpec) -> str:
-    return f"f-{spec.section or 'top'}--{spec.key}"
-
-
-def format_value(spec: FieldSpec, value: Any) -> str:
-    """How a value is written in its Input."""
-    if value is None:
-        return ""
-    if spec.kind in (STRS, PATHS):
-        return ", ".join(str(v) for v in value)
-    if spec.kind in (RESOLUTION, DEVICES) and isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    if spec.kind == DICT:
-        table = tomlkit.inline_table()
-        table.update(value or {})
-        return table.as_string()
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def parse_value(spec: FieldSpec, text: str) -> tuple[Any, str | None]:
-    """(value, None) from an Input's text, or (None, error) when it cannot be read as the kind."""
-    text = text.strip()
-    kind = spec.kind
-    try:
-        if kind == INT:
-            return int(text), None
-        if kind == FLOAT:
-            return float(text), None
-        if kind in (STRS, PATHS):
-            return [part.strip() for part in text.split(",") if part.strip()], None
-        if kind == RESOLUTION:
-            parts = [p for p in text.replace("x", ",").replace("×", ",").split(",") if p.strip()]
-            if len(parts) == 1:
-                return int(parts[0]), None
-            if len(parts) == 2:
-                return [int(parts[0]), int(parts[1])], None
-            return None, "expected a size like 1024, or width, height like 768, 512"
-        if kind == DEVICES:
-            # "2" is a count; "0, 1" (or "0," for one explicit id) lists device ids.
-            if "," in text:
-                return [int(p) for p in text.split(",") if p.strip()], None
-            return int(text), None
-        if kind == DICT:
-            if not text:
-                return {}, None
-            return dict(tomllib.loads(f"v = {text}")["v"]), None
-    except ValueError as exc:
-        expected = {
-            INT: "a whole number",
-            FLOAT: "a number (e.g. 0.5 or 1e-4)",
-            RESOLUTION: "a whole number or width, height",
-            DEVICES: "a device count or device ids like 0, 1",
-            DICT: "an inline table like { weight_decay = 0.01 }",
-        }.get(kind, "a valid value")
-        detail = f" ({exc})" if kind == DICT else ""
-        return None, f"expected {expected}, found {text!r}{detail}"
-    return text, None
-
-
-@dataclass
-class FieldError:
-    dotted: str
-    message: str
-
-
-class FieldRow(Widget):
-    """One field: label and input widget on one line; an error line below it when invalid.
-
-    A two-column grid rather than nested containers: the form has a hundred rows and every widget
-    counts at start-up. The error line is only mounted the first time the field is invalid.
-    """
-
-    DEFAULT_CSS = """
-    FieldRow { layout: grid; grid-size: 2; grid-columns: 24 1fr; grid-rows: auto; height: auto; }
-    FieldRow > .field-label { padding: 0 1 0 1; width: 100%; }
-    FieldRow > .field-error { column-span: 2; color: $error; padding: 0 1 0 25; height: auto; }
-    /* One line per field, so a newcomer sees the whole basic form on an 80x24 SSH terminal. */
-    FieldRow > Input { height: 1; border: none; padding: 0 1; background: $boost; }
-    FieldRow > Input:focus { border: none; background: $primary 30%; }
-    FieldRow.-invalid > Input { background: $error 25%; }
-    FieldRow > Select { height: 1; }
-    FieldRow > Select > SelectCurrent { height: 1; border: none; padding: 0 1; background: $boost; }
-    FieldRow > Select:focus > SelectCurrent { border: none; background: $primary 30%; }
-    FieldRow > Select > SelectOverlay { border: tall $border; }
-    FieldRow > Switch { height: 1; border: none; padding: 0; }
-    """
-
-    def __init__(self, spec: FieldSpec, value: Any) -> None:
-        classes = " ".join(
-            c for c in ("field-row", "" if spec.basic else "-advanced", off_classes([spec])) if c
-        )
-        super().__init__(classes=classes, id=f"row-{widget_id(spec)}")
-        self.spec = spec
-        self.initial = value
-        self.tooltip = spec.help
-
-    def compose(self) -> ComposeResult:
-        spec = self.spec
-        yield Label(spec.key, classes="field-label")
-        wid, name = widget_id(spec), spec.dotted
-        if spec.kind == BOOL:
-            yield Switch(value=bool(self.initial), id=wid, name=name)
-        elif spec.kind == ENUM:
-            options = [(c, c) for c in spec.choices]
-            value = self.initial if self.initial in spec.choices else spec.choices[0]
-            yield Select(options, value=value, allow_blank=False, id=wid, name=name)
-        else:
-            placeholder = {
-                PATHS: "folder, folder, ...",
-                STRS: "a, b, ...",
-                DICT: "{ key = value }",
-                RESOLUTION: "1024 or 768, 512",
-                DEVICES: "1, or ids 0, 1",
-                STEP_RULES: "100:0.5, 200:0.25",
-            }.get(spec.kind, "")
-            # Validation is ours (schema + paths), so the Input's own validators stay off.
-            yield Input(
-                format_value(spec, self.initial), placeholder=placeholder, id=wid, name=name, validate_on=[]
-            )
-
-    def show_error(self, error: str | None) -> None:
-        self.set_class(bool(error), "-invalid")
-        existing = self.query(".field-error")
-        if error:
-            # Text, not markup: an error can quote user input with [brackets] in it.
-            if existing:
-                existing.first(Static).update(Text(error))
-            else:
-                self.mount(Static(Text(error), classes="field-error"))
-        elif existing:
-            existing.remove()
 
 
 class ConfigForm(Widget):
@@ -381,12 +227,7 @@ class ConfigForm(Widget):
 
     def _widget(self, spec: FieldSpec):
         row = self._rows.get(spec.dotted)
-        if row is None or not row.is_mounted:
-            return None
-        try:
-            return row.query_one(f"#{widget_id(spec)}")
-        except Exception:  # noqa: BLE001 - a row still composing has no input yet
-            return None
+        return None if row is None else row.editor()
 
     def load(self, values: dict[str, Any]) -> None:
         """Show `values` (dotted key -> value); missing keys get their schema default."""
@@ -406,12 +247,7 @@ class ConfigForm(Widget):
                         missed.append(spec)
                         self._syncing.add(spec.dotted)
                     continue
-                if isinstance(widget, Switch):
-                    widget.value = bool(value)
-                elif isinstance(widget, Select):
-                    widget.value = value if value in spec.choices else spec.choices[0]
-                else:
-                    widget.value = format_value(spec, value)
+                self._rows[spec.dotted].set_value(widget, value)
         self.errors.clear()
         for row in self._rows.values():
             if row.is_mounted:
@@ -430,17 +266,7 @@ class ConfigForm(Widget):
                     later.append(spec)
                     continue
                 self._syncing.discard(spec.dotted)
-                value = self._values[spec.dotted]
-                if isinstance(widget, Switch):
-                    if widget.value != bool(value):
-                        widget.value = bool(value)
-                elif isinstance(widget, Select):
-                    if value in spec.choices and widget.value != value:
-                        widget.value = value
-                elif isinstance(widget, Input):
-                    text = format_value(spec, value)
-                    if parse_value(spec, widget.value) != (value, None) and widget.value != text:
-                        widget.value = text
+                self._rows[spec.dotted].set_value(widget, self._values[spec.dotted], only_changed=True)
         if later and attempts > 0:
             self.set_timer(0.05, lambda: self._resync(later, attempts - 1))
         else:
@@ -451,10 +277,8 @@ class ConfigForm(Widget):
         widget = self._widget(spec)
         if widget is None:
             value, error = self._values.get(spec.dotted, spec.default), None
-        elif isinstance(widget, (Switch, Select)):
-            value, error = widget.value, None
         else:
-            value, error = parse_value(spec, widget.value)
+            value, error = editor_value(spec, widget)
         if error is None:
             error = validate_field(spec.dotted, value)
         if (
@@ -464,20 +288,8 @@ class ConfigForm(Widget):
             and spec.used_in(self.training_mode)
             and (spec.section != "collect" or self.collects)
         ):
-            error = self._check_paths(value)
+            error = missing_path(value, self.workspace)
         return value, error
-
-    def _check_paths(self, value: Any) -> str | None:
-        paths = value if isinstance(value, list) else [value]
-        for p in paths:
-            if not p:
-                continue
-            full = Path(p).expanduser()
-            if not full.is_absolute():
-                full = self.workspace / full
-            if not full.exists():
-                return f"not found: {full}"
-        return None
 
     def values(self) -> dict[str, Any]:
         """Every field's value (dotted key -> value); a field that cannot be parsed gives its text."""

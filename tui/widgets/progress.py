@@ -8,7 +8,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
-from tui.runstate import RunState, format_duration
+from engine.runs.format import fmt_duration
+from tui.runstate import RunState
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -92,12 +93,12 @@ def figures_line(state: RunState, width: int) -> str:
     total = state.total_steps or "?"
     parts = [
         f"step {state.step}/{total}",
-        f"ETA {format_duration(state.eta_seconds if state.active else 0)}",
+        f"ETA {fmt_duration(state.eta_seconds if state.active else 0, '-')}",
         f"loss {_fmt(state.loss, '.4f')} ema {_fmt(state.loss_ema, '.4f')}",
         f"lr {_fmt(state.lr, '.2e')}",
         f"{_fmt(state.seconds_per_step, '.2f')} s/step",
         f"{_fmt(state.samples_per_second, '.1f')} samples/s",
-        f"elapsed {format_duration(state.elapsed())}",
+        f"elapsed {fmt_duration(state.elapsed(), '-')}",
         f"ep {state.epoch}",
     ]
     # samples/s and the ETA already count every rank of a data-parallel run

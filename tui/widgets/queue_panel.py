@@ -24,7 +24,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from engine import protocol
-from engine.runqueue.display import fmt_devices, fmt_eta, fmt_progress
+from engine.runqueue.display import fmt_devices, fmt_progress
+from engine.runs.format import fmt_duration
 
 CONFIRM_S = 4.0
 """Seconds within which a second Delete confirms a removal."""
@@ -223,7 +224,7 @@ class QueuePanel(Vertical):
             # a running entry names the devices it holds when the engine has several (engine.devices)
             Text(" ".join(filter(None, (status, fmt_devices(entry)))), style=STATUS_STYLE.get(status, "")),
             Text(fmt_progress(entry)),
-            Text(fmt_eta(eta)),
+            Text(fmt_duration(eta, "-")),
         ]
 
     def _refresh_row(self, entry: dict[str, Any]) -> None:

@@ -22,6 +22,13 @@ METHODS = (EMA, WINDOW, NONE)
 _MAX_EXPONENT = 40.0  # w^-k stays below e^40 inside a block: no overflow, little precision lost
 
 
+def _finite(values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(an all-NaN output of the input's length, the mask of finite inputs, the finite values)."""
+    x = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(x)
+    return np.full(x.shape, np.nan), ok, x[ok]
+
+
 def ema(values, weight: float) -> np.ndarray:
     """Bias-corrected exponential moving average.
 
@@ -29,10 +36,7 @@ def ema(values, weight: float) -> np.ndarray:
         values: the series (any sequence of numbers; NaN/inf are skipped).
         weight: smoothing factor in [0, 1): 0 returns the data, 0.99 smooths heavily.
     """
-    x = np.asarray(values, dtype=np.float64)
-    out = np.full(x.shape, np.nan)
-    ok = np.isfinite(x)
-    v = x[ok]
+    out, ok, v = _finite(values)
     if v.size == 0:
         return out
     w = float(min(max(weight, 0.0), 0.999999))
@@ -76,10 +80,7 @@ def _ema_raw(v: np.ndarray, w: float) -> np.ndarray:
 
 def moving_average(values, window: int) -> np.ndarray:
     """Trailing mean over the last `window` finite values (fewer at the start)."""
-    x = np.asarray(values, dtype=np.float64)
-    out = np.full(x.shape, np.nan)
-    ok = np.isfinite(x)
-    v = x[ok]
+    out, ok, v = _finite(values)
     if v.size == 0:
         return out
     window = max(1, int(window))
