@@ -8,11 +8,13 @@ size limit from a pipe or a socket, and writing one line under a lock. No torch,
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +163,17 @@ def pipe_writer(stream: Any) -> LineWriter:
         stream.flush()
 
     return LineWriter(write)
+
+
+@contextlib.contextmanager
+def signal_handlers(handlers: Mapping[int, Any]) -> Iterator[None]:
+    """Install `handlers` ({signum: handler or SIG_IGN}) for the duration of the block and put the
+    previous ones back after it. A command that runs in-process (tests, `queue run` called from
+    Python) must not leave its process ignoring SIGHUP: ignored signals are inherited by every child
+    started later, so a TUI started afterwards would survive the loss of its terminal."""
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -899,8 +899,6 @@ def main(argv: list[str] | None = None) -> int:
             hint="create it or pass --workspace DIR",
             where="--workspace",
         )
-    # Losing the terminal (SSH drop) must not stop the queue; SIGTERM/SIGINT stop it cleanly.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     server = QueueServer(
         workspace,
         writer=protocol.EventWriter(sys.stdout) if args.stdio else None,
@@ -910,12 +908,15 @@ def main(argv: list[str] | None = None) -> int:
         devices=args.devices,
         idle_exit_s=None if args.stdio or args.idle_exit < 0 else args.idle_exit,
     )
-    signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop(signum))
-    signal.signal(signal.SIGINT, lambda signum, frame: server.request_stop(signum))
+    # Losing the terminal (SSH drop) must not stop the queue; SIGTERM/SIGINT stop it cleanly. The
+    # previous handlers come back when serve returns (it also runs in-process).
+    stop = lambda signum, frame: server.request_stop(signum)  # noqa: E731
+    handlers = {signal.SIGHUP: signal.SIG_IGN, signal.SIGTERM: stop, signal.SIGINT: stop}
     try:
-        if args.stdio:
-            return server.run(sys.stdin.fileno())
-        return server.run(None, wait=True)
+        with procio.signal_handlers(handlers):
+            if args.stdio:
+                return server.run(sys.stdin.fileno())
+            return server.run(None, wait=True)
     except LoratuiError as exc:
         server.emit(protocol.log(exc.message, level="error"))
         raise

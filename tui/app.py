@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -518,6 +519,11 @@ def run(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    # The TUI ends with its terminal (SSH drop, tmux kill-session) even when it was started with
+    # SIGHUP ignored (nohup, or a parent that ignores it): otherwise it spins on a dead tty. The run
+    # goes on in the daemon, which ignores SIGHUP in its own session.
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     from tui import termimage
 
     termimage.setup(args.images)  # from the environment: no query, textual-image loads at the first picture

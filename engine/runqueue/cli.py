@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from engine import protocol
 from engine.errors import LoratuiError
+from engine.procio import signal_handlers
 from engine.runs.format import fmt_duration
 
 from . import remote
@@ -168,11 +169,16 @@ def _not_running_note(store: QueueStore) -> None:
 
 
 def cmd_run(workspace: Path, watch: bool, train_cmd: str) -> int:
+    # nohup or not, a lost terminal must not stop it; handlers are put back when the run returns.
+    with signal_handlers({signal.SIGHUP: signal.SIG_IGN}):
+        return _run_queue(workspace, watch, train_cmd)
+
+
+def _run_queue(workspace: Path, watch: bool, train_cmd: str) -> int:
     import shlex
 
-    from engine.serve import QueueServer  # late: only `run` needs the serve loop
+    from engine.serve import QueueServer
 
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup or not, a lost terminal must not stop it
     writer = HumanWriter()
     conn = remote.daemon(workspace, start=False)
     if conn is not None:  # a daemon owns the queue: follow it instead of competing for it
@@ -193,10 +199,9 @@ def cmd_run(workspace: Path, watch: bool, train_cmd: str) -> int:
         signals.append(signum)
         server.request_stop(signum)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     # With --watch the engine waits for new entries forever; without, it ends when the queue is empty.
-    code = server.run(None, wait=watch)
+    with signal_handlers({signal.SIGTERM: stop, signal.SIGINT: stop}):
+        code = server.run(None, wait=watch)
     code = code or _summary(writer)
     if signals:
         # Interrupted: say how to go on, and exit non-zero (130 = Ctrl-C) so scripts see it.
