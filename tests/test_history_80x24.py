@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 from logs_util import make_run
 from textual.widgets import DataTable
 
+from tests.tui_support import wait_until
 from tui.logs_cli import logs_app
 from tui.screens.history import fit_columns
 
 NAMES = [f"exp{i}-lora-with-a-long-descriptive-name" for i in range(6)] + ["short"]
 BASE = "models/some-really-long-base-model-name-v1-5-pruned-emaonly.safetensors"
-
-
-async def wait_until(pilot, predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
 
 
 def table_lines(table: DataTable) -> list[str]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from tagger_util import BLUE, GREEN, RED, make_images, make_tagger, read
 from textual.app import App
 from textual.widgets import Input, ProgressBar, Static
 
+from tests.tui_support import wait_until
 from tui.screens.caption import CaptionScreen
 
 
@@ -23,13 +22,6 @@ class CaptionApp(App):
 
     def on_caption_screen_captioned(self, message: CaptionScreen.Captioned) -> None:
         self.captioned.append(message)
-
-
-async def wait_until(pilot, predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
 
 
 def text_of(screen, selector) -> str:

@@ -145,10 +145,9 @@ def test_stop_resume_kill_and_resume_on_one_rank_equal_the_straight_run(
     # 3. resume on 2 ranks; SIGKILL rank 1 once the step-6 checkpoint is out
     proc = _spawn(tmp_path, config, "--resume")
     second = []
-    deadline = time.time() + 300
-    for line in proc.stdout:
+    for line in proc.stdout:  # no wall-clock deadline: pytest-timeout catches a hang
         second.append(json.loads(line))
-        if second[-1]["type"] == "checkpoint" or time.time() > deadline:
+        if second[-1]["type"] == "checkpoint":
             break
     assert second[-1]["type"] == "checkpoint" and second[-1]["step"] == 6
     rank0, rank1 = _rank_pid(proc.pid, rank=0), _rank_pid(proc.pid, rank=1)

@@ -36,7 +36,7 @@ def make_workspace(root: Path) -> Path:
     return root
 
 
-async def wait_until(pilot, predicate, timeout: float = 20.0, what: str = "condition") -> None:
+async def wait_until(pilot, predicate, timeout: float = 60.0, what: str = "condition") -> None:
     """Poll `predicate` between UI pauses (no fixed sleeps: they are flaky)."""
     deadline = time.monotonic() + timeout
     while not predicate():
