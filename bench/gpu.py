@@ -232,6 +232,9 @@ def engine_trainer(case: Case, base, cfg, res: int, cache_root: Path, autocast_d
         augment_caption=augment_caption,
     )
     trainer.set_train_mode(True)
+    from engine.train.resident import settle
+
+    settle(trainer, cfg)  # as a run does once its caches are filled: caches held, encoders parked
     return trainer
 
 
@@ -450,7 +453,9 @@ def quick(args) -> int:
                 precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(autocast_dtype, "fp32")
                 cfg = run_config(case, 64, False, precision)
                 trainer = engine_trainer(case, base, cfg, 64, Path(tmp), autocast_dtype)
-                losses = [trainer.train_step(i, i)["loss"] for i in range(3)]
+                from engine.train.readback import loss_value
+
+                losses = [loss_value(trainer.train_step(i, i)["loss"]) for i in range(3)]
                 scaler = "GradScaler" if trainer.scaler is not None else "no scaler"
                 trainer.close()
                 if not all(map(_finite, losses)):

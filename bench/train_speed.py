@@ -50,10 +50,12 @@ SD15_UNET = dict(
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
 
 
-def build_sd15_full(path: Path) -> Path:
-    """Full-size SD1.5 UNet (random) + the demo's small VAE + a 1-layer, 768-wide text encoder."""
+def build_sd15_full(path: Path, complete: bool = False) -> Path:
+    """Full-size SD1.5 UNet (random) + the demo's small VAE + a 1-layer, 768-wide text encoder; with
+    `complete` the VAE and text encoder are full-size too (SD1.5's AutoencoderKL, CLIP ViT-L/14's
+    text tower: what an original-layout checkpoint for kohya sd-scripts must hold)."""
     import torch
-    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from engine import demo
@@ -64,21 +66,41 @@ def build_sd15_full(path: Path) -> Path:
     unet = UNet2DConditionModel(**SD15_UNET)
     tok_dir = path.parent / (path.name + "-tok")
     demo._write_tokenizer(tok_dir)
+    text_cfg = dict(hidden_size=768, intermediate_size=768, num_hidden_layers=1, num_attention_heads=12)
+    if complete:  # CLIP ViT-L/14 text (openai/clip-vit-large-patch14's config)
+        text_cfg = dict(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+        )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=len(demo._vocab()),
-            hidden_size=768,
-            intermediate_size=768,
-            num_hidden_layers=1,
-            num_attention_heads=12,
+            **{"vocab_size": len(demo._vocab()), **text_cfg},
             max_position_embeddings=77,
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=1,
         )
     )
+    vae = demo._vae()
+    if complete:  # SD1.5's VAE config
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            norm_num_groups=32,
+            sample_size=512,
+        )
     pipe = StableDiffusionPipeline(
-        vae=demo._vae(),
+        vae=vae,
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(str(tok_dir)),
         unet=unet,
@@ -108,8 +130,22 @@ def write_images(folder: Path, size: int, count: int = 4) -> Path:
 
 
 def engine_seconds_per_step(
-    workspace: Path, model: Path, data: Path, res: int, steps: int, rank: int
+    workspace: Path, model: Path, data: Path, res: int, steps: int, rank: int, dataset_extra: str = ""
 ) -> float:
+    return statistics.mean(engine_step_gaps(workspace, model, data, res, steps, rank, dataset_extra))
+
+
+def engine_step_gaps(
+    workspace: Path,
+    model: Path,
+    data: Path,
+    res: int,
+    steps: int,
+    rank: int,
+    dataset_extra: str = "",
+    train_extra: str = "",
+) -> list[float]:
+    """Seconds between consecutive `step` events of an `engine train` run, after the warm-up."""
     cfg = workspace / f"bench-{res}.toml"
     cfg.write_text(
         f"""name = "bench-{res}"
@@ -121,6 +157,7 @@ resolution = {res}
 min_bucket = {min(res, 64)}
 bucket_step = 32
 workers = 0
+{dataset_extra}
 [network]
 rank = {rank}
 alpha = {rank}
@@ -130,6 +167,7 @@ batch_size = 1
 lr = 1e-4
 precision = "fp32"
 gradient_checkpointing = false
+{train_extra}
 [save]
 overwrite = true
 """
@@ -144,8 +182,7 @@ overwrite = true
     if proc.returncode != 0:
         raise SystemExit(f"engine run failed:\n{proc.stderr[-3000:]}")
     times = [e["time"] for e in events if e["type"] == "step"]
-    gaps = [b - a for a, b in zip(times, times[1:])][WARMUP - 1 :]
-    return statistics.mean(gaps)
+    return [b - a for a, b in zip(times, times[1:])][WARMUP - 1 :]
 
 
 def bare_seconds_per_step(model: Path, res: int, steps: int, rank: int) -> float:

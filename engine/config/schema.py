@@ -311,6 +311,14 @@ class TrainConfig:
     fused_optimizer: bool = opt(True, "Fused CUDA kernels for adamw / adam (no effect on CPUs)")
     compile: bool = opt(False, "torch.compile each UNet block (first steps slower; measure first)")
     compile_backend: str = opt("inductor", "torch.compile backend for train.compile (aot_eager: no codegen)")
+    cache_on_device: str = opt(
+        "auto",
+        "Cached latents/text while training: auto (GPU if they fit, else pinned RAM), device, pinned, off",
+        choices=("auto", "device", "pinned", "off"),
+    )
+    encoders_off_device: bool = opt(
+        True, "Move the VAE and frozen text encoders to RAM once latents and text are cached (GPU only)"
+    )
 
 
 @dataclass

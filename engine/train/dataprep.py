@@ -104,16 +104,20 @@ def dataset_sources(cfg, base, items):
 
 
 def fill_caches(trainer, items, *, phase, check_stop, dist=None) -> None:
-    """Encode what the latent and text caches miss (the dataset trainer's), with phase events. In a
-    data-parallel run (`dist`) rank 0 fills them; the other ranks then find every entry there."""
+    """Encode what the latent and text caches miss (the dataset trainer's), with phase events, then
+    place them and the encoders for training (engine.train.resident.settle). In a data-parallel run
+    (`dist`) rank 0 fills them; the other ranks then find every entry there."""
     if dist is not None and dist.enabled:
         if not dist.is_main:
             dist.barrier()
         _fill_caches(trainer, items, phase=phase, check_stop=check_stop)
         if dist.is_main:
             dist.barrier()
-        return
-    _fill_caches(trainer, items, phase=phase, check_stop=check_stop)
+    else:
+        _fill_caches(trainer, items, phase=phase, check_stop=check_stop)
+    from engine.train.resident import settle
+
+    settle(trainer, trainer.cfg)
 
 
 def _fill_caches(trainer, items, *, phase, check_stop) -> None:

@@ -29,6 +29,7 @@ import torch
 from engine.config.passes import PASSES, pass_settings
 from engine.errors import LoratuiError
 from engine.train import losses, stepping
+from engine.train.readback import StepLoss
 from engine.train.rng import seed_global, torch_gen
 from engine.train.steptrainer import VAL_TIMESTEPS, DiffusionStep
 
@@ -182,10 +183,15 @@ class DifferenceTrainer(DiffusionStep):
             timesteps = torch.randint(0, self.num_timesteps, (batch,), generator=gen).to(self.base.device)
             seed_global(train.seed, "dropout", global_batch)
             loss = self._loss(latents, noise, timesteps, weighted=True)
-            values.append(stepping.backward(loss, accum, self.scaler, f"at step {steps_done + 1}"))
+            values.append(stepping.backward(loss, accum, self.scaler))
             global_batch += 1
         stepping.apply_gradients(self.optimizer, self.scaler, self.params, train.max_grad_norm)
-        return {"loss": sum(values) / len(values), "epoch": index + 1, "global_batch": global_batch, "lr": lr}
+        return {
+            "loss": StepLoss(values, [f"at step {steps_done + 1}"] * len(values)),
+            "epoch": index + 1,
+            "global_batch": global_batch,
+            "lr": lr,
+        }
 
     def _loss(self, latents, noise, timesteps, *, weighted: bool) -> torch.Tensor:
         noisy = self.sched.add_noise(latents, noise, timesteps)

@@ -140,6 +140,21 @@ class DistContext:
         self.comm_seconds += time.perf_counter() - t0
         return t.cpu().tolist()
 
+    def all_sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise float64 sum over ranks of a tensor, left on the communication device (no
+        read-back: NCCL queues it on the stream)."""
+        t = t.to(device=self._comm_device(), dtype=torch.float64)
+        if not self.enabled:
+            return t
+        import time
+
+        import torch.distributed as dist
+
+        t0 = time.perf_counter()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        self.comm_seconds += time.perf_counter() - t0
+        return t
+
     def sync_controls(self, controls) -> None:
         """OR the ranks' stop / save_now / sample_now requests (a stop without saving wins only when
         every rank that asked asked for it), so all ranks act on the same step."""

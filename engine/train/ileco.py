@@ -21,6 +21,7 @@ import torch
 
 from engine.networks.stack import adapters_disabled
 from engine.train import stepping
+from engine.train.readback import StepLoss
 from engine.train.rng import seed_global, torch_gen
 from engine.train.steptrainer import VAL_TIMESTEPS, DiffusionStep
 
@@ -69,10 +70,15 @@ class IlecoTrainer(DiffusionStep):
             seed_global(train.seed, "dropout", global_batch)
             target = self._target(latents, timesteps)
             loss = self.weighted_loss(self._prediction(latents, timesteps), target, timesteps, weighted=True)
-            values.append(stepping.backward(loss, accum, self.scaler, f"at step {steps_done + 1}"))
+            values.append(stepping.backward(loss, accum, self.scaler))
             global_batch += 1
         stepping.apply_gradients(self.optimizer, self.scaler, self.params, train.max_grad_norm)
-        return {"loss": sum(values) / len(values), "epoch": 1, "global_batch": global_batch, "lr": lr}
+        return {
+            "loss": StepLoss(values, [f"at step {steps_done + 1}"] * len(values)),
+            "epoch": 1,
+            "global_batch": global_batch,
+            "lr": lr,
+        }
 
     def set_train_mode(self, training: bool) -> None:
         self.network.train(training)

@@ -8,6 +8,7 @@ whether the run started fresh or resumed just before it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -16,6 +17,8 @@ from engine.data.dataset import BatchPlan, BatchSpec
 from engine.train import losses, stepping
 from engine.train.batches import LatentSource
 from engine.train.distributed import DistContext, dropout_seed_parts
+from engine.train.readback import StepLoss
+from engine.train.resident import to_device
 from engine.train.rng import seed_global, torch_gen
 from engine.train.steptrainer import VAL_TIMESTEPS, DiffusionStep
 
@@ -61,6 +64,10 @@ class Trainer(DiffusionStep):
             text_encoder_lr=cfg.train.text_encoder_lr or None,
         )
         self.params = network.trainable_parameters()
+        # Set by engine.train.resident.settle once the caches are filled: the cached inputs held on
+        # the device (or pinned), and the VAE / text encoders parked off the device.
+        self.resident = None
+        self.parking = None
 
     # ---- inputs --------------------------------------------------------------------------------
     def fill_text_cache(self, captions: list[str], progress=None) -> tuple[int, int]:
@@ -72,7 +79,8 @@ class Trainer(DiffusionStep):
             progress(reused, len(unique))
         for i in range(0, len(todo), TEXT_BATCH):
             chunk = todo[i : i + TEXT_BATCH]
-            with torch.no_grad(), self._autocast():
+            parked = self.parking.unparked() if self.parking is not None else contextlib.nullcontext()
+            with parked, torch.no_grad(), self._autocast():
                 emb = self.base.encode_text(chunk, self.cfg.model.clip_skip)
             for j, caption in enumerate(chunk):
                 pooled = emb.pooled[j] if emb.pooled is not None else None
@@ -84,6 +92,8 @@ class Trainer(DiffusionStep):
     def text_for(self, captions: list[str], grad: bool):
         from engine.models.base import TextEmbeds
 
+        if self.resident is not None and (held := self.resident.text(captions)) is not None:
+            return held
         if self.text_cache is not None:
             hidden, pooled = [], []
             for caption in captions:
@@ -116,18 +126,18 @@ class Trainer(DiffusionStep):
     def _per_sample(self, latents, noise, timesteps, text, time_ids, *, weighted: bool) -> torch.Tensor:
         """Loss per sample [B] (min-SNR weighted when `weighted` and train.min_snr_gamma)."""
         dev = self.base.device
-        latents = latents.to(dev)
-        noise = noise.to(dev)
-        timesteps = timesteps.to(dev)
+        latents = to_device(latents, dev)
+        noise = to_device(noise, dev)
+        timesteps = to_device(timesteps, dev)
         noisy = self.sched.add_noise(latents, noise, timesteps)
         target = losses.make_target(self.sched, latents, noise, timesteps, self.prediction)
         with self._autocast():
             pred = self.base.unet_forward(noisy, timesteps, text, time_ids)
         return self.weighted_per_sample(pred, target, timesteps, weighted=weighted)
 
-    def micro_step(self, batch: BatchSpec, accum: int) -> tuple[float, int]:
+    def micro_step(self, batch: BatchSpec, accum: int) -> tuple[torch.Tensor, int]:
         """Forward and backward of one global micro-batch: (this rank's loss sum, global batch size),
-        or (the batch mean, 1) in a single-process run.
+        or (the batch mean, 1) in a single-process run. The loss stays a detached device tensor.
 
         Noise and timesteps are drawn for the whole global batch and each rank keeps its rows (see
         engine.train.distributed), so the draws do not depend on the number of ranks.
@@ -135,7 +145,8 @@ class Trainer(DiffusionStep):
         cfg, dist = self.cfg, self.dist
         shard = dist.shard(batch)
         local = shard.batch
-        latents, metas = self.latents.batch_latents(local)
+        held = self.resident.latents(local.samples) if self.resident is not None else None
+        latents, metas = held if held is not None else self.latents.batch_latents(local)
         gen = torch_gen(cfg.train.seed, "noise", batch.global_index)
         noise = torch.randn((shard.n_global, *latents.shape[1:]), generator=gen, dtype=torch.float32)
         noise = losses.offset_noise(noise, cfg.train.noise_offset, gen)
@@ -148,20 +159,20 @@ class Trainer(DiffusionStep):
             text = self.text_for([s.caption for s in local.samples], grad=self.train_te)
         time_ids = self.time_ids_for(local.bucket, metas)
         per_sample = self._per_sample(latents, noise, timesteps, text, time_ids, weighted=True)
-        where = f"at data batch {batch.global_index}"
         if not dist.enabled:
-            return stepping.backward(per_sample.mean(), accum, self.scaler, where), 1
+            return stepping.backward(per_sample.mean(), accum, self.scaler), 1
         # DDP averages over ranks: sum x ranks / global size makes that the global batch mean.
         scale = shard.weight * dist.world_size / shard.n_global
-        stepping.backward(per_sample.sum() * scale, accum, self.scaler, where)
-        return float(per_sample.detach().sum()) * shard.weight, shard.n_global
+        stepping.backward(per_sample.sum() * scale, accum, self.scaler)
+        return per_sample.detach().sum().double() * shard.weight, shard.n_global
 
     def train_step(self, steps_done: int, global_batch: int) -> dict:
-        """One optimizer step (grad_accum micro-batches) starting at data position `global_batch`."""
+        """One optimizer step (grad_accum micro-batches) starting at data position `global_batch`.
+        Its "loss" is a StepLoss (engine.train.readback): nothing here waits for the device."""
         cfg = self.cfg.train
         lr = stepping.set_lr(self.optimizer, self.base_lrs, cfg, steps_done, self.run_steps)
         accum = max(1, int(cfg.grad_accum))
-        sums, sizes = [], []
+        sums, sizes, wheres = [], [], []
         epoch = self.plan.epoch_of(global_batch)
         for i in range(accum):
             batch = self.plan.batch(global_batch, self.cfg.dataset, self.augment_caption)
@@ -173,12 +184,16 @@ class Trainer(DiffusionStep):
                 total, size = self.micro_step(batch, accum)
             sums.append(total)
             sizes.append(size)
+            wheres.append(f"at data batch {batch.global_index}")
             epoch = batch.epoch
             global_batch += 1
         stepping.apply_gradients(self.optimizer, self.scaler, self.params, cfg.max_grad_norm)
-        means = [t / n for t, n in zip(self.dist.all_sum(sums), sizes)]
+        means = torch.stack(sums)
+        if self.dist.enabled:
+            totals = self.dist.all_sum_tensor(means)
+            means = totals / torch.tensor(sizes, dtype=torch.float64).to(totals.device)
         return {
-            "loss": sum(means) / len(means),
+            "loss": StepLoss(means, wheres),
             "epoch": epoch,
             "global_batch": global_batch,
             "lr": lr,

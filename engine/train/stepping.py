@@ -1,18 +1,16 @@
 """What every optimizer step shares, in the dataset loop (engine.train.loop) and the prompt and
 image modes (engine.train.ileco, engine.train.difference): autocast, the LR schedule for a span of
-steps, the optimizer over a network, backward with a finite-loss check, applying the gradients.
+steps, the optimizer over a network, backward (the loss stays on the device: engine.train.readback), applying the gradients.
 The modes train one network per pass, so they build optimizers and schedules per pass from these.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 
 from engine.config.steprules import parse_step_rules
-from engine.errors import LoratuiError
 from engine.train.schedules import apply_lr, lr_factor
 
 
@@ -61,21 +59,16 @@ def make_optimizer(
     return optimizer, base_lrs, scaler
 
 
-def backward(loss: torch.Tensor, accum: int, scaler, where: str) -> float:
-    """Backpropagate loss / accum (scaled under fp16); returns the loss value, refusing NaN/inf."""
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise LoratuiError(
-            f"the loss became {value} {where}",
-            hint='lower train.lr, set train.max_grad_norm (e.g. 1.0), or use precision = "bf16" '
-            "instead of fp16",
-            where="train",
-        )
+def backward(loss: torch.Tensor, accum: int, scaler) -> torch.Tensor:
+    """Backpropagate loss / accum (scaled under fp16); returns the loss detached, still on the device.
+
+    Nothing here waits for the device: the value is read back, and checked for NaN/inf, by
+    engine.train.readback.StepLoss once the step is queued."""
     scaled = loss / accum
     if scaler is not None:
         scaled = scaler.scale(scaled)
     scaled.backward()
-    return value
+    return loss.detach()
 
 
 def apply_gradients(optimizer, scaler, params, max_grad_norm: float) -> None:

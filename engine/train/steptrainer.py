@@ -25,7 +25,8 @@ class StepTrainer(Protocol):
     """One training mode's step logic, as the run drives it.
 
     `train_step(steps_done, global_batch)` does one optimizer step starting at data position
-    `global_batch` and returns {"loss": float, "epoch": int, "global_batch": int (the next position),
+    `global_batch` and returns {"loss": StepLoss (engine.train.readback: still on the device) or float,
+    "epoch": int, "global_batch": int (the next position),
     "lr": float (the first group's rate)}.
     """
 
