@@ -90,8 +90,9 @@ class ResidentCache:
 
     def latents(self, samples) -> tuple[torch.Tensor, list[dict]] | None:
         """(latents [B,4,h,w] float32 on the device, metas) of a batch's samples, None on a miss."""
-        hits = [self._latents.get((s.item_index, bool(s.flip))) for s in samples]
-        if any(h is None for h in hits):
+        found = [self._latents.get((s.item_index, bool(s.flip))) for s in samples]
+        hits = [h for h in found if h is not None]
+        if len(hits) < len(found):
             return None
         return self._batch([h[0] for h in hits]), [h[1] for h in hits]
 
@@ -99,8 +100,9 @@ class ResidentCache:
         """TextEmbeds of the captions on the device, None when one is not held."""
         from engine.models.base import TextEmbeds
 
-        hits = [self._text.get(c) for c in captions]
-        if any(h is None for h in hits):
+        found = [self._text.get(c) for c in captions]
+        hits = [h for h in found if h is not None]
+        if len(hits) < len(found):
             return None
         pooled = self._batch([h[1] for h in hits]) if hits[0][1] is not None else None
         return TextEmbeds(self._batch([h[0] for h in hits]), pooled)

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from engine import protocol
 from engine.errors import LoratuiError
@@ -95,7 +96,7 @@ class StepLoop:
         # Steps whose loss is still on the device, oldest first (see _report_pending).
         self._pending: deque[_Record] = deque()
         self._reporter: StepReporter | None = None
-        self._state = None
+        self._state: Any = None  # the live TrainState while _steps runs
 
     def run(self, state, fresh: bool) -> tuple[str, str | None]:
         """Train until done or stopped: (protocol.DONE, final LoRA) or (protocol.STOPPED, the last
@@ -208,6 +209,7 @@ class StepLoop:
             live = self._state  # the EMA runs over the steps in order, on the state a save writes
             live.loss_ema = loss if live.loss_ema is None else 0.9 * live.loss_ema + 0.1 * loss
             record.state.loss_ema = live.loss_ema
+            assert self._reporter is not None, "records are queued only inside _steps"
             self._reporter.step(
                 record.state,
                 {**record.out, "loss": loss},
@@ -254,6 +256,7 @@ class StepLoop:
                 state.step,
                 self.trainer.autocast_dtype,
             )
+        assert self._reporter is not None, "samples are made only inside _steps"
         self._reporter.samples(state.step, paths)
         log.info("%d sample image(s) at step %d (%.1fs)", len(paths), state.step, time.time() - t0)
 
