@@ -29,7 +29,7 @@ def test_the_cache_placement_follows_the_key_and_the_memory_estimate():
 def test_a_run_reads_held_caches_parks_the_encoders_around_samples_and_trains_the_same(
     tmp_path, tiny_sd15, demo_dataset, monkeypatch
 ):
-    from engine.data.dataset import LatentSource
+    from engine.train.batches import LatentSource
     from engine.train.loop import Trainer
     from tests.train_util import config_text, csv_rows, finished, of_type, run_in_process
 
@@ -72,7 +72,7 @@ def test_a_run_reads_held_caches_parks_the_encoders_around_samples_and_trains_th
             read_from_sources.append("latents")
         return batch_latents(self, batch)
 
-    from engine.data.cache import TextCache
+    from engine.train.caches import TextCache
 
     text_load = TextCache.load
 
