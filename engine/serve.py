@@ -172,7 +172,9 @@ class QueueServer:
         self.stop_grace_s = stop_grace_s
         # Human log lines go to stderr by default; None silences them (the events carry them too).
         self.log_stream = sys.stderr if log_stream == "stderr" else log_stream
-        self.inbox: stdqueue.Queue[tuple] = stdqueue.Queue()
+        # SimpleQueue: its put() is reentrant, so the SIGTERM/SIGINT handler may call it while the
+        # main loop is inside get() (a Queue's lock then deadlocked the daemon: it never exited).
+        self.inbox: stdqueue.SimpleQueue[tuple] = stdqueue.SimpleQueue()
         # One worker per running entry, each on the device slots it holds (engine.devices).
         self.workers: dict[str, Worker] = {}
         self.slots = Slots(discover(devices))
@@ -488,7 +490,10 @@ class QueueServer:
         for worker in self.workers.values():
             if worker.stop_requested:
                 continue
-            self.log(f"got {name}: stopping {worker.entry.name} after saving its state", run=worker.entry.run)
+            self.log(
+                f"{worker.entry.name}: stopping after this step, saving its state (got {name})",
+                run=worker.entry.run,
+            )
             worker.stop_requested = True
             worker.shutdown = True
             worker.send(protocol.command(protocol.CMD_STOP, save=True))

@@ -5,14 +5,14 @@ the form's config to the queue, the daemon trains it in a worker of its own. An 
 (tui/session.py, not a widget) owns the connection and the run states; the app routes the client's
 messages to it and turns its outcomes into screens and notifications. Quitting never stops training
 unless asked: the daemon goes on, and the next loratui attaches to it, showing the queue and the
-running run rebuilt from its folder. Nothing here imports torch.
+running run rebuilt from its folder. What the keys do to runs is in
+tui/run_controls.py, the palette's entries in tui/palette.py, the command line in tui/cli.py.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +30,8 @@ from engine.errors import LoratuiError
 from engine.fsutil import atomic_write_text
 from tui.client import engine_argv, engine_env
 from tui.messages import EngineConnected, EngineDisconnected, EngineEvent, EngineLineSkipped
+from tui.palette import loratui_commands
+from tui.run_controls import RunControls
 from tui.runstate import RunState, format_error
 from tui.screens.main import MainScreen
 from tui.session import EngineSession, Outcome
@@ -41,7 +43,7 @@ from tui.session import EngineSession, Outcome
 CheckCommand = Callable[[Path], Sequence[str]]
 
 
-class LoratuiApp(App):
+class LoratuiApp(RunControls, App):
     """The terminal UI.
 
     Args:
@@ -162,67 +164,6 @@ class LoratuiApp(App):
         self.call_from_thread(self.load_preset_ref, self.initial_preset or "demo")
 
     # --- engine ----------------------------------------------------------------------------
-
-    def can_control_run(self) -> bool:
-        """Whether stop / save now can reach the shown run (the daemon trains it)."""
-        return self.session.can_control()
-
-    def start_run(self, cfg: RunConfig) -> None:
-        """Add the form's config to the queue (the daemon starts it when its turn comes)."""
-        self.session.enqueue(dump_resolved(cfg), source=f"<form {cfg.name}>")
-        waiting = any(e.get("status") in ("pending", "running") for e in self.session.queue_entries)
-        self.notify(
-            f"Added {cfg.name} to the queue" + (" (it starts after the runs before it)" if waiting else ""),
-            timeout=4,
-        )
-
-    def stop_run(self) -> None:
-        if not self.session.stop():
-            self.notify(self._no_control_reason(), severity="warning")
-            return
-        self.notify("Stopping the run (saving a checkpoint first)", timeout=4)
-
-    def kill_run(self) -> None:
-        if not self.session.stop(save=False):
-            self.notify(self._no_control_reason(), severity="warning")
-
-    def resume_run(self) -> None:
-        state = self.run_state
-        if not state.run or state.status not in ("stopped", "interrupted", "failed"):
-            self.notify("The shown run has not stopped: nothing to resume", severity="warning")
-            return
-        self.session.command("resume", run=state.run)
-        self.notify(f"{state.name} will resume from its last saved state", timeout=4)
-
-    def _queue(self, cmd: str) -> None:
-        self.session.command(cmd)
-        self.notify(
-            "Queue paused: the running run finishes, no new one starts"
-            if cmd == "pause_queue"
-            else "Queue resumed",
-            timeout=4,
-        )
-
-    def save_now(self) -> None:
-        if not self.session.save_now():
-            self.notify(self._no_control_reason(), severity="warning")
-
-    def _no_control_reason(self) -> str:
-        state = self.run_state
-        if not state.run or state.status == "idle":
-            return "No run is shown: F7 shows the running one"
-        if state.finished:
-            return f"Run {state.name} has ended ({state.status})"
-        return "Not connected to the engine yet"
-
-    def sample_now(self) -> None:
-        if not self.session.sample_now():
-            self.notify(self._no_control_reason(), severity="warning")
-
-    def can_sample_now(self, run_dir: str | os.PathLike) -> bool:
-        """Whether `sample_now` reaches the run of this folder (the shown, controllable run)."""
-        shown = self.run_state.run_dir
-        return self.can_control_run() and bool(shown) and Path(shown).resolve() == Path(run_dir).resolve()
 
     def browse_dataset(self) -> None:
         """The dataset browser on the form's config."""
@@ -406,71 +347,9 @@ class LoratuiApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        main = self.main_screen
-        yield SystemCommand("Run", "Validate the form and start the run (F5)", main.action_run)
-        yield SystemCommand("Check dataset", "Check the config and dataset (F6)", main.action_check)
-        yield SystemCommand(
-            "Save preset", "Save over the loaded preset, comments kept (F2)", main.action_save
-        )
-        yield SystemCommand(
-            "Browse dataset", "Images, buckets, crops, captions; edit and exclude", self.browse_dataset
-        )
-        yield SystemCommand("Save preset as", "Save the form as a new preset (F3)", main.action_save_as)
-        yield SystemCommand(
-            "Toggle advanced fields", "Show or hide advanced fields (F4)", main.action_toggle_advanced
-        )
-        yield SystemCommand("Show run", "The live run view (F7)", self.show_run)
-        yield SystemCommand(
-            "Show next running run",
-            "With several runs training at once: follow the next one (> in the run view)",
-            lambda: self.show_running(step=1) and self.show_run(),
-        )
-        yield SystemCommand("Show form", "The run form", self.show_form)
-        yield SystemCommand(
-            "Caption images (WD14 / Florence-2)",
-            "Caption a dataset folder with WD14 tags and/or Florence-2 sentences",
-            self.show_caption,
-        )
-        yield SystemCommand(
-            "Test ComfyUI connection",
-            "Server reachable, [collect] node ids and their classes, the server's object info",
-            main.action_test_connection,
-        )
-        yield SystemCommand(
-            "Run history", "Past runs: overlay loss curves, smoothing, config diff (F10)", self.action_history
-        )
-        yield SystemCommand("Stop run", "Stop the run, saving a checkpoint first (x)", self.stop_run)
-        yield SystemCommand(
-            "Stop run without saving",
-            "Stop the shown run at once, no checkpoint (S in the queue)",
-            self.kill_run,
-        )
-        yield SystemCommand(
-            "Pause queue", "Finish the running run but start no new one", lambda: self._queue("pause_queue")
-        )
-        yield SystemCommand("Resume queue", "Start queued runs again", lambda: self._queue("resume_queue"))
-        yield SystemCommand(
-            "Resume stopped run",
-            "Continue the shown run from its last saved state (r in the queue)",
-            self.resume_run,
-        )
-        yield SystemCommand("Save checkpoint now", "Write a checkpoint at the next step (n)", self.save_now)
-        yield SystemCommand("Sample now", "Generate samples at the next step (p)", self.sample_now)
-        yield SystemCommand(
-            "Toggle loss / learning rate chart",
-            "(l in the run view)",
-            lambda: self.run_screen.action_toggle_lr(),
-        )
-        for name, path in list_presets(self.workspace).items():
-            yield SystemCommand(
-                f"Load preset {name}", str(path), lambda p=path: self.main_screen.load_preset(Path(p))
-            )
+        yield from loratui_commands(self)
 
     # --- quitting --------------------------------------------------------------------------
-
-    def run_is_live(self) -> bool:
-        """The shown run is training (in the daemon) and this app can stop it."""
-        return self.can_control_run()
 
     async def action_quit(self) -> None:
         if self.run_is_live():
@@ -490,43 +369,3 @@ class LoratuiApp(App):
     def on_unmount(self) -> None:
         # Hang up; the daemon and its runs go on (it exits on its own once idle with no client).
         self.session.close()
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="loratui", description="Terminal LoRA trainer")
-    parser.add_argument("--workspace", default=None, help="workspace folder (default: current directory)")
-    parser.add_argument("--no-mouse", action="store_true", help="do not capture the mouse (lighter over SSH)")
-    parser.add_argument(
-        "--demo", action="store_true", help="build the demo workspace and load the demo preset"
-    )
-    parser.add_argument("--preset", default=None, help="preset name or file to load into the form")
-    parser.add_argument(
-        "--images",
-        choices=("auto", "kitty", "sixel", "halfblock", "off"),
-        default="auto",
-        help="how images are drawn: detect, Kitty graphics, Sixel, Unicode half-blocks, or not at all",
-    )
-    return parser.parse_args(list(argv) if argv is not None else None)
-
-
-def run(argv: Sequence[str] | None = None) -> int:
-    """`loratui [--workspace DIR] [--no-mouse] [--demo] [--preset NAME]`: open the TUI."""
-    args = parse_args(argv)
-    workspace = Path(args.workspace or Path.cwd())
-    if not workspace.is_dir():
-        print(
-            f"error: workspace folder not found: {workspace}\n  hint: create it or pass --workspace DIR",
-            file=sys.stderr,
-        )
-        return 2
-    # The TUI ends with its terminal (SSH drop, tmux kill-session) even when it was started with
-    # SIGHUP ignored (nohup, or a parent that ignores it): otherwise it spins on a dead tty. The run
-    # goes on in the daemon, which ignores SIGHUP in its own session.
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    from tui import termimage
-
-    termimage.setup(args.images)  # from the environment: no query, textual-image loads at the first picture
-    app = LoratuiApp(workspace, preset=args.preset, demo=args.demo)
-    app.run(mouse=not args.no_mouse)
-    return 0

@@ -6,9 +6,13 @@ a fresh interpreter, so this process never imports torch and the TUI starts fast
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
+import signal
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 ENGINE_COMMANDS = ("check", "train", "caption", "collect", "serve", "demo", "keys")
 BENCH_SCRIPTS = ("gpu",)  # `loratui bench NAME` runs bench/NAME.py of this checkout
@@ -48,14 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if args and not args[0].startswith("-"):
         print(f"error: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    from tui.app import run  # the app itself, only when the UI is asked for
-
-    return int(run(args) or 0)
+    return open_tui(args)
 
 
 def _bench(args: list[str]) -> int:
-    from pathlib import Path
-
     script = Path(__file__).resolve().parent.parent / "bench" / f"{args[0] if args else ''}.py"
     if not args or args[0] not in BENCH_SCRIPTS or not script.is_file():
         print(
@@ -66,6 +66,48 @@ def _bench(args: list[str]) -> int:
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, str(script), *args[1:]])
     return 0  # not reached
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="loratui", description="Terminal LoRA trainer")
+    parser.add_argument("--workspace", default=None, help="workspace folder (default: current directory)")
+    parser.add_argument("--no-mouse", action="store_true", help="do not capture the mouse (lighter over SSH)")
+    parser.add_argument(
+        "--demo", action="store_true", help="build the demo workspace and load the demo preset"
+    )
+    parser.add_argument("--preset", default=None, help="preset name or file to load into the form")
+    parser.add_argument(
+        "--images",
+        choices=("auto", "kitty", "sixel", "halfblock", "off"),
+        default="auto",
+        help="how images are drawn: detect, Kitty graphics, Sixel, Unicode half-blocks, or not at all",
+    )
+    return parser.parse_args(list(argv) if argv is not None else None)
+
+
+def open_tui(argv: Sequence[str] | None = None) -> int:
+    """`loratui [--workspace DIR] [--no-mouse] [--demo] [--preset NAME]`: open the TUI."""
+    args = parse_args(argv)
+    workspace = Path(args.workspace or Path.cwd())
+    if not workspace.is_dir():
+        print(
+            f"error: workspace folder not found: {workspace}\n  hint: create it or pass --workspace DIR",
+            file=sys.stderr,
+        )
+        return 2
+    # The TUI ends with its terminal (SSH drop, tmux kill-session) even when it was started with
+    # SIGHUP ignored (nohup, or a parent that ignores it): otherwise it spins on a dead tty. The run
+    # goes on in the daemon, which ignores SIGHUP in its own session.
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    from tui import termimage
+
+    termimage.setup(args.images)  # from the environment: no query, textual-image loads at the first picture
+    from tui.app import LoratuiApp  # the app itself, only when the UI is asked for
+
+    app = LoratuiApp(workspace, preset=args.preset, demo=args.demo)
+    app.run(mouse=not args.no_mouse)
+    return 0
 
 
 if __name__ == "__main__":

@@ -172,10 +172,10 @@ class EngineSession:
                 )
             before = set(self.running)
             self.running = set((rebuilt or {}).keys())
-            for run_id, state in (rebuilt or {}).items():
+            for run_id, found in (rebuilt or {}).items():
                 known = self.runs.get(run_id)
-                if known is None or known.step < state.step or known.finished:
-                    self.runs[run_id] = state
+                if known is None or known.step < found.step or known.finished:
+                    self.runs[run_id] = found
             if self.running and not self.current.active:
                 self._show(self.running_runs()[0])  # the first in queue order; > shows the others
                 out.show_run = True
@@ -194,7 +194,7 @@ class EngineSession:
                 self.current.add_log("error", text)
             return out
         if kind == protocol.RUN_STARTED:
-            state = self.runs.get(run) if run is not None else None
+            state: RunState | None = self.runs.get(run) if run is not None else None
             if state is None or (state.finished and event.get("time") != state.started_at):
                 state = RunState()
             state.apply(event)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -86,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum, frame) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        print(
-            "stopping after the current download (Ctrl+C again to quit at once)", file=sys.stderr, flush=True
-        )
+        # A raw write: print() from a handler raises when the main thread is inside a write to stderr.
+        os.write(2, b"stopping after the current download (Ctrl+C again to quit at once)\n")
         stop.set()
 
     old = signal.signal(signal.SIGINT, on_signal)

@@ -193,9 +193,9 @@ def _run_queue(workspace: Path, watch: bool, train_cmd: str) -> int:
     signals: list[int] = []
 
     def stop(signum, frame) -> None:
-        if not signals:
-            for worker in server.running_workers():
-                writer.line(f"{worker.entry.name}: stopping after this step, saving its state")
+        # Nothing but a reentrant put here: the handler runs between any two bytecodes of the main
+        # thread, which may be inside a write to the same stream (a reentrant write raises). The
+        # server logs "<name>: stopping after this step, saving its state" from its own loop.
         signals.append(signum)
         server.request_stop(signum)
 

@@ -39,14 +39,25 @@ def _fill_empty(body: bytes) -> bytes:
 
 def _loadtxt(body: bytes, usecols: list[int]) -> np.ndarray:
     """numpy's C parser on whole lines; an empty field in a used column is retried as NaN."""
-    kw = dict(delimiter=",", dtype=np.float64, usecols=usecols, ndmin=2, comments=None, encoding="utf-8")
+
+    def parse(data: bytes) -> np.ndarray:
+        return np.loadtxt(
+            io.BytesIO(data),
+            delimiter=",",
+            dtype=np.float64,
+            usecols=usecols,
+            ndmin=2,
+            comments=None,
+            encoding="utf-8",
+        )
+
     try:
-        return np.loadtxt(io.BytesIO(body), **kw)
+        return parse(body)
     except ValueError:
         filled = _fill_empty(body)
         if filled is body:
             raise
-        return np.loadtxt(io.BytesIO(filled), **kw)
+        return parse(filled)
 
 
 def _field_bounds(body: bytes, ncols: int) -> np.ndarray | None:
@@ -57,7 +68,7 @@ def _field_bounds(body: bytes, ncols: int) -> np.ndarray | None:
     seps = np.flatnonzero((raw == 44) | (raw == 10))  # "," and "\n"
     if seps.size % ncols:
         return None
-    bounds = np.empty((seps.size // ncols, ncols + 1), dtype=np.int64)
+    bounds: np.ndarray = np.empty((seps.size // ncols, ncols + 1), dtype=np.int64)
     bounds[:, 1:] = seps.reshape(-1, ncols)
     if bounds.size and not np.all(raw[bounds[:, -1]] == 10):
         return None  # a row with too few or too many commas shifts the newlines out of the last column

@@ -12,6 +12,8 @@ or a live run's lists, and are reduced there once; nothing upstream reduces them
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -60,7 +62,7 @@ class AppendOnlyArrays:
         return arr
 
 
-def _same(value, stored: float) -> bool:
+def _same(value, stored: Any) -> bool:
     value = float("nan") if value is None else float(value)
     return value == stored or (value != value and stored != stored)
 
@@ -88,9 +90,9 @@ def downsample(xs: ArrayLike, ys: ArrayLike, buckets: int, how: str = "mean"):
     n = x.size
     if buckets <= 0 or n <= buckets:
         return x, y
-    starts = np.arange(buckets, dtype=np.int64) * n // buckets
+    starts: np.ndarray = np.arange(buckets, dtype=np.int64) * n // buckets
     if how == "mean":
-        counts = np.diff(np.append(starts, n))
+        counts: np.ndarray = np.diff(np.append(starts, n))
         return np.add.reduceat(x, starts) / counts, np.add.reduceat(y, starts) / counts
     extreme = (np.minimum if how == "min" else np.maximum).reduceat(y, starts)
     # The first index in each run where y equals the run's extreme.

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from typing import Any
+
 import numpy as np
 
 from engine.runs import smoothing
@@ -90,7 +92,7 @@ def fractional_epochs(epoch: np.ndarray) -> np.ndarray:
         return e
     starts = np.flatnonzero(np.concatenate([[True], e[1:] != e[:-1]]))
     lengths = np.diff(np.concatenate([starts, [e.size]]))
-    run_id = np.repeat(np.arange(starts.size), lengths)
+    run_id: np.ndarray = np.repeat(np.arange(starts.size), lengths)
     pos = np.arange(e.size) - starts[run_id]
     return e + pos / lengths[run_id]
 
@@ -289,5 +291,5 @@ def readout(runs: list[OverlayRun], view: ViewSettings, step: float) -> list[str
     return lines
 
 
-def _g(value: float) -> str:
+def _g(value: Any) -> str:
     return f"{value:.4g}" if math.isfinite(value) else "nan"

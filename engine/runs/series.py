@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RAW, SMOOTHED, MARKERS = "raw", "smoothed", "markers"
 PALETTE = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
@@ -25,8 +29,8 @@ class ChartSeries:
     """
 
     label: str
-    xs: Sequence[float] = field(default_factory=list)
-    ys: Sequence[float] = field(default_factory=list)
+    xs: Sequence[float] | np.ndarray = field(default_factory=list)
+    ys: Sequence[float] | np.ndarray = field(default_factory=list)
     kind: str = RAW
     colour: str | int | None = None
 

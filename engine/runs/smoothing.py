@@ -60,7 +60,7 @@ def _ema_raw(v: np.ndarray, w: float) -> np.ndarray:
     block = min(block, n)
     pad = (-n) % block
     m = np.concatenate([v, np.zeros(pad)]).reshape(-1, block)
-    k = np.arange(block, dtype=np.float64)
+    k: np.ndarray = np.arange(block, dtype=np.float64)
     up = w**-k  # <= e^40
     down = w**k
     # Within each block, starting from 0: s_j = (1-w) w^j * sum_{i<=j} v_i w^-i.

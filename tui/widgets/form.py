@@ -30,13 +30,12 @@ from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Select, Static, Switch
 
 from engine.config import SCHEMA, FieldSpec, validate_field
-from engine.config.schema import (
-    MODES,
-    PATH,
-    PATHS,
-)
+from engine.config.schema import MODES, PATH, PATHS
 from tui.widgets.form_fields import (
+    MODE_NOTES,
+    MODE_SECTIONS,
     MUST_EXIST,
+    SECTION_TITLES,
     FieldError,
     FieldRow,
     editor_value,
@@ -47,31 +46,6 @@ from tui.widgets.form_fields import (
 )
 
 __all__ = ["ConfigForm", "FieldError", "FieldRow", "format_value", "parse_value"]
-
-SECTION_TITLES = {
-    "": "Run",
-    "model": "Model",
-    "dataset": "Dataset",
-    "caption_auto": "Auto-captioning (WD14)",
-    "network": "Network",
-    "train": "Training",
-    "validation": "Validation",
-    "sample": "Samples",
-    "save": "Saving",
-    "log": "Logging",
-    "ileco": "iLECO mode",
-    "difference": "Difference mode",
-    "collect": "Collect from ComfyUI",
-}
-
-# The sections of one mode come right after the mode select: choosing ileco shows its prompts next.
-MODE_SECTIONS = ("ileco", "difference", "collect")
-
-# A line at the top of a section that a mode mostly hides, saying why its fields are gone.
-MODE_NOTES = {
-    ("dataset", "ileco"): "Mode ileco reads no images: only resolution (its noise size) is used.",
-    ("dataset", "difference"): "Mode difference reads only its two images, fitted to a bucket.",
-}
 
 
 class ConfigForm(Widget):

@@ -53,6 +53,32 @@ MUST_EXIST = {
     "collect.prompts",
 }
 
+# The form's sections (tui/widgets/form.py) by schema table, with their titles.
+SECTION_TITLES = {
+    "": "Run",
+    "model": "Model",
+    "dataset": "Dataset",
+    "caption_auto": "Auto-captioning (WD14)",
+    "network": "Network",
+    "train": "Training",
+    "validation": "Validation",
+    "sample": "Samples",
+    "save": "Saving",
+    "log": "Logging",
+    "ileco": "iLECO mode",
+    "difference": "Difference mode",
+    "collect": "Collect from ComfyUI",
+}
+
+# The sections of one mode come right after the mode select: choosing ileco shows its prompts next.
+MODE_SECTIONS = ("ileco", "difference", "collect")
+
+# A line at the top of a section that a mode mostly hides, saying why its fields are gone.
+MODE_NOTES = {
+    ("dataset", "ileco"): "Mode ileco reads no images: only resolution (its noise size) is used.",
+    ("dataset", "difference"): "Mode difference reads only its two images, fitted to a bucket.",
+}
+
 
 def off_classes(specs: list[FieldSpec]) -> str:
     """`-off-<mode>` for each mode that reads none of `specs` (CSS hides them in that mode)."""
