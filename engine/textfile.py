@@ -91,3 +91,33 @@ def read_user_text(path: str | os.PathLike) -> str:
     encoding and OSError when the file cannot be read."""
     p = Path(path)
     return decode_user_text(p.read_bytes(), where=str(p))
+
+
+def read_user_file(
+    path: str | os.PathLike,
+    *,
+    what: str,
+    where: str | None = None,
+    missing_hint: str = "relative paths start at the workspace",
+    read_hint: str = "",
+    error: type[LoratuiError] = LoratuiError,
+) -> str:
+    """The text of a user's file, every failure raised as `error` (a LoratuiError) that names `what`
+    ("workflow", "prompts file"), the file and `where` (a config key; the file itself by default):
+    not found (hint `missing_hint`), a folder, unreadable (hint `read_hint`), or not UTF-8 /
+    BOM-marked UTF-16 (the likely encoding and how to convert it, from TextEncodingError)."""
+    p = Path(path)
+    at = where or str(p)
+    try:
+        return read_user_text(p)
+    except TextEncodingError as exc:
+        raise error(exc.message, hint=exc.hint, where=at) from None
+    except FileNotFoundError:
+        raise error(f"{what} not found: {p}", hint=missing_hint, where=at) from None
+    except IsADirectoryError:
+        raise error(
+            f"{what} {p} is a folder, not a file", hint="give the path of the file", where=at
+        ) from None
+    except OSError as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise error(f"cannot read {what} {p}: {reason}", hint=read_hint, where=at) from None

@@ -83,3 +83,44 @@ def test_sample_prompts_file_through_the_same_reader(tmp_path):
         prompt_lines(cfg)
     assert info.value.where == "sample.prompts_file" and "prompts.txt" in info.value.message
     assert "cp932" in info.value.message
+
+
+def _readers(tmp_path):
+    """Each reader of a user's file that is not a caption, with the key its errors name."""
+    from engine.collect.settings import load_prompts
+    from engine.collect.workflow import load_workflow
+    from engine.config.load import read_toml
+    from engine.config.prompts import prompt_lines
+
+    def sample_prompts_file(path):
+        cfg = RunConfig()
+        cfg.workspace = tmp_path
+        cfg.sample.prompts_file = str(path)
+        return prompt_lines(cfg)
+
+    return [
+        (read_toml, None),
+        (load_workflow, "collect.workflow"),
+        (load_prompts, "collect.prompts"),
+        (sample_prompts_file, "sample.prompts_file"),
+    ]
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "cp1252"])
+def test_every_file_reader_names_the_file_and_its_key(tmp_path, case):
+    # One rule (engine.textfile.read_user_file) for all of them: each had its own copy before, and a
+    # folder given as the collect prompts file was reported with no hint.
+    path = tmp_path / "in.json"
+    if case == "folder":
+        path.mkdir()
+    elif case == "cp1252":
+        path.write_bytes("café crème, naïve".encode("cp1252"))
+    for reader, key in _readers(tmp_path):
+        with pytest.raises(LoratuiError) as exc:
+            reader(path)
+        err = exc.value
+        assert str(path) in err.message or case == "cp1252", (reader.__name__, err.message)
+        assert err.where == (key or str(path)), (reader.__name__, err.where)
+        assert err.hint, reader.__name__
+        if case == "cp1252":
+            assert "not UTF-8" in err.message and "UTF-8" in err.hint

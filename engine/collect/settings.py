@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import LoratuiError
-from engine.textfile import TextEncodingError, read_user_text
+from engine.textfile import read_user_file
 
 FULL, BATCH = "full-workflow", "per-batch"
 BATCH_KEYS = ("positive_prompt_node", "seed_node", "output_node")
@@ -159,16 +159,7 @@ def load_prompts(path: Path) -> list[dict]:
     `prompts = [...]` of strings, or `[[prompts]]` tables with prompt/seed/count.
     """
     where = "collect.prompts"
-    try:
-        text = read_user_text(path)  # UTF-8 / BOM-marked UTF-16; another encoding is named
-    except TextEncodingError as exc:
-        raise LoratuiError(exc.message, hint=exc.hint, where=where) from None
-    except FileNotFoundError:
-        raise LoratuiError(
-            f"prompts file not found: {path}", hint="relative paths start at the workspace", where=where
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoratuiError(f"cannot read prompts file {path}: {exc}", where=where) from None
+    text = read_user_file(path, what="prompts file", where=where)
     try:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LoratuiError
-from engine.textfile import TextEncodingError, read_user_text
+from engine.textfile import read_user_file
 
 # Inputs each mapped node must have as a literal value (the node classes users map, by input name, so
 # custom nodes with the same inputs work too).
@@ -40,20 +40,13 @@ def load_workflow(path: Path) -> dict[str, dict[str, Any]]:
     workflow saved in the UI format (it has `nodes`/`links`), and anything that is not a node table.
     """
     where = "collect.workflow"
-    try:
-        text = read_user_text(path)  # UTF-8 / BOM-marked UTF-16; another encoding is named
-    except TextEncodingError as exc:
-        raise LoratuiError(exc.message, hint=exc.hint, where=where) from None
-    except FileNotFoundError:
-        raise LoratuiError(
-            f"workflow file not found: {path}",
-            hint="relative paths start at the workspace; export the workflow with Save (API Format)",
-            where=where,
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoratuiError(
-            f"cannot read workflow {path}: {exc}", hint="is it a JSON file?", where=where
-        ) from None
+    text = read_user_file(
+        path,
+        what="workflow file",
+        where=where,
+        missing_hint="relative paths start at the workspace; export the workflow with Save (API Format)",
+        read_hint="is it a JSON file?",
+    )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.textfile import TextEncodingError, read_user_text
+from engine.textfile import read_user_file
 
 from .compat import ENV_PREFIX as _OWN_PREFIX
 from .compat import alias_value, read_environment
@@ -66,24 +66,13 @@ def find_preset(ref: str, *, relative_to: Path | None, workspace: Path) -> Path:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file's data; errors name the file and, for syntax errors, the line."""
-    try:
-        text = read_user_text(path)
-    except TextEncodingError as exc:
-        raise ConfigError(exc.message, hint=exc.hint, where=str(path)) from None
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file not found: {path}",
-            hint="check the path (relative paths start at the current folder)",
-            where=str(path),
-        ) from None
-    except IsADirectoryError:
-        raise ConfigError(
-            f"{path} is a folder, not a TOML file", hint="pass the path of a .toml file", where=str(path)
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read config file {path}: {exc}", hint="is it a UTF-8 text file?", where=str(path)
-        ) from None
+    text = read_user_file(
+        path,
+        what="config file",
+        missing_hint="check the path (relative paths start at the current folder)",
+        read_hint="is it a UTF-8 text file?",
+        error=ConfigError,
+    )
     return parse_toml(text, str(path))
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import LoratuiError
-from engine.textfile import TextEncodingError, read_user_text
+from engine.textfile import read_user_file
 
 OPTIONS = {"n": "negative prompt", "w": "width", "h": "height", "d": "seed", "l": "guidance", "s": "steps"}
 
@@ -93,16 +93,12 @@ def prompt_lines(cfg) -> list[tuple[str, str]]:
     ref = str(getattr(cfg.sample, "prompts_file", "") or "")
     if ref:
         path = Path(cfg.resolve_path(ref))
-        try:
-            text = read_user_text(path)  # UTF-8 / BOM-marked UTF-16; another encoding is named
-        except TextEncodingError as exc:
-            raise LoratuiError(exc.message, hint=exc.hint, where="sample.prompts_file") from None
-        except OSError as exc:
-            raise LoratuiError(
-                f"cannot read the sample prompts file {path}: {getattr(exc, 'strerror', None) or exc}",
-                hint="sample.prompts_file is a UTF-8 text file with one prompt per line",
-                where="sample.prompts_file",
-            ) from None
+        text = read_user_file(
+            path,
+            what="sample prompts file",
+            where="sample.prompts_file",
+            read_hint="sample.prompts_file is a UTF-8 text file with one prompt per line",
+        )
         for n, raw in enumerate(text.splitlines(), 1):
             line = raw.strip()
             if line and not line.startswith("#"):
