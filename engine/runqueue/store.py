@@ -682,21 +682,6 @@ class QueueStore:
                     )
         return None
 
-    def claim_next(self) -> Entry | None:
-        """Mark the first pending entry running and return it (None when nothing is pending)."""
-        with edit_lock(self.folder):
-            for e in self.entries():
-                if e.adopted and e.status == protocol.PENDING:
-                    return self._update(
-                        e.run,
-                        status=protocol.RUNNING,
-                        started=now_iso(),
-                        finished="",
-                        error=None,
-                        progress=0.0 if not e.resume else e.progress,
-                    )
-        return None
-
 
 __all__ = [
     "Entry",

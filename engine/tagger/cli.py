@@ -170,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, emit, log):
-    from engine.data.images import image_suffixes
     from engine.tagger.model import TaggerModel  # onnxruntime: not needed for --help or bad args
     from engine.tagger.run import (
         caption_images,
@@ -200,13 +199,7 @@ def _run(args: argparse.Namespace, emit, log):
         escape=not args.no_escape,
     )
     extensions = check_extensions(parse_tag_list(args.caption_extensions))
-    images = find_images(args.dirs)
-    if not images:
-        raise LoratuiError(
-            "no images found (looked for " + " ".join(sorted(image_suffixes())) + ")",
-            hint="give the folder that holds the training images",
-            where=", ".join(args.dirs),
-        )
+    images = find_images(args.dirs, required=True)
     emit(protocol.phase(run=None, name="load_model", done=0, total=1))
     model = TaggerModel(args.tagger, device=args.device)
     emit(protocol.phase(run=None, name="load_model", done=1, total=1))
@@ -236,7 +229,6 @@ def _run(args: argparse.Namespace, emit, log):
 
 def _run_captioners(args: argparse.Namespace, names: list[str], emit, log):
     """Florence-2 (alone or with WD14): the same flags, files and events as the WD14 path."""
-    from engine.data.images import image_suffixes
     from engine.tagger.captioners import load_captioners, write_captions
     from engine.tagger.florence import resolve_florence_dir
     from engine.tagger.run import check_extensions, find_images
@@ -244,13 +236,7 @@ def _run_captioners(args: argparse.Namespace, names: list[str], emit, log):
     if "florence2" in names:
         resolve_florence_dir(args.model)  # a wrong model folder is named before anything else
     extensions = check_extensions(parse_tag_list(args.caption_extensions))
-    images = find_images(args.dirs)
-    if not images:
-        raise LoratuiError(
-            "no images found (looked for " + " ".join(sorted(image_suffixes())) + ")",
-            hint="give the folder that holds the training images",
-            where=", ".join(args.dirs),
-        )
+    images = find_images(args.dirs, required=True)
     options = TagOptions(
         general_threshold=args.general_threshold,
         character_threshold=args.character_threshold,

@@ -34,8 +34,10 @@ Progress = Callable[[int, int], None]
 Log = Callable[[str, str], None]  # (level, message)
 
 
-def find_images(dirs: Iterable[str | Path], recursive: bool = True) -> list[Path]:
-    """Image files under `dirs` (sub-folders such as `10_name/` included), sorted; hidden ones skipped."""
+def find_images(dirs: Iterable[str | Path], recursive: bool = True, *, required: bool = False) -> list[Path]:
+    """Image files under `dirs` (sub-folders such as `10_name/` included), sorted; hidden ones skipped.
+    Raises LoratuiError for a missing folder, and with `required` when no image is found."""
+    dirs = [str(d) for d in dirs]
     found: list[Path] = []
     for d in dirs:
         root = Path(d)
@@ -51,6 +53,14 @@ def find_images(dirs: Iterable[str | Path], recursive: bool = True) -> list[Path
             for name in files:
                 if not name.startswith(".") and is_image(name):
                     found.append(Path(folder) / name)
+    if required and not found:
+        from engine.data.images import image_suffixes
+
+        raise LoratuiError(
+            "no images found (looked for " + " ".join(sorted(image_suffixes())) + ")",
+            hint="give the folder that holds the training images",
+            where=", ".join(dirs),
+        )
     return sorted(set(found))
 
 
