@@ -7,26 +7,14 @@ import functools
 
 import torch
 
+from bench.gpu import SDXL_UNET
+from bench.train_speed import SD15_UNET
 from engine.models.ldm_names import LdmNameMap
 from engine.networks.targets import unet_targets
 
-SD15 = dict(
-    block_out_channels=(320, 640, 1280, 1280),
-    cross_attention_dim=768,
-    attention_head_dim=8,
-)
-SDXL = dict(
-    block_out_channels=(320, 640, 1280),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 10),
-    attention_head_dim=(5, 10, 20),
-    cross_attention_dim=2048,
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-)
+# The published architectures, as the benchmarks build them (one copy of each config).
+SD15 = SD15_UNET
+SDXL = SDXL_UNET
 
 
 @functools.lru_cache(maxsize=2)

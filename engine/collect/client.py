@@ -170,12 +170,7 @@ class ComfyClient:
 
     def history(self, prompt_id: str) -> dict | None:
         """GET /history/{id}: the prompt's history entry, or None while it has not finished."""
-        response = self._request("GET", f"/history/{prompt_id}")
-        if response.status_code != 200:
-            raise self._not_comfy(f"/history/{prompt_id}", response.status_code)
-        data = self._json(response, f"/history/{prompt_id}")
-        entry = data.get(prompt_id) if isinstance(data, dict) else None
-        return entry if isinstance(entry, dict) else None
+        return self._entry(f"/history/{prompt_id}", prompt_id)
 
     def view(self, image: dict) -> tuple[bytes, str]:
         """GET /view for one output record {filename, subfolder, type}: (bytes, content type)."""
@@ -219,12 +214,17 @@ class ComfyClient:
 
     def object_info(self, class_type: str) -> dict | None:
         """GET /object_info/{class}: the node class's description, or None when the server lacks it."""
-        response = self._request("GET", f"/object_info/{class_type}")
+        return self._entry(f"/object_info/{class_type}", class_type)
+
+    def _entry(self, path: str, key: str) -> dict | None:
+        """GET `path` (a JSON object keyed by `key`, as /history/{id} and /object_info/{class}
+        answer): the object under `key`, or None when it is not there."""
+        response = self._request("GET", path)
         if response.status_code != 200:
-            raise self._not_comfy(f"/object_info/{class_type}", response.status_code)
-        data = self._json(response, f"/object_info/{class_type}")
-        info = data.get(class_type) if isinstance(data, dict) else None
-        return info if isinstance(info, dict) else None
+            raise self._not_comfy(path, response.status_code)
+        data = self._json(response, path)
+        entry = data.get(key) if isinstance(data, dict) else None
+        return entry if isinstance(entry, dict) else None
 
 
 def rejection_text(data: Any, workflow: dict) -> str:

@@ -58,3 +58,18 @@ def family_of(unet_config, text_encoders) -> str:
     if width != 1024 and cross == 1024 and len(text_encoders) == 1:
         width = 1024
     return family_from_parts(len(text_encoders), unet_config.get("addition_embed_type"), width)
+
+
+def loaded_parts(family: str, prediction: str, unet, vae, text_encoders, tokenizers, schedule: dict) -> dict:
+    """What a model loader returns (engine/models/folder.py, single_file.py) for BaseModel: the
+    modules plus family, prediction type, the VAE's latent scaling factor and the noise schedule."""
+    return {
+        "family": family,
+        "prediction": prediction,
+        "unet": unet,
+        "vae": vae,
+        "text_encoders": text_encoders,
+        "tokenizers": tokenizers,
+        "scaling_factor": vae.config.scaling_factor,
+        "schedule": schedule,
+    }

@@ -32,7 +32,7 @@ def load_folder(path: Path) -> dict:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTokenizer
 
-    from engine.models.detect import family_of
+    from engine.models.detect import family_of, loaded_parts
 
     index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
     for part in ("unet", "vae", "text_encoder", "tokenizer"):
@@ -85,13 +85,5 @@ def load_folder(path: Path) -> dict:
         raise LoratuiError(
             f"model.base: {path} predicts samples, which LoRA training does not support", where="model.base"
         )
-    return {
-        "family": family_of(unet.config, text_encoders),
-        "prediction": prediction,
-        "unet": unet,
-        "vae": vae,
-        "text_encoders": text_encoders,
-        "tokenizers": tokenizers,
-        "scaling_factor": vae.config.scaling_factor,
-        "schedule": schedule,
-    }
+    family = family_of(unet.config, text_encoders)
+    return loaded_parts(family, prediction, unet, vae, text_encoders, tokenizers, schedule)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import LoratuiError
-from engine.models.detect import prediction_from_single_file
+from engine.models.detect import loaded_parts, prediction_from_single_file
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -354,13 +354,4 @@ def load_single_file(path: Path) -> dict:
         prediction = schedule["prediction_type"]
     else:
         prediction = prediction_from_single_file(family, sd.keys(), metadata, path)
-    return {
-        "family": family,
-        "prediction": prediction,
-        "unet": unet,
-        "vae": vae,
-        "text_encoders": text_encoders,
-        "tokenizers": tokenizers,
-        "scaling_factor": vae.config.scaling_factor,
-        "schedule": schedule,
-    }
+    return loaded_parts(family, prediction, unet, vae, text_encoders, tokenizers, schedule)
