@@ -221,7 +221,7 @@ async def test_history_footer_shows_back_first_and_fits_80_columns(tmp_path):
 async def test_queue_cursor_starts_on_the_running_entry():
     from textual.app import App, ComposeResult
 
-    from tui.widgets.queue_panel import QueuePanel
+    from tui.widgets.queue_panel import QueuePanel, QueueTable
 
     class Host(App):
         def compose(self) -> ComposeResult:
@@ -279,3 +279,57 @@ async def test_caption_stop_key_is_dimmed_while_no_tagger_runs(tmp_path):
         screen.busy = True
         screen.refresh_bindings()
         assert screen.active_bindings["f4"].enabled is True
+
+
+async def test_run_view_footer_keeps_every_key_at_80_columns_with_a_queued_row_focused(tmp_path):
+    # Seen by hand: a stoppable run plus a focused pending row (Move, Remove) made the padded footer
+    # 92 columns wide, and "f10 History" and the palette key fell off the right edge at 80.
+    from textual.widgets import DataTable
+
+    from tui.screens.run import RunScreen
+    from tui.widgets.footer import Footer
+    from tui.widgets.queue_panel import QueuePanel, QueueTable
+
+    ws = make_workspace(tmp_path)
+    app = LoratuiApp(ws, attach=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        state = RunState(run="r0", name="demo", status="running", phase="train", step=30, total_steps=60)
+        app.session._show(state)
+        app.session.can_control = lambda: True  # as when the daemon trains the shown run
+        app.run_screen.state = state
+        entries = [{"run": "r0", "name": "demo", "status": "running", "position": 0}]
+        entries += [{"run": "r1", "name": "next", "status": "pending", "position": 1}]
+        app.session.queue_entries = entries
+        app.show_run()
+        await wait_until(
+            pilot,
+            lambda: isinstance(app.screen, RunScreen) and app.screen.query(QueueTable),
+            what="run view with its queue table",
+        )
+        panel = app.screen.query_one(QueuePanel)
+        panel.show_queue(entries)
+        table = panel.query_one(DataTable)
+        table.focus()
+        await wait_until(pilot, lambda: table.row_count == 2, what="queue rows")
+        table.move_cursor(row=1)
+        app.screen.refresh_bindings()
+
+        def labels() -> list[str]:
+            return _group_labels(app.screen) + [
+                str(key.render()) for key in app.screen.query_one(Footer).query("FooterKey")
+            ]
+
+        footer = app.screen.query_one(Footer)
+        await wait_until(
+            pilot,
+            lambda: (
+                any("Remove" in label for label in labels()) and all(c.size.width for c in footer.children)
+            ),
+            what="queue keys laid out in the footer",
+        )
+        shown = " ".join(labels())
+        for key in ("Remove", "Stop", "Save now", "Form", "Quit", "History"):
+            assert key in shown, shown
+        assert sum(child.size.width for child in footer.children) <= 80, shown
+        await pilot.resize_terminal(120, 30)
+        await wait_until(pilot, lambda: not footer.compact, what="padded footer on a wide terminal")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -36,6 +36,9 @@ def series_of(state: RunState, show_lr: bool = False) -> list[ChartSeries]:
     if state.val_steps:
         series.append(ChartSeries("val", state.val_steps, state.val_losses, MARKERS))
     return series
+
+
+COMPACT_BELOW = 100  # columns under which the footer drops the padding between keys
 
 
 class RunScreen(Screen):
@@ -99,7 +102,12 @@ class RunScreen(Screen):
         yield SampleStrip(id="samples")
         yield LogTail(id="log")
         yield Static("", id="no-run")
-        yield Footer()
+        yield Footer(compact=self.app.size.width < COMPACT_BELOW)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Below 100 columns the keys go without padding: with a queued row focused and a run that can
+        # be stopped, the padded footer was 92 columns and cut "f10 History" off at 80.
+        self.query_one(Footer).compact = event.size.width < COMPACT_BELOW
 
     def on_mount(self) -> None:
         self.set_interval(0.25, self.sync)
