@@ -29,11 +29,11 @@ def test_the_step_reads_nothing_back_and_a_nan_step_fails_the_run_before_its_che
     tmp_path, tiny_sd15, demo_dataset, monkeypatch
 ):
     from engine.train.loop import Trainer
-    from tests.train_util import config_text, csv_rows, finished, of_type, run_in_process
+    from tests.train_util import config_text, csv_rows, finished, of_type, run_in_process, watch_train_steps
 
     # Calls that copy a tensor's value to Python, made from the engine's own code while a step runs.
     reads: list[str] = []
-    in_step = [False]
+    in_step = watch_train_steps(monkeypatch)
 
     def counting(name):
         original = getattr(torch.Tensor, name)
@@ -48,7 +48,7 @@ def test_the_step_reads_nothing_back_and_a_nan_step_fails_the_run_before_its_che
 
     for name in ("item", "__float__", "tolist"):
         monkeypatch.setattr(torch.Tensor, name, counting(name))
-    per_sample, train_step = Trainer._per_sample, Trainer.train_step
+    per_sample = Trainer._per_sample
     calls = [0]
 
     def poisoned(self, *args, **kwargs):  # the second micro-batch of the run gives NaN
@@ -56,14 +56,6 @@ def test_the_step_reads_nothing_back_and_a_nan_step_fails_the_run_before_its_che
         out = per_sample(self, *args, **kwargs)
         return out * float("nan") if calls[0] == 2 else out
 
-    def watched(self, *args):
-        in_step[0] = True
-        try:
-            return train_step(self, *args)
-        finally:
-            in_step[0] = False
-
-    monkeypatch.setattr(Trainer, "train_step", watched)
     text = config_text(tiny_sd15, demo_dataset, name="r", train={"steps": 3}, save={"every_steps": 1})
     rc, events, run_dir = run_in_process(tmp_path, text)
     assert rc == 0, finished(events)

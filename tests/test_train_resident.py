@@ -30,8 +30,7 @@ def test_a_run_reads_held_caches_parks_the_encoders_around_samples_and_trains_th
     tmp_path, tiny_sd15, demo_dataset, monkeypatch
 ):
     from engine.train.batches import LatentSource
-    from engine.train.loop import Trainer
-    from tests.train_util import config_text, csv_rows, finished, of_type, run_in_process
+    from tests.train_util import config_text, csv_rows, finished, of_type, run_in_process, watch_train_steps
 
     def losses_of(name: str, extra: dict):
         text = config_text(
@@ -56,16 +55,9 @@ def test_a_run_reads_held_caches_parks_the_encoders_around_samples_and_trains_th
         monkeypatch.setattr(
             resident.EncoderParking, name, lambda self, _o=original, _n=name: (calls.append(_n), _o(self))[1]
         )
-    train_step, batch_latents = Trainer.train_step, LatentSource.batch_latents
-    in_step = [False]
+    batch_latents = LatentSource.batch_latents
+    in_step = watch_train_steps(monkeypatch)
     read_from_sources: list[str] = []
-
-    def watched(self, *args):
-        in_step[0] = True
-        try:
-            return train_step(self, *args)
-        finally:
-            in_step[0] = False
 
     def counted(self, batch):
         if in_step[0]:
@@ -81,7 +73,6 @@ def test_a_run_reads_held_caches_parks_the_encoders_around_samples_and_trains_th
             read_from_sources.append("text")
         return text_load(self, caption)
 
-    monkeypatch.setattr(Trainer, "train_step", watched)
     monkeypatch.setattr(LatentSource, "batch_latents", counted)
     monkeypatch.setattr(TextCache, "load", counted_text)
     from engine.train import samples

@@ -72,3 +72,22 @@ def csv_rows(run_dir: Path) -> list[list[str]]:
     """loss.csv rows without the seconds column."""
     lines = (run_dir / "loss.csv").read_text(encoding="utf-8").splitlines()
     return [line.split(",")[:6] for line in lines]
+
+
+def watch_train_steps(monkeypatch) -> list[bool]:
+    """Patch engine.train.loop.Trainer.train_step so the returned flag ([True] while a step runs,
+    [False] between steps) tells a spy whether it was called from inside a training step."""
+    from engine.train.loop import Trainer
+
+    in_step = [False]
+    train_step = Trainer.train_step
+
+    def watched(self, *args):
+        in_step[0] = True
+        try:
+            return train_step(self, *args)
+        finally:
+            in_step[0] = False
+
+    monkeypatch.setattr(Trainer, "train_step", watched)
+    return in_step
