@@ -221,7 +221,7 @@ async def test_history_footer_shows_back_first_and_fits_80_columns(tmp_path):
 async def test_queue_cursor_starts_on_the_running_entry():
     from textual.app import App, ComposeResult
 
-    from tui.widgets.queue_panel import QueuePanel, QueueTable
+    from tui.widgets.queue_panel import QueuePanel
 
     class Host(App):
         def compose(self) -> ComposeResult:
