@@ -176,6 +176,7 @@ class PipelineRun:
                 if self.controls.stop.is_set():
                     raise _Stop()
             except _Stop:
+                self.controls.log_signal()
                 self.emit(
                     protocol.log(f"pipeline: stopped during {step}; resume continues it", run=self.run_id)
                 )

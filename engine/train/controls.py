@@ -1,11 +1,18 @@
 """Requests from outside a training run: stop (saving or not), save_now and sample_now, arriving as
 protocol commands on stdin (engine.protocol CMD_*) or as signals (SIGINT/SIGTERM stop after saving, a
 second one interrupts at once, SIGHUP is ignored so a closed SSH session does not end the run).
+
+A signal handler runs in the main thread between two of its bytecodes, possibly inside a lock the
+main thread holds (the event writer's, a threading.Event's). So the handler takes no lock: it sets a
+lock-free flag and writes its one line to stderr with os.write; the log record and its protocol event
+are written later by the loop (`log_signal`). Logging from the handler deadlocked `engine train` when
+Ctrl-C came while the loop was writing an event.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -14,16 +21,34 @@ from engine import protocol
 log = logging.getLogger("engine.train")
 
 
+class StopFlag:
+    """threading.Event's set / is_set / clear without its lock (nobody waits on a stop): a signal
+    handler may set it while the main thread is inside any of them."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class Controls:
     """Requests from outside the loop: stop (with or without saving), save_now, sample_now."""
 
     def __init__(self) -> None:
-        self.stop = threading.Event()
+        self.stop = StopFlag()
         self.stop_save = True
         self.save_now = threading.Event()
         self.sample_now = threading.Event()
         self._old_handlers: dict = {}
         self._signals = 0
+        self._signal_name = ""  # the stop signal not yet logged (see log_signal)
 
     def request_stop(self, save: bool = True) -> None:
         self.stop_save = self.stop_save and save if self.stop.is_set() else save
@@ -71,16 +96,27 @@ class Controls:
             self._signals += 1
             if self._signals > 1:
                 raise KeyboardInterrupt
-            log.warning(
-                "received %s: stopping after the current step (a checkpoint is saved)",
-                signal.Signals(signum).name,
-            )
-            self.request_stop(True)
+            self._signal_name = signal.Signals(signum).name
+            self.stop_save = True
+            self.stop.set()
+            try:  # no logging here (module docstring): one raw write, no lock taken
+                os.write(
+                    2,
+                    f"{self._signal_name}: stopping after the current step (a checkpoint is saved)\n".encode(),
+                )
+            except OSError:
+                pass
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old_handlers[sig] = signal.signal(sig, on_signal)
         if hasattr(signal, "SIGHUP"):
             self._old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def log_signal(self) -> None:
+        """Log (to engine.log and as a protocol event) the stop signal the handler only flagged."""
+        name, self._signal_name = self._signal_name, ""
+        if name:
+            log.warning("received %s: stopping after the current step (a checkpoint is saved)", name)
 
     def restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():

@@ -83,6 +83,7 @@ class TrainingRun:
 
     def _check_stop(self, where: str) -> None:
         if self.controls.stop.is_set() and not self._training:
+            self.controls.log_signal()
             raise _StoppedBeforeTraining(where)
 
     @property

@@ -184,6 +184,7 @@ class StepLoop:
             self._report_pending_quietly()
             raise
         if controls.stop.is_set() and state.steps_done < run_steps:
+            controls.log_signal()
             lora = None
             if controls.stop_save and state.steps_done > 0:
                 if self.folder.last_saved_step != state.step:
