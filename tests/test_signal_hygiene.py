@@ -134,3 +134,27 @@ def test_ctrl_c_of_train_never_deadlocks_on_the_event_writer(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["200"]
     assert proc.stderr.count("SIGINT: stopping after the current step") == 200
+
+
+def test_ctrl_c_after_a_stop_without_saving_does_not_turn_it_into_a_save():
+    import os
+
+    from engine.train.controls import Controls
+
+    controls = Controls()
+    controls.install_signals()
+    try:
+        controls.request_stop(save=False)  # the queue's "stop, no save" (S) came first
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.getsignal(signal.SIGINT)  # a bytecode boundary: the handler has run
+        assert controls.stop.is_set() and controls.stop_save is False
+    finally:
+        controls.restore_signals()
+    fresh = Controls()
+    fresh.install_signals()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.getsignal(signal.SIGINT)
+        assert fresh.stop.is_set() and fresh.stop_save is True
+    finally:
+        fresh.restore_signals()

@@ -97,7 +97,8 @@ class Controls:
             if self._signals > 1:
                 raise KeyboardInterrupt
             self._signal_name = signal.Signals(signum).name
-            self.stop_save = True
+            if not self.stop.is_set():  # a stop without saving, asked before, stays without saving
+                self.stop_save = True
             self.stop.set()
             try:  # no logging here (module docstring): one raw write, no lock taken
                 os.write(
