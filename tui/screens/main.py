@@ -155,20 +155,26 @@ class MainScreen(Screen):
         self.notify(f"Loaded preset {path.stem}", timeout=3)
         return True
 
-    def _show_preset_choice(self, path: Path, attempts: int = 40) -> None:
+    def _show_preset_choice(self, path: Path, attempts: int = 1200) -> None:
         """Select `path` in the preset list (adding it when it is a file from elsewhere)."""
-        select = self.query_one("#preset", Select)
         options = self._preset_options()
         if str(path) not in [v for _, v in options]:
             options.append((path.stem, str(path)))
         try:
+            select = self.query_one("#preset", Select)  # not there yet before the screen composes
+            if not select.is_mounted:
+                # Select's own mount handler sets its value from what its watcher saw, and a
+                # watcher does not run before mount: a value set earlier was reset to blank.
+                raise NoMatches("the preset list is not mounted yet")
             with self.prevent(Select.Changed):
                 select.set_options(options)
                 select.value = str(path)
         except NoMatches:
-            # A preset that arrives at start-up (the demo build) can beat the select's own parts.
+            # A preset that arrives at start-up (the demo build, `--preset`) can beat the screen's
+            # compose and the select's mount. The app's timer: this screen may not be running yet.
+            # (Before, a preset that beat the compose raised here and the list stayed blank: CI.)
             if attempts > 0:
-                self.set_timer(0.05, lambda: self._show_preset_choice(path, attempts - 1))
+                self.app.set_timer(0.05, lambda: self._show_preset_choice(path, attempts - 1))
 
     def changes(self) -> dict[str, Any]:
         """Form values that differ from the loaded preset (what a save writes)."""
