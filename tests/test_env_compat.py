@@ -98,6 +98,30 @@ def test_loratui_names_that_name_no_key_are_warned_about(tmp_path):
     assert all("VENV" not in w and "TORCH" not in w for w in cfg.env_warnings)
 
 
+def test_a_daemon_worker_environment_gives_no_warning(tmp_path):
+    # Seen in the TUI: every run the daemon started warned "LORATUI_PINNED_DEVICES names no config
+    # key; did you mean LORATUI_TRAIN__DEVICES?" (the daemon sets it for its workers).
+    env = {"LORATUI_PINNED_DEVICES": "cpu0", "LORATUI_DEVICES": "cpu0,cpu1", "LORATUI_SERVE_IDLE_S": "30"}
+    cfg = load_config(_write(tmp_path), env=env, workspace=tmp_path)
+    assert cfg.env_warnings == []
+
+
+def test_every_tool_variable_the_code_reads_is_known():
+    # The kind of the case above: a LORATUI_ name without "__" that loratui reads (or sets for its
+    # children) and the config reader does not know is reported to the user as a misspelt key.
+    import re
+
+    from engine.config.compat import TOOL_VARIABLES
+
+    found = set()
+    for folder in ("engine", "tui", "bench", ".ci"):
+        for path in (REPO / folder).rglob("*"):
+            if path.is_file() and path.suffix in ("", ".py", ".sh"):
+                found |= set(re.findall(r"LORATUI_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="ignore")))
+    tool = {name for name in found if "__" not in name}
+    assert tool and tool <= TOOL_VARIABLES, sorted(tool - TOOL_VARIABLES)
+
+
 def _check(tmp_path, config: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k not in ENV_ALIASES and not k.startswith("LORATUI_")}
     full.update(env, PYTHONPATH=str(REPO))

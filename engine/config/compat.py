@@ -42,7 +42,10 @@ VALUE_SPELLINGS: dict[str, dict[str, str]] = {
     "MIXED_PRECISION": {"no": "fp32", "fp32": "fp32", "fp16": "fp16", "bf16": "bf16"},
 }
 
-# LORATUI_* variables that configure the tool itself, not a run.
+# LORATUI_* variables that configure the tool itself, not a run: set by a user (setup, devices, the
+# daemon) or by loratui for its own children (a worker's pinned devices, a rank's launcher). Every
+# one the code reads is listed (tests/test_env_compat.py checks): a missing one was reported to the
+# user as a misspelt config key at every run the daemon started.
 TOOL_VARIABLES = frozenset(
     {
         "LORATUI_VENV",
@@ -51,6 +54,11 @@ TOOL_VARIABLES = frozenset(
         "LORATUI_TRAIN_CMD",
         "LORATUI_STOP_GRACE",
         "LORATUI_WORKSPACE",
+        "LORATUI_DEVICES",
+        "LORATUI_SERVE_IDLE_S",
+        "LORATUI_PINNED_DEVICES",
+        "LORATUI_RANK_RESULTS",
+        "LORATUI_LAUNCHER_PID",
     }
 )
 
